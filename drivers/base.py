@@ -1,0 +1,97 @@
+"""What every driver hands to the collector, and the backoff every driver uses.
+
+Drivers know protocols, not quality: they deliver decoded values keyed by the tag or
+gauge names from their own config and never decide anything about a press's state.
+They call a synchronous ``sink`` (no ``await`` per value) so that the hot path costs
+one function call per poll, not one coroutine per reading.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(slots=True)
+class PollResult:
+    """All tag values of one poll of one PLC connection.
+
+    ``ts`` is the wall-clock acquisition time (epoch seconds, taken when the response
+    arrived); ``scheduled`` and ``started`` are monotonic, for jitter accounting.
+    A tag whose block read failed is absent from ``values`` and present in ``errors``
+    with a short reason (e.g. the Modbus exception name).
+    """
+
+    source: str
+    ts: float
+    values: dict[str, Any]
+    errors: dict[str, str] = field(default_factory=dict)
+    scheduled: float = 0.0
+    started: float = 0.0
+
+
+@dataclass(slots=True, frozen=True)
+class ConnectionChange:
+    """A device went online or offline. Emitted once per change, never repeated."""
+
+    source: str
+    ts: float
+    online: bool
+    reason: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class GaugeValue:
+    """One measured value from a gauge.
+
+    ``value`` stays a decimal string as the gauge sent it: its number of decimals is the
+    gauge's resolution. ``unit`` comes from the record when it carries one, else config.
+    """
+
+    gauge: str
+    ts: float
+    value: str
+    unit: str
+    channel: int | None = None
+    raw: bytes = b""
+    flag: str | None = None  # tolerance flag sent by the gauge itself ('<', '=', '>')
+
+
+@dataclass(slots=True, frozen=True)
+class GaugeError:
+    """A line from a gauge that is not a value: device error string or garbage."""
+
+    gauge: str
+    ts: float
+    reason: str
+    raw: bytes = b""
+
+
+DriverEvent = PollResult | ConnectionChange | GaugeValue | GaugeError
+Sink = Callable[[DriverEvent], None]
+
+
+class Backoff:
+    """Capped exponential backoff with jitter, reset on success.
+
+    Jitter keeps a line of presses that lost the network together from reconnecting in
+    lock-step.
+    """
+
+    def __init__(self, initial: float = 0.5, maximum: float = 30.0, factor: float = 2.0,
+                 jitter: float = 0.1) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.factor = factor
+        self.jitter = jitter
+        self._next = initial
+
+    def next_delay(self) -> float:
+        delay = self._next
+        self._next = min(self.maximum, self._next * self.factor)
+        return delay * (1.0 + random.uniform(-self.jitter, self.jitter))
+
+    def reset(self) -> None:
+        self._next = self.initial
