@@ -1,0 +1,116 @@
+"""Command line: ``press-collector run | check | demo | buffer ...``.
+
+Each command is a thin shell over a library function the daemon and the tests use too.
+Heavy imports (pymodbus, paho, asyncua) happen inside the commands that need them, so
+``check`` and ``--help`` start fast on a small line PC.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+DEFAULT_CONFIG_DIR = Path("/etc/press-collector")
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stdout,
+    )
+    for noisy in ("pymodbus", "asyncua"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from collector.config import check, summary
+
+    problems = check(args.config_dir)
+    if problems:
+        for line in problems:
+            print(line, file=sys.stderr)
+        print(f"{len(problems)} problem(s) in {args.config_dir}", file=sys.stderr)
+        return 1
+    print(summary(args.config_dir))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from collector.config import ConfigError, load_config
+    from collector.daemon import run_until_signalled
+
+    setup_logging(args.log_level)
+    try:
+        config = load_config(args.config_dir)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    asyncio.run(run_until_signalled(config))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from collector.demo import run_demo
+
+    setup_logging(args.log_level)
+    return asyncio.run(run_demo(config_dir=args.config_dir, duration=args.duration,
+                                broker=args.broker, workdir=args.workdir))
+
+
+def cmd_buffer_stats(args: argparse.Namespace) -> int:
+    from buffer.store import Outbox
+
+    outbox = Outbox.open(Path(args.path), readonly=True)
+    try:
+        print(json.dumps(outbox.stats(), indent=2, default=str))
+    finally:
+        outbox.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="press-collector",
+                                     description="Press and gauge data collector for stamping shops")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR)
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check", help="validate every config file and exit")
+    check.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR)
+    check.set_defaults(func=cmd_check)
+
+    demo = sub.add_parser("demo", help="run the whole pipeline on simulated presses and gauges")
+    demo.add_argument("--config-dir", type=Path, default=None,
+                      help="example config to use (default: the repo's config/)")
+    demo.add_argument("--duration", type=float, default=None,
+                      help="stop after this many seconds (default: until Ctrl-C)")
+    demo.add_argument("--broker", default=None,
+                      help="HOST:PORT of an existing broker (default: start a private Mosquitto)")
+    demo.add_argument("--workdir", type=Path, default=None,
+                      help="where the demo keeps its buffer and broker files (default: a temp dir)")
+    demo.set_defaults(func=cmd_demo)
+
+    buffer = sub.add_parser("buffer", help="inspect the SQLite buffer")
+    buffer_sub = buffer.add_subparsers(dest="buffer_command", required=True)
+    stats = buffer_sub.add_parser("stats", help="rows, backlog, size")
+    stats.add_argument("path", help="path of the buffer file")
+    stats.set_defaults(func=cmd_buffer_stats)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

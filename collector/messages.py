@@ -1,0 +1,135 @@
+"""The message contract: topics, the common envelope and its JSON encoding.
+
+Everything a subscriber sees is shaped here, so the JSON Schemas in
+``collector/schemas`` and the AsyncAPI document have one place to agree with. Payloads
+are encoded once, when the row goes into the outbox; the publisher only moves bytes.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+from collector.domain import Event
+
+SCHEMA_PREFIX = "press-collector/"
+SCHEMA_VERSION = 1
+
+EVENTS_STREAM = "events"
+TELEMETRY_STREAM = "telemetry"
+
+
+class Topics:
+    """Topic names under the configured root (ISA-95 / Unified Namespace habit)."""
+
+    def __init__(self, root: str, host: str) -> None:
+        self.root = root
+        self.host = host
+
+    def event(self, press: str, kind: str) -> str:
+        return f"{self.root}/{press}/events/{kind}"
+
+    def telemetry(self, press: str) -> str:
+        return f"{self.root}/{press}/telemetry"
+
+    def state(self, press: str) -> str:
+        return f"{self.root}/{press}/state"
+
+    def status(self) -> str:
+        return f"{self.root}/_collector/{self.host}/status"
+
+
+class _IsoClock:
+    """Formats epoch seconds as ISO 8601 UTC with milliseconds, caching the seconds part.
+
+    Telemetry formats a timestamp per poll; the cache makes that a dict lookup and an
+    f-string instead of a ``datetime`` round trip.
+    """
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def __call__(self, ts: float) -> str:
+        second = int(ts)
+        if second != self._second:
+            self._second = second
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        millis = int((ts - second) * 1000)
+        return f"{self._prefix}.{millis:03d}Z"
+
+
+iso_utc = _IsoClock()
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("ascii", "backslashreplace")
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+def dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj, default=_default)
+
+
+def envelope(kind: str, press: str, stream: str, seq: int, ts: float, host: str,
+             context: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
+    """The common envelope: a record that is traceable on its own."""
+    return {
+        "schema": SCHEMA_PREFIX + kind,
+        "schema_version": SCHEMA_VERSION,
+        "id": uuid.uuid4().hex,
+        "press": press,
+        "stream": stream,
+        "seq": seq,
+        "ts": iso_utc(ts),
+        "host": host,
+        "context": context,
+        "data": data,
+    }
+
+
+def encode_event(event: Event, press: str, seq: int, host: str) -> bytes:
+    return dumps(envelope(event.kind, press, EVENTS_STREAM, seq, event.ts, host,
+                          event.context, event.body))
+
+
+def encode_telemetry(press: str, seq: int, ts: float, host: str, values: Mapping[str, Any],
+                     errors: Mapping[str, str], context: Mapping[str, Any]) -> bytes:
+    data: dict[str, Any] = {"values": values}
+    if errors:
+        data["errors"] = errors
+    return dumps(envelope("telemetry", press, TELEMETRY_STREAM, seq, ts, host, context, data))
+
+
+def encode_state(press: str, ts: float, host: str, state: str, plc_online: bool,
+                 context: Mapping[str, Any]) -> bytes:
+    """The retained state: what a dashboard shows when it connects, no seq (latest wins)."""
+    return dumps({
+        "schema": SCHEMA_PREFIX + "state",
+        "schema_version": SCHEMA_VERSION,
+        "press": press,
+        "ts": iso_utc(ts),
+        "host": host,
+        "state": state,
+        "plc_online": plc_online,
+        "context": context,
+    })
+
+
+def encode_status(host: str, online: bool, ts: float | None = None) -> bytes:
+    """Birth and last-will payload of the collector process."""
+    return dumps({
+        "schema": SCHEMA_PREFIX + "status",
+        "schema_version": SCHEMA_VERSION,
+        "host": host,
+        "status": "online" if online else "offline",
+        "ts": iso_utc(time.time() if ts is None else ts),
+    })

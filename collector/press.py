@@ -1,0 +1,155 @@
+"""One press at run time: driver events in, workflow decisions, rows into the outbox.
+
+This is the hot path of the daemon. A poll of 40 tags costs one workflow call, one JSON
+encoding and one in-memory append to the outbox batch; nothing here awaits, so a slow
+disk or broker never stalls polling (the outbox's writer thread and the publisher take
+it from there).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from buffer.store import Outbox, OutboxRow
+from collector import messages
+from collector.domain import Event, Plan, WorkflowSettings
+from collector.messages import EVENTS_STREAM, TELEMETRY_STREAM, Topics
+from collector.workflow import PressWorkflow
+from drivers.base import ConnectionChange, DriverEvent, GaugeError, GaugeValue, PollResult
+
+log = logging.getLogger(__name__)
+
+GAUGE_STREAM = "gauge"
+SNAPSHOT_EVERY_S = 1.0
+
+
+def snapshot_key(press: str) -> str:
+    return f"workflow/{press}"
+
+
+class PressRuntime:
+    """Feeds one press's workflow and writes everything it produces to the outbox."""
+
+    def __init__(self, press_id: str, role_tags: Mapping[str, str], settings: WorkflowSettings,
+                 plans: Mapping[str, Plan], outbox: Outbox, topics: Topics,
+                 publish_telemetry: bool = True,
+                 on_state: Callable[[str, str], None] | None = None) -> None:
+        self.press = press_id
+        self.role_tags = tuple(role_tags.items())  # (tag name, role)
+        self.outbox = outbox
+        self.topics = topics
+        self.publish_telemetry = publish_telemetry
+        self.on_state = on_state
+        self.plc_source = f"{press_id}/plc"
+        self.plc_online = False
+        self.stats: dict[str, int] = {"polls": 0, "events": 0, "gauge_values": 0,
+                                      "gauge_errors": 0, "poll_errors": 0}
+        snapshot = outbox.get_kv(snapshot_key(press_id))
+        if snapshot:
+            self.workflow = PressWorkflow.restore(press_id, settings, plans, snapshot)
+        else:
+            self.workflow = PressWorkflow(press_id, settings, plans)
+        self._last_state = ""
+        self._last_snapshot = 0.0
+        self._telemetry_topic = topics.telemetry(press_id)
+
+    # -- driver sink -------------------------------------------------------------------
+    def sink(self, event: DriverEvent) -> None:
+        """The one entry point for every driver of this press (synchronous, cheap)."""
+        if isinstance(event, PollResult):
+            self._on_poll(event)
+        elif isinstance(event, GaugeValue):
+            self._on_gauge(event)
+        elif isinstance(event, GaugeError):
+            self._on_gauge_error(event)
+        elif isinstance(event, ConnectionChange):
+            self._on_connection(event)
+
+    def _on_poll(self, result: PollResult) -> None:
+        self.stats["polls"] += 1
+        values = result.values
+        if result.errors:
+            self.stats["poll_errors"] += 1
+        roles = {role: values[tag] for tag, role in self.role_tags if tag in values}
+        events = self.workflow.on_poll(result.ts, roles)
+        seq = self.outbox.next_seq(self.press, TELEMETRY_STREAM)
+        payload = messages.encode_telemetry(self.press, seq, result.ts, self.topics.host, values,
+                                            result.errors, self._telemetry_context())
+        self.outbox.add(OutboxRow(self.press, TELEMETRY_STREAM, seq, self._telemetry_topic,
+                                  payload, durable=False, delivered=not self.publish_telemetry))
+        self._emit(events, result.ts)
+
+    def _on_gauge(self, value: GaugeValue) -> None:
+        self.stats["gauge_values"] += 1
+        seq = self.outbox.next_seq(self.press, GAUGE_STREAM)
+        reading_id = f"{self.press}/{GAUGE_STREAM}/{seq}"
+        payload = messages.dumps({
+            "gauge": value.gauge, "channel": value.channel, "value": value.value,
+            "unit": value.unit, "flag": value.flag, "ts": messages.iso_utc(value.ts),
+            "raw": value.raw, "reading_id": reading_id,
+        })
+        # Raw gauge values are local history (audit, replay); subscribers get them inside
+        # the first_article / measurement events that judged them.
+        self.outbox.add(OutboxRow(self.press, GAUGE_STREAM, seq,
+                                  f"{self.topics.root}/{self.press}/gauge/{value.gauge}",
+                                  payload, durable=True, delivered=True))
+        events = self.workflow.on_gauge(value.ts, value.gauge, value.channel, value.value,
+                                        value.unit, reading_id=reading_id)
+        self._emit(events, value.ts)
+
+    def _on_gauge_error(self, error: GaugeError) -> None:
+        self.stats["gauge_errors"] += 1
+        if not error.reason.startswith("device_error"):
+            return  # garbage is counted and logged by the driver, never an event per line
+        event = Event("gauge_error", error.ts,
+                      {"gauge": error.gauge, "reason": error.reason, "raw": error.raw},
+                      self.workflow.context(), durable=True)
+        self._emit([event], error.ts)
+
+    def _on_connection(self, change: ConnectionChange) -> None:
+        if change.source == self.plc_source:
+            self.plc_online = change.online
+            events = self.workflow.on_connection(change.ts, change.online, change.reason)
+        else:
+            events = [Event("gauge_connection", change.ts,
+                            {"gauge": change.source.rsplit("/", 1)[-1], "online": change.online,
+                             "reason": change.reason},
+                            self.workflow.context(), durable=True)]
+        self._emit(events, change.ts)
+        self._publish_state(change.ts, force=True)
+
+    # -- output ------------------------------------------------------------------------
+    def _telemetry_context(self) -> dict[str, Any]:
+        ctx = self.workflow.context()
+        return {"state": ctx.get("state"), "part_number": ctx.get("part_number"),
+                "die_id": ctx.get("die_id"), "material_lot": ctx.get("material_lot")}
+
+    def _emit(self, events: list[Event], ts: float) -> None:
+        for event in events:
+            seq = self.outbox.next_seq(self.press, EVENTS_STREAM)
+            payload = messages.encode_event(event, self.press, seq, self.topics.host)
+            self.outbox.add(OutboxRow(self.press, EVENTS_STREAM, seq,
+                                      self.topics.event(self.press, event.kind), payload,
+                                      durable=event.durable))
+        self.stats["events"] += len(events)
+        self._publish_state(ts, force=bool(events))
+
+    def _publish_state(self, ts: float, force: bool) -> None:
+        """Keep the retained state and the restart snapshot current, without a row per poll."""
+        state = self.workflow.state
+        now = time.monotonic()
+        if not force and state == self._last_state and now - self._last_snapshot < SNAPSHOT_EVERY_S:
+            return
+        self._last_snapshot = now
+        self.outbox.put_kv(snapshot_key(self.press), self.workflow.snapshot())
+        if force or state != self._last_state:
+            self.outbox.put_retained(self.press, self.topics.state(self.press),
+                                     messages.encode_state(self.press, ts, self.topics.host, state,
+                                                           self.plc_online,
+                                                           self.workflow.context()))
+            if state != self._last_state and self.on_state is not None:
+                self.on_state(self.press, state)
+            self._last_state = state
