@@ -68,7 +68,8 @@ class WorkflowSettings:
 
     long_stop_s: float = 1800.0      # idle longer than this -> setup on restart
     stopped_after_s: float = 60.0    # released press idle longer than this shows 'stopped'
-    hold_on_measurement_fail: bool = False  # an out-of-tolerance patrol value puts the press on hold
+    # an out-of-tolerance patrol value puts the press on hold
+    hold_on_measurement_fail: bool = False
 
 
 @dataclass(frozen=True, slots=True)

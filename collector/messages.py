@@ -56,11 +56,10 @@ class _IsoClock:
         self._prefix = ""
 
     def __call__(self, ts: float) -> str:
-        second = int(ts)
+        second, millis = divmod(round(ts * 1000), 1000)
         if second != self._second:
             self._second = second
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        millis = int((ts - second) * 1000)
         return f"{self._prefix}.{millis:03d}Z"
 
 

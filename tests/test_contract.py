@@ -1,0 +1,115 @@
+"""The message contract is code: schemas, AsyncAPI document and encoder agree.
+
+These are pure tests of the encoder against the schemas; the end-to-end tests validate
+what a subscriber really receives from the broker with the same function.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from importlib import resources
+
+import orjson
+import pytest
+import yaml
+
+from collector import messages
+from collector.contract import load_schemas, schema_name_for, validate_message, validation_errors
+from collector.domain import Characteristic, Plan, WorkflowSettings
+from collector.workflow import EVENT_KINDS, PressWorkflow
+
+ROOT = "plant/press-shop"
+PLAN = Plan("BRK-100", "B", (
+    Characteristic("C1", "hole distance", Decimal("25.00"), Decimal("24.95"), Decimal("25.05"),
+                   gauge="g1"),
+    Characteristic("C2", "burr", Decimal("0"), None, Decimal("0.05"), gauge="g1"),
+))
+
+
+def run_scenario() -> list:
+    """A job start, a failed and a passed first article, a measurement, an outage."""
+    wf = PressWorkflow("p1", WorkflowSettings(), {"BRK-100": PLAN})
+    t = 1_764_000_000.0
+    events = []
+    events += wf.on_poll(t, {"part_number": "BRK-100", "die_id": 7, "material_lot": "L1",
+                             "stroke_count": 10, "setup_mode": False})
+    events += wf.on_gauge(t + 1, "g1", 1, "25.20", "mm", reading_id="p1/gauge/1")
+    events += wf.on_gauge(t + 2, "g1", 1, "0.01", "mm", reading_id="p1/gauge/2")
+    events += wf.on_gauge(t + 3, "g1", 1, "25.01", "mm", reading_id="p1/gauge/3")
+    events += wf.on_gauge(t + 4, "g1", 1, "0.02", "mm", reading_id="p1/gauge/4")
+    events += wf.on_gauge(t + 5, "g1", 1, "25.00", "mm", reading_id="p1/gauge/5")
+    events += wf.on_gauge(t + 6, "g9", None, "1.0", "mm")
+    events += wf.on_connection(t + 7, False, "timeout")
+    events += wf.on_connection(t + 8, True)
+    events += wf.on_poll(t + 9, {"part_number": "BRK-100", "die_id": 8, "material_lot": "L1",
+                                 "stroke_count": 12})
+    return events
+
+
+def encoded(events) -> list[tuple[str, dict]]:
+    topics = messages.Topics(ROOT, "line-pc-1")
+    return [(topics.event("p1", e.kind), orjson.loads(messages.encode_event(e, "p1", i, "line-pc-1")))
+            for i, e in enumerate(events, start=1)]
+
+
+def test_every_workflow_event_kind_has_a_schema() -> None:
+    assert set(EVENT_KINDS) <= set(load_schemas())
+
+
+def test_scenario_events_honour_their_schemas() -> None:
+    events = run_scenario()
+    kinds = {e.kind for e in events}
+    assert {"setup", "first_article", "measurement", "unassigned_reading", "connection",
+            "state_change"} <= kinds
+    for topic, payload in encoded(events):
+        assert validate_message(topic, ROOT, payload) == [], (topic, payload)
+
+
+def test_schema_rejects_a_broken_event() -> None:
+    topic, payload = next((t, p) for t, p in encoded(run_scenario()) if t.endswith("first_article"))
+    del payload["seq"]
+    payload["data"]["verdict"] = "maybe"
+    errors = validate_message(topic, ROOT, payload)
+    assert any("seq" in e for e in errors)
+    assert any("maybe" in e for e in errors)
+
+
+def test_telemetry_state_and_status_honour_their_schemas() -> None:
+    now = time.time()
+    context = {"state": "released", "part_number": "BRK-100", "die_id": "7", "material_lot": "L1"}
+    telemetry = orjson.loads(messages.encode_telemetry(
+        "p1", 5, now, "h", {"strokes": 12, "tonnage": 812.5, "part": "BRK-100", "setup": False},
+        {"temp": "IllegalDataAddress"}, context))
+    state = orjson.loads(messages.encode_state("p1", now, "h", "released", True, context))
+    status = orjson.loads(messages.encode_status("h", False))
+    assert validate_message(f"{ROOT}/p1/telemetry", ROOT, telemetry) == []
+    assert validate_message(f"{ROOT}/p1/state", ROOT, state) == []
+    assert validate_message(f"{ROOT}/_collector/h/status", ROOT, status) == []
+    telemetry["stream"] = "events"
+    assert validation_errors("telemetry", telemetry)
+
+
+def test_timestamps_are_utc_with_milliseconds() -> None:
+    assert messages.iso_utc(0.5) == "1970-01-01T00:00:00.500Z"
+    assert messages.iso_utc(1_764_061_200.123) == "2025-11-25T09:00:00.123Z"
+
+
+@pytest.mark.parametrize("topic,name", [
+    (f"{ROOT}/p1/events/setup", "setup"),
+    (f"{ROOT}/p1/telemetry", "telemetry"),
+    (f"{ROOT}/p1/state", "state"),
+    (f"{ROOT}/_collector/line-pc-1/status", "status"),
+])
+def test_topic_to_schema(topic: str, name: str) -> None:
+    assert schema_name_for(topic, ROOT) == name
+
+
+def test_asyncapi_document_covers_every_schema() -> None:
+    doc = yaml.safe_load(resources.files("collector").joinpath("asyncapi.yaml").read_text())
+    assert doc["asyncapi"].startswith("3.")
+    referenced = {m["payload"]["schema"]["$ref"].removeprefix("./schemas/").removesuffix(".json")
+                  for m in doc["components"]["messages"].values()}
+    assert referenced == set(load_schemas()) - {"envelope"}
+    for name, channel in doc["channels"].items():
+        assert channel["address"].startswith("{root}/"), name
