@@ -24,7 +24,8 @@ def setup_logging(level: str) -> None:
         stream=sys.stdout,
     )
     for noisy in ("pymodbus", "asyncua"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+        # our drivers log each outage once; pymodbus would log every timeout with a frame dump
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
 
 def cmd_check(args: argparse.Namespace) -> int:

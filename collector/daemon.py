@@ -84,7 +84,7 @@ def build_gauge(press_id: str, cfg) -> SerialGauge:
     parser = make_parser(cfg.preset, pattern=cfg.pattern or None,
                          error_strings=tuple(cfg.error_strings))
     terminator = {"CR": b"\r", "LF": b"\n", "CRLF": b"\r\n"}[cfg.terminator]
-    return SerialGauge(f"{press_id}/{cfg.id}", cfg.port, parser, baudrate=cfg.baudrate,
+    return SerialGauge(f"{press_id}/{cfg.id}", cfg.port, parser, name=cfg.id, baudrate=cfg.baudrate,
                        bytesize=cfg.bytesize, parity=cfg.parity, stopbits=cfg.stopbits,
                        terminator=terminator, max_line=cfg.max_line, unit_default=cfg.unit)
 

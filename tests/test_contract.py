@@ -49,7 +49,8 @@ def run_scenario() -> list:
 
 def encoded(events) -> list[tuple[str, dict]]:
     topics = messages.Topics(ROOT, "line-pc-1")
-    return [(topics.event("p1", e.kind), orjson.loads(messages.encode_event(e, "p1", i, "line-pc-1")))
+    return [(topics.event("p1", e.kind),
+             orjson.loads(messages.encode_event(e, "p1", i, "line-pc-1")))
             for i, e in enumerate(events, start=1)]
 
 

@@ -1,0 +1,155 @@
+"""A whole line PC in a test: press simulators, gauges on ptys, the daemon, a subscriber.
+
+Built from the repo's example config (config/), pointed at free ports, ptys and a
+buffer file in the test's tmp dir, exactly as the demo does it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from collector.config import LoadedConfig, load_config
+from collector.contract import validate_message
+from collector.daemon import Daemon
+from collector.demo import REPO_CONFIG, prepare_config
+from collector.local_broker import LocalBroker
+from drivers.sim_gauge import GaugeSimulator
+from drivers.sim_press import PressSimulator
+from tests.support.subscriber import Received, Subscriber
+
+JOBS = {"p1": ("BRK-100", 7, "L2411-01"), "p2": ("BRK-200", 12, "L2411-07"),
+        "p3": ("CLP-300", 21, "L2410-33")}
+
+
+class Line:
+    """Simulators + daemon + subscriber; ``await line.start()``, ``await line.close()``."""
+
+    def __init__(self, tmp_path: Path, broker: LocalBroker, presses: tuple[str, ...] = ("p1",),
+                 spm: int = 120) -> None:
+        self.tmp_path = tmp_path
+        self.broker = broker
+        self.press_ids = presses
+        self.spm = spm
+        self.sims: dict[str, PressSimulator] = {}
+        self.gauges: dict[str, dict[str, GaugeSimulator]] = {}
+        self.config: LoadedConfig | None = None
+        self.daemon: Daemon | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.sub: Subscriber | None = None
+
+    @property
+    def root(self) -> str:
+        assert self.config is not None
+        return self.config.collector.site.topic_root
+
+    async def start(self, subscribe: bool = True) -> Line:
+        base = load_config(REPO_CONFIG)
+        gauge_paths = {}
+        for press_id in self.press_ids:
+            part, die, lot = JOBS[press_id]
+            sim = PressSimulator(host="127.0.0.1", port=0, part=part, die=die, lot=lot,
+                                 spm=self.spm, seed=1)
+            await sim.start()
+            sim.set_running(True)
+            self.sims[press_id] = sim
+            self.gauges[press_id] = {}
+            for g in base.presses[press_id].gauges:
+                link = self.tmp_path / f"{press_id}-{g.id}"
+                gsim = GaugeSimulator(str(link), preset=g.preset)
+                gsim.open()
+                self.gauges[press_id][g.id] = gsim
+                gauge_paths[(press_id, g.id)] = str(link)
+        base = base.model_copy(update={"presses": {p: base.presses[p] for p in self.press_ids}})
+        self.config = prepare_config(base, self.tmp_path, ("127.0.0.1", self.broker.port),
+                                     {p: s.port for p, s in self.sims.items()}, gauge_paths)
+        if subscribe:
+            self.sub = Subscriber("127.0.0.1", self.broker.port, [f"{self.root}/#"]).start()
+        await self.start_daemon()
+        return self
+
+    async def start_daemon(self) -> None:
+        assert self.config is not None
+        self.daemon = Daemon(self.config)
+        self.task = asyncio.create_task(self.daemon.run())
+        await asyncio.wait_for(self.daemon.ready.wait(), 10)
+
+    async def stop_daemon(self) -> None:
+        if self.daemon is not None and self.task is not None:
+            self.daemon.stop()
+            await asyncio.wait_for(self.task, 15)
+            self.daemon = self.task = None
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.stop_daemon()
+        if self.sub is not None:
+            self.sub.stop()
+        for sim in self.sims.values():
+            await sim.stop()
+        for gauges in self.gauges.values():
+            for g in gauges.values():
+                g.close()
+
+    # -- what the subscriber saw -------------------------------------------------------
+    def events(self, msgs: list[Received] | None = None, press: str | None = None,
+               kind: str | None = None) -> list[dict[str, Any]]:
+        assert self.sub is not None
+        out = []
+        for m in msgs if msgs is not None else self.sub.snapshot():
+            if "/events/" not in m.topic:
+                continue
+            p = orjson.loads(m.payload)
+            if press and p["press"] != press:
+                continue
+            if kind and not p["schema"].endswith("/" + kind):
+                continue
+            out.append(p)
+        return out
+
+    def matching(self, msgs: list[Received], press: str, kind: str, after: int,
+                 data: dict[str, Any]) -> list[dict[str, Any]]:
+        return [e for e in self.events(msgs, press, kind)
+                if e["seq"] > after and all(e["data"].get(k) == v for k, v in data.items())]
+
+    async def wait_event(self, press: str, kind: str, timeout: float = 15.0, after: int = 0,
+                         **data: Any) -> dict[str, Any]:
+        """The first event of that kind (with seq > after) whose data has these values."""
+        assert self.sub is not None
+        msgs = await self.sub.wait_for(
+            lambda msgs: bool(self.matching(msgs, press, kind, after, data)), timeout)
+        return self.matching(msgs, press, kind, after, data)[0]
+
+    def contract_violations(self) -> list[str]:
+        assert self.sub is not None
+        problems = []
+        for m in self.sub.snapshot():
+            errors = validate_message(m.topic, self.root, orjson.loads(m.payload))
+            problems += [f"{m.topic}: {e}" for e in errors]
+        return problems
+
+    def seqs(self, stream_suffix: str) -> dict[str, list[int]]:
+        """seq numbers per press as received, for 'events' or 'telemetry'."""
+        assert self.sub is not None
+        seqs: dict[str, list[int]] = defaultdict(list)
+        for m in self.sub.snapshot():
+            if (stream_suffix == "events" and "/events/" in m.topic) or \
+                    (stream_suffix == "telemetry" and m.topic.endswith("/telemetry")):
+                p = orjson.loads(m.payload)
+                seqs[p["press"]].append(p["seq"])
+        return seqs
+
+    def measure(self, press: str, gauge: str, value: str, channel: int = 1) -> None:
+        self.gauges[press][gauge].send_value(value, channel=channel)
+
+
+def contiguous(seqs: list[int]) -> tuple[list[int], int]:
+    """(missing seq numbers, duplicate count) of a received sequence."""
+    unique = sorted(set(seqs))
+    missing = sorted(set(range(unique[0], unique[-1] + 1)) - set(unique)) if unique else []
+    return missing, len(seqs) - len(unique)
