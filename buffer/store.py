@@ -1,0 +1,734 @@
+"""SQLite store-and-forward outbox and local history.
+
+`buffer` knows durability and nothing of MQTT: a row's topic and payload are opaque.
+
+Hot path
+--------
+``next_seq`` and ``add`` are in-memory operations under one lock (no I/O), so a press
+task never waits for the disk. A single writer thread owns the write connection and
+commits everything queued since its last commit in *one* transaction (``executemany``),
+at most ``commit_interval_s`` after the first queued item (group commit):
+
+- ``synchronous=NORMAL`` for a batch of history/telemetry (WAL: durable against a
+  process crash, not against power loss); ``synchronous=FULL`` for a batch that holds a
+  ``durable`` row, so quality records are fsynced before anyone is told;
+- after a commit, listeners get a :class:`Committed` (id range, retained presses) —
+  the publisher never sees uncommitted rows (outbox pattern);
+- ``mark_delivered`` is queued the same way and applied in the writer's next
+  transaction (ids are folded into ranges: ``UPDATE .. WHERE id BETWEEN``).
+
+Nothing scans the messages table, at start-up or at run time: sequence high-water marks
+and counters live in small tables updated in the same transaction as the rows they
+count; pending rows are found through a partial index (``delivered IS NULL``); prune
+walks the oldest ids in bounded chunks.
+
+Errors: a failing commit (disk full, read-only file, I/O error) rolls back, keeps the
+batch in memory (in order), logs once per distinct error and retries with capped
+exponential backoff; committed rows are never touched. ``stats()['write_errors']``
+counts failures. The writer thread never dies of a database error.
+
+Schema (``PRAGMA application_id`` = 0x50435342 'PCSB', ``PRAGMA user_version`` =
+``SCHEMA_VERSION``): see ``_SCHEMA``. A file that is not ours (not SQLite, or SQLite with
+another application id / foreign tables) is refused with :class:`BufferFileError` and
+left untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+APPLICATION_ID = 0x50435342  # 'PCSB' press-collector store buffer
+SCHEMA_VERSION = 1
+PRUNE_CHUNK = 5000
+BACKOFF_MIN_S = 0.05
+BACKOFF_MAX_S = 5.0
+
+_SCHEMA = """
+CREATE TABLE messages (
+    id        INTEGER PRIMARY KEY,
+    press     TEXT NOT NULL,
+    stream    TEXT NOT NULL,
+    seq       INTEGER NOT NULL,
+    topic     TEXT NOT NULL,
+    payload   BLOB NOT NULL,
+    created   REAL NOT NULL,
+    delivered REAL
+);
+CREATE UNIQUE INDEX messages_stream_seq ON messages (press, stream, seq);
+CREATE INDEX messages_pending ON messages (id) WHERE delivered IS NULL;
+CREATE TABLE streams (
+    press    TEXT NOT NULL,
+    stream   TEXT NOT NULL,
+    last_seq INTEGER NOT NULL,
+    rows     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (press, stream)
+) WITHOUT ROWID;
+CREATE TABLE counters (
+    name  TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE retained (
+    press   TEXT PRIMARY KEY,
+    topic   TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE kv (
+    key     TEXT PRIMARY KEY,
+    value   TEXT NOT NULL,
+    updated REAL NOT NULL
+);
+INSERT INTO counters (name, value) VALUES ('pending', 0), ('rows', 0);
+"""
+_TABLES = {"messages", "streams", "counters", "retained", "kv"}
+
+
+class BufferFileError(Exception):
+    """The buffer file is not a press-collector buffer (or is corrupt / too new)."""
+
+
+@dataclass(slots=True)
+class OutboxRow:
+    press: str
+    stream: str
+    seq: int
+    topic: str
+    payload: bytes
+    durable: bool = False
+    delivered: bool = False  # stored as history only, never published
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What one writer transaction made visible (passed to listeners)."""
+
+    first_id: int | None  # id range of the rows inserted (None: no rows)
+    last_id: int | None
+    pending_rows: int  # rows in that range that wait for delivery
+    retained: tuple[str, ...]  # presses whose retained state changed
+    durable: bool
+
+
+Listener = Callable[[Committed], None]
+
+
+def _ranges(ids: Iterable[int]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for i in sorted(set(ids)):
+        if out and out[-1][1] == i - 1:
+            out[-1] = (out[-1][0], i)
+        else:
+            out.append((i, i))
+    return out
+
+
+class Outbox:
+    """SQLite WAL outbox + history. Create with :meth:`Outbox.open`."""
+
+    def __init__(self, path: Path, commit_interval_s: float, readonly: bool,
+                 cache_mb: int) -> None:
+        self.path = path
+        self.commit_interval_s = commit_interval_s
+        self.readonly = readonly
+        self._cache_kib = cache_mb * 1024
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        # queued, not yet committed (all guarded by _lock)
+        self._rows: list[OutboxRow] = []
+        self._created: list[float] = []
+        self._marks: list[int] = []
+        self._retained_q: dict[str, tuple[str, bytes, float]] = {}
+        self._kv_q: dict[str, tuple[str, float]] = {}
+        self._queued_ops = 0  # total ops ever queued
+        self._committed_ops = 0  # total ops ever committed
+        self._first_queued_at: float | None = None
+        self._flush_now = False
+        self._closing = False
+        self._seq: dict[tuple[str, str], int] = {}
+        self._waiters: list[tuple[int, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._listeners: list[Listener] = []
+        # committed state mirrored in memory
+        self._retained: dict[str, tuple[str, bytes]] = {}
+        self._pending_committed = 0
+        self._last_id = 0
+        self._stats: dict[str, Any] = {"commits": 0, "commits_full": 0, "rows_written": 0,
+                                       "marks_written": 0, "write_errors": 0,
+                                       "last_write_error": None, "last_commit_ms": 0.0}
+        self._read_lock = threading.Lock()
+        self._rconn: sqlite3.Connection | None = None
+        self._wconn: sqlite3.Connection | None = None
+        self._writer_lock = threading.Lock()  # held by the writer during a transaction
+        self._thread: threading.Thread | None = None
+        self._full = False
+
+    # ------------------------------------------------------------------ open/close
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], commit_interval_s: float = 0.05, *,
+             readonly: bool = False, cache_mb: int = 16) -> Outbox:
+        """Open (or create) the buffer at ``path``; refuse a file that is not ours."""
+        path = Path(path)
+        self = cls(path, commit_interval_s, readonly, cache_mb)
+        if readonly:
+            if not path.exists():
+                raise BufferFileError(f"{path}: no such buffer file")
+            if _check_ours(path):
+                raise BufferFileError(f"{path}: empty file, not a buffer")
+            self._rconn = self._connect(readonly=True)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            new = _check_ours(path)
+            self._wconn = self._connect(readonly=False)
+            if new:
+                self._create_schema(self._wconn)
+            self._rconn = self._connect(readonly=False)
+        self._load_state()
+        if not readonly:
+            self._thread = threading.Thread(target=self._writer, name="outbox-writer",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def _connect(self, readonly: bool) -> sqlite3.Connection:
+        if readonly:
+            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                   isolation_level=None, check_same_thread=False)
+        else:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute(f"PRAGMA cache_size=-{self._cache_kib}")
+        return conn
+
+    @staticmethod
+    def _create_schema(conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]:
+                raise BufferFileError("refusing to initialise a non-empty database")
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _load_state(self) -> None:
+        assert self._rconn is not None
+        c = self._rconn
+        counters = dict(c.execute("SELECT name, value FROM counters").fetchall())
+        self._pending_committed = int(counters.get("pending", 0))
+        self._last_id = c.execute("SELECT max(id) FROM messages").fetchone()[0] or 0
+        self._retained = {p: (t, bytes(pl)) for p, t, pl in
+                          c.execute("SELECT press, topic, payload FROM retained")}
+
+    def close(self) -> None:
+        """Commit everything queued, stop the writer, close the file."""
+        if self._thread is not None:
+            with self._cond:
+                self._closing = True
+                self._cond.notify_all()
+            self._thread.join()
+            self._thread = None
+        for conn in (self._wconn, self._rconn):
+            if conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+        self._wconn = self._rconn = None
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ hot path
+    def next_seq(self, press: str, stream: str) -> int:
+        """Next sequence number of (press, stream): monotonic across restarts."""
+        key = (press, stream)
+        with self._lock:
+            last = self._seq.get(key)
+            if last is None:
+                last = self._committed_last_seq(press, stream)
+            last += 1
+            self._seq[key] = last
+            return last
+
+    def _committed_last_seq(self, press: str, stream: str) -> int:
+        with self._read_lock:
+            assert self._rconn is not None
+            row = self._rconn.execute(
+                "SELECT last_seq FROM streams WHERE press=? AND stream=?",
+                (press, stream)).fetchone()
+        return int(row[0]) if row else 0
+
+    def add(self, row: OutboxRow) -> None:
+        """Queue one row for the next group commit (cheap, thread-safe)."""
+        self._check_writable()
+        now = time.time()
+        with self._cond:
+            self._rows.append(row)
+            self._created.append(now)
+            self._queued(1)
+
+    def add_many(self, rows: Sequence[OutboxRow]) -> None:
+        self._check_writable()
+        if not rows:
+            return
+        now = time.time()
+        with self._cond:
+            self._rows.extend(rows)
+            self._created.extend([now] * len(rows))
+            self._queued(len(rows))
+
+    def put_retained(self, press: str, topic: str, payload: bytes) -> None:
+        """Latest retained state of a press (coalesced: only the last value is written)."""
+        self._check_writable()
+        with self._cond:
+            self._retained_q[press] = (topic, payload, time.time())
+            self._queued(1)
+
+    def put_kv(self, key: str, value: Any) -> None:
+        """Snapshot (JSON-able value) stored under ``key`` (coalesced)."""
+        self._check_writable()
+        text = json.dumps(value, separators=(",", ":"))
+        with self._cond:
+            self._kv_q[key] = (text, time.time())
+            self._queued(1)
+
+    def mark_delivered(self, ids: Iterable[int]) -> None:
+        """Mark rows delivered (applied in the writer's next transaction)."""
+        ids = list(ids)
+        if not ids:
+            return
+        self._check_writable()
+        with self._cond:
+            self._marks.extend(ids)
+            self._queued(len(ids))
+
+    def _queued(self, n: int) -> None:  # caller holds _cond
+        self._queued_ops += n
+        if self._first_queued_at is None:
+            self._first_queued_at = time.monotonic()
+            self._cond.notify()
+
+    def _check_writable(self) -> None:
+        if self.readonly:
+            raise BufferFileError(f"{self.path}: opened read-only")
+        if self._closing:
+            raise RuntimeError("outbox is closed")
+
+    # ------------------------------------------------------------------ flush
+    def flush_sync(self, timeout: float | None = None) -> bool:
+        """Block until everything queued so far is committed; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            target = self._queued_ops
+            self._flush_now = True
+            self._cond.notify_all()
+            while self._committed_ops < target:
+                if self._thread is None:
+                    return False
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is committed (durable)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        with self._cond:
+            target = self._queued_ops
+            if self._committed_ops >= target:
+                return
+            if self._thread is None:
+                raise RuntimeError("outbox writer is not running")
+            self._waiters.append((target, loop, fut))
+            self._flush_now = True
+            self._cond.notify_all()
+        await fut
+
+    # ------------------------------------------------------------------ listeners
+    def add_listener(self, callback: Listener) -> None:
+        """``callback(Committed)`` runs on the writer thread after each commit: keep it
+        tiny (e.g. ``loop.call_soon_threadsafe``)."""
+        self._listeners.append(callback)
+
+    def remove_listener(self, callback: Listener) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(callback)
+
+    # ------------------------------------------------------------------ reads
+    def pending(self, after_id: int = 0, limit: int = 1000) -> list[tuple[int, str, bytes]]:
+        """Committed, undelivered rows with id > after_id, in id order."""
+        with self._read_lock:
+            assert self._rconn is not None
+            return self._rconn.execute(
+                "SELECT id, topic, payload FROM messages INDEXED BY messages_pending "
+                "WHERE delivered IS NULL AND id > ? ORDER BY id LIMIT ?",
+                (after_id, limit)).fetchall()
+
+    def pending_count(self) -> int:
+        """Rows waiting for delivery (committed ones minus queued marks, plus queued rows)."""
+        with self._lock:
+            queued = sum(1 for r in self._rows if not r.delivered)
+            return max(0, self._pending_committed + queued - len(self._marks))
+
+    @property
+    def last_id(self) -> int:
+        """Highest committed message id."""
+        return self._last_id
+
+    def queued_rows(self) -> int:
+        """Rows added but not committed yet."""
+        with self._lock:
+            return len(self._rows)
+
+    def unflushed(self) -> int:
+        with self._lock:
+            return self._queued_ops - self._committed_ops
+
+    def get_kv(self, key: str, default: Any = None) -> Any:
+        with self._lock:
+            queued = self._kv_q.get(key)
+        if queued is not None:
+            return json.loads(queued[0])
+        with self._read_lock:
+            assert self._rconn is not None
+            row = self._rconn.execute("SELECT value FROM kv WHERE key=?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def get_retained_all(self) -> dict[str, tuple[str, bytes]]:
+        """Committed retained state: press -> (topic, payload)."""
+        return dict(self._retained)
+
+    def get_retained(self, press: str) -> tuple[str, bytes] | None:
+        return self._retained.get(press)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and a few cheap queries (the pending-per-stream figure walks the
+        pending index, i.e. the backlog, never the history)."""
+        with self._read_lock:
+            assert self._rconn is not None
+            c = self._rconn
+            counters = dict(c.execute("SELECT name, value FROM counters").fetchall())
+            streams = {f"{p}/{s}": {"rows": n, "last_seq": last}
+                       for p, s, last, n in c.execute(
+                           "SELECT press, stream, last_seq, rows FROM streams")}
+            for p, s, n in c.execute(
+                    "SELECT press, stream, count(*) FROM messages INDEXED BY messages_pending "
+                    "WHERE delivered IS NULL GROUP BY press, stream"):
+                streams.setdefault(f"{p}/{s}", {"rows": 0, "last_seq": 0})["pending"] = n
+            oldest = c.execute("SELECT created FROM messages INDEXED BY messages_pending "
+                               "WHERE delivered IS NULL ORDER BY id LIMIT 1").fetchone()
+        size = 0
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                size += os.path.getsize(str(self.path) + suffix)
+        with self._lock:
+            writer = dict(self._stats)
+            unflushed = self._queued_ops - self._committed_ops
+        return {
+            "path": str(self.path),
+            "rows": int(counters.get("rows", 0)),
+            "pending": int(counters.get("pending", 0)),
+            "oldest_pending_age_s": None if oldest is None else max(0.0, time.time() - oldest[0]),
+            "streams": streams,
+            "retained": len(self._retained),
+            "file_bytes": size,
+            "unflushed": unflushed,
+            **writer,
+        }
+
+    # ------------------------------------------------------------------ prune
+    def prune(self, retention_s: float, chunk: int = PRUNE_CHUNK,
+              max_chunks: int | None = None) -> int:
+        """Delete delivered rows created more than ``retention_s`` ago, oldest ids first,
+        in transactions of at most ``chunk`` ids (the writer is never blocked for long).
+        Pending rows are kept whatever their age. Returns the number of rows deleted."""
+        self._check_writable()
+        cutoff = time.time() - retention_s
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+        deleted = 0
+        try:
+            conn.execute("PRAGMA synchronous=NORMAL")
+            lo = conn.execute("SELECT min(id) FROM messages").fetchone()[0]
+            # the newest row always stays, so max(id) (and the next id) never goes back
+            top = (conn.execute("SELECT max(id) FROM messages").fetchone()[0] or 0) - 1
+            chunks = 0
+            while lo is not None and lo <= top and (max_chunks is None or chunks < max_chunks):
+                chunks += 1
+                hi = min(lo + chunk - 1, top)
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    victims = ("FROM messages WHERE id BETWEEN ? AND ? "
+                               "AND delivered IS NOT NULL AND created < ?")
+                    args = (lo, hi, cutoff)
+                    per_stream = conn.execute(
+                        f"SELECT press, stream, count(*) {victims} GROUP BY press, stream",
+                        args).fetchall()
+                    n = conn.execute(f"DELETE {victims}", args).rowcount
+                    if n:
+                        conn.executemany(
+                            "UPDATE streams SET rows = rows - ? WHERE press=? AND stream=?",
+                            [(k, p, s) for p, s, k in per_stream])
+                        conn.execute("UPDATE counters SET value = value - ? WHERE name='rows'",
+                                     (n,))
+                    # stop at the first row young enough to keep (ids follow creation)
+                    young = conn.execute(
+                        "SELECT 1 FROM messages WHERE id BETWEEN ? AND ? AND created >= ? "
+                        "LIMIT 1", (lo, hi, cutoff)).fetchone()
+                    nxt = conn.execute("SELECT min(id) FROM messages WHERE id > ?",
+                                       (hi,)).fetchone()[0]
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                deleted += n
+                if young is not None:
+                    break
+                lo = nxt
+        finally:
+            conn.close()
+        if deleted:
+            log.info("pruned %d delivered rows older than %.0f s", deleted, retention_s)
+        return deleted
+
+    # ------------------------------------------------------------------ writer
+    def _writer(self) -> None:
+        backoff = BACKOFF_MIN_S
+        last_error: str | None = None
+        while True:
+            with self._cond:
+                while True:
+                    has_work = self._queued_ops > self._committed_ops
+                    if self._closing and not has_work:
+                        self._fail_waiters_locked()
+                        return
+                    if has_work and (self._flush_now or self._closing):
+                        break
+                    if has_work:
+                        assert self._first_queued_at is not None
+                        wait = self._first_queued_at + self.commit_interval_s - time.monotonic()
+                        if wait <= 0:
+                            break
+                        self._cond.wait(wait)
+                    else:
+                        self._cond.wait()
+                rows, created = self._rows, self._created
+                marks, retained, kv = self._marks, self._retained_q, self._kv_q
+                self._rows, self._created, self._marks = [], [], []
+                self._retained_q, self._kv_q = {}, {}
+                target = self._queued_ops
+                self._first_queued_at = None
+                self._flush_now = False
+            try:
+                info = self._commit(rows, created, marks, retained, kv)
+            except sqlite3.Error as exc:
+                with self._cond:
+                    # put the batch back in front of anything queued meanwhile
+                    self._rows = rows + self._rows
+                    self._created = created + self._created
+                    self._marks = marks + self._marks
+                    self._retained_q = {**retained, **self._retained_q}
+                    self._kv_q = {**kv, **self._kv_q}
+                    if self._first_queued_at is None:
+                        self._first_queued_at = time.monotonic()
+                    self._stats["write_errors"] += 1
+                    self._stats["last_write_error"] = str(exc)
+                if str(exc) != last_error:
+                    log.error("buffer commit failed (%s): %d rows kept in memory, retrying "
+                              "with backoff up to %.0f s; nothing committed is lost",
+                              exc, len(rows), BACKOFF_MAX_S)
+                    last_error = str(exc)
+                with self._cond:
+                    if self._closing and backoff >= BACKOFF_MAX_S:
+                        log.error("buffer: closing with %d uncommitted rows (%s)",
+                                  len(self._rows), exc)
+                        self._fail_waiters_locked()
+                        return
+                    self._cond.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            if last_error is not None:
+                log.warning("buffer commit works again after error: %s", last_error)
+                last_error = None
+            backoff = BACKOFF_MIN_S
+            with self._cond:
+                self._committed_ops = target
+                self._cond.notify_all()
+                ready = [w for w in self._waiters if w[0] <= target]
+                self._waiters = [w for w in self._waiters if w[0] > target]
+            for _, loop, fut in ready:
+                with contextlib.suppress(RuntimeError):  # loop closed
+                    loop.call_soon_threadsafe(_resolve, fut)
+            if info is not None:
+                for listener in list(self._listeners):
+                    try:
+                        listener(info)
+                    except Exception:
+                        log.exception("outbox listener failed")
+
+    def _fail_waiters_locked(self) -> None:
+        for _, loop, fut in self._waiters:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_fail, fut)
+        self._waiters = []
+
+    def _commit(self, rows: list[OutboxRow], created: list[float], marks: list[int],
+                retained: dict[str, tuple[str, bytes, float]],
+                kv: dict[str, tuple[str, float]]) -> Committed | None:
+        conn = self._wconn
+        assert conn is not None
+        durable = any(r.durable for r in rows)
+        t0 = time.perf_counter()
+        with self._writer_lock:
+            if durable != self._full:
+                conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                self._full = durable
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                first_id = last_id = None
+                pending_rows = 0
+                marked = 0
+                if rows:
+                    first_id = self._last_id + 1
+                    conn.executemany(
+                        "INSERT INTO messages (id, press, stream, seq, topic, payload, created, "
+                        "delivered) VALUES (?,?,?,?,?,?,?,?)",
+                        [(first_id + i, r.press, r.stream, r.seq, r.topic, r.payload, ts,
+                          ts if r.delivered else None)
+                         for i, (r, ts) in enumerate(zip(rows, created, strict=True))])
+                    last_id = first_id + len(rows) - 1
+                    per_stream: dict[tuple[str, str], list[int]] = {}
+                    for r in rows:
+                        acc = per_stream.get((r.press, r.stream))
+                        if acc is None:
+                            per_stream[(r.press, r.stream)] = [r.seq, 1]
+                        else:
+                            acc[0] = max(acc[0], r.seq)
+                            acc[1] += 1
+                        if not r.delivered:
+                            pending_rows += 1
+                    conn.executemany(
+                        "INSERT INTO streams (press, stream, last_seq, rows) VALUES (?,?,?,?) "
+                        "ON CONFLICT (press, stream) DO UPDATE SET "
+                        "last_seq = max(last_seq, excluded.last_seq), rows = rows + excluded.rows",
+                        [(p, s, v[0], v[1]) for (p, s), v in per_stream.items()])
+                if marks:
+                    now = time.time()
+                    cur = conn.executemany(
+                        "UPDATE messages SET delivered = ? WHERE id BETWEEN ? AND ? "
+                        "AND delivered IS NULL", [(now, lo, hi) for lo, hi in _ranges(marks)])
+                    marked = max(0, cur.rowcount)
+                if rows or marked:
+                    conn.executemany("UPDATE counters SET value = value + ? WHERE name = ?",
+                                     [(len(rows), "rows"), (pending_rows - marked, "pending")])
+                if retained:
+                    conn.executemany(
+                        "INSERT INTO retained (press, topic, payload, updated) VALUES (?,?,?,?) "
+                        "ON CONFLICT (press) DO UPDATE SET topic=excluded.topic, "
+                        "payload=excluded.payload, updated=excluded.updated",
+                        [(p, t, pl, ts) for p, (t, pl, ts) in retained.items()])
+                if kv:
+                    conn.executemany(
+                        "INSERT INTO kv (key, value, updated) VALUES (?,?,?) "
+                        "ON CONFLICT (key) DO UPDATE SET value=excluded.value, "
+                        "updated=excluded.updated",
+                        [(k, v, ts) for k, (v, ts) in kv.items()])
+                conn.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise
+        # committed: mirror in memory
+        with self._lock:
+            if last_id is not None:
+                self._last_id = last_id
+            self._pending_committed += pending_rows - marked
+            for p, (t, pl, _) in retained.items():
+                self._retained[p] = (t, pl)
+            st = self._stats
+            st["commits"] += 1
+            st["commits_full"] += int(durable)
+            st["rows_written"] += len(rows)
+            st["marks_written"] += marked
+            st["last_commit_ms"] = round((time.perf_counter() - t0) * 1000, 3)
+        if rows or retained:
+            return Committed(first_id, last_id, pending_rows, tuple(retained), durable)
+        return None
+
+    def _exec_in_writer(self, sql: str) -> list[Any]:
+        """Run one statement on the writer's connection between transactions (tests and
+        diagnostics: e.g. ``PRAGMA max_page_count`` to simulate a full disk)."""
+        assert self._wconn is not None
+        with self._writer_lock:
+            return self._wconn.execute(sql).fetchall()
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _fail(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_exception(RuntimeError("outbox closed before the flush completed"))
+
+
+def _check_ours(path: Path) -> bool:
+    """True if ``path`` is absent or empty (create the schema); None of ours -> raise.
+
+    Opened read-only through a URI, so a foreign file is never modified (no WAL switch,
+    no journal, no schema)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return True
+    if path.is_dir():
+        raise BufferFileError(f"{path}: is a directory, not a buffer file")
+    with open(path, "rb") as fh:
+        header = fh.read(16)
+    if header != b"SQLite format 3\x00":
+        raise BufferFileError(f"{path}: not an SQLite file; refusing to use or overwrite it")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {r[0] for r in conn.execute(
+                "SELECT name FROM sqlite_schema WHERE type='table'")}
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise BufferFileError(f"{path}: unreadable SQLite file ({exc}); refusing to use it") \
+            from exc
+    if app_id == 0 and not tables:
+        return True  # an empty SQLite file (e.g. created by `sqlite3 file ''`)
+    if app_id != APPLICATION_ID:
+        raise BufferFileError(
+            f"{path}: SQLite file of another application (application_id={app_id:#x}, "
+            f"tables: {', '.join(sorted(tables)) or 'none'}); refusing to use or overwrite it")
+    if version > SCHEMA_VERSION:
+        raise BufferFileError(f"{path}: buffer schema version {version} is newer than this "
+                              f"program's ({SCHEMA_VERSION})")
+    if version < 1 or not tables >= _TABLES:
+        raise BufferFileError(f"{path}: damaged buffer (schema version {version}, missing "
+                              f"tables {sorted(_TABLES - tables)})")
+    return False

@@ -1,0 +1,22 @@
+"""Shared fixtures: a private Mosquitto per test (free port, own data dir)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from collector.local_broker import LocalBroker
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[LocalBroker]:
+    """A Mosquitto on a free 127.0.0.1 port, persistence in tmp_path; stopped at teardown.
+    A test may ``stop()`` / ``kill()`` / ``restart()`` it (same port)."""
+    b = LocalBroker(port=0, data_dir=tmp_path / "mosquitto")
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
