@@ -76,8 +76,8 @@ def cmd_buffer_stats(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="press-collector",
-                                     description="Press and gauge data collector for stamping shops")
+    parser = argparse.ArgumentParser(
+        prog="press-collector", description="Press and gauge data collector for stamping shops")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -14,7 +14,6 @@ import contextlib
 import logging
 import signal
 import tempfile
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -43,6 +42,8 @@ DEMO_JOBS = {
     "p3": ("CLP-300", 21, "L2410-33"),
 }
 PATROL_EVERY_S = 4.0
+SETTER_WALK_S = 2.0
+TERMINATORS = {"CR": b"\r", "LF": b"\n", "CRLF": b"\r\n"}
 
 
 class EventTap:
@@ -53,8 +54,8 @@ class EventTap:
         self.out = out
         self.counts: Counter[str] = Counter()
         self._loop = asyncio.get_running_loop()
-        self._waiters: list[tuple[Callable[[dict[str, Any]], bool], asyncio.Future]] = []
-        self._lock = threading.Lock()
+        self.history: list[dict[str, Any]] = []  # every event payload, in arrival order
+        self._changed = asyncio.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-subscriber")
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{root}/#", qos=1)
         self.client.on_message = self._on_message
@@ -73,25 +74,28 @@ class EventTap:
         self._loop.call_soon_threadsafe(self._deliver, msg.topic, payload)
 
     def _deliver(self, topic: str, payload: dict[str, Any]) -> None:
-        kind = topic[len(self.root) + 1:]
-        self.counts[kind.split("/", 1)[-1] if "/events/" not in kind else kind.rsplit("/", 1)[-1]] += 1
+        self.counts[topic.rsplit("/", 1)[-1]] += 1
         if "/events/" in topic:
             self.out(format_event(payload))
+            self.history.append(payload)
+            self._changed.set()
         elif topic.endswith("/status"):
-            self.out(f"{'':12} collector {payload.get('host')}: {payload.get('status')}")
-        for predicate, future in list(self._waiters):
-            if not future.done() and "/events/" in topic and predicate(payload):
-                future.set_result(payload)
+            self.out(f"{'':12}  collector {payload.get('host')}: {payload.get('status')}")
 
-    async def wait_for(self, predicate: Callable[[dict[str, Any]], bool],
-                       timeout: float = 30.0) -> dict[str, Any]:
-        future: asyncio.Future = self._loop.create_future()
-        entry = (predicate, future)
-        self._waiters.append(entry)
-        try:
-            return await asyncio.wait_for(future, timeout)
-        finally:
-            self._waiters.remove(entry)
+    def mark(self) -> int:
+        """A position in the history: ``wait_for(..., since=mark)`` only sees later events."""
+        return len(self.history)
+
+    async def wait_for(self, predicate: Callable[[dict[str, Any]], bool], since: int = 0,
+                       timeout: float = 60.0) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while True:
+                for payload in self.history[since:]:
+                    if predicate(payload):
+                        return payload
+                since = len(self.history)
+                self._changed.clear()
+                await self._changed.wait()
 
 
 def format_event(p: dict[str, Any]) -> str:
@@ -104,12 +108,12 @@ def format_event(p: dict[str, Any]) -> str:
         detail = (f"reasons={','.join(data.get('reasons', []))} part={ctx.get('part_number')} "
                   f"die={ctx.get('die_id')} lot={ctx.get('material_lot')}")
     elif kind == "first_article":
-        values = " ".join(f"{r.get('characteristic_id', r.get('id'))}={r.get('value')}"
-                          f"({r.get('verdict')})" for r in data.get("results", []))
+        values = " ".join(f"{r.get('characteristic')}={r.get('value')}({r.get('verdict')})"
+                          for r in data.get("results", []))
         detail = (f"attempt {data.get('attempt')} -> {str(data.get('verdict')).upper()}  {values}  "
                   f"unreleased_strokes={data.get('unreleased_strokes')}")
     elif kind == "measurement":
-        detail = (f"{data.get('characteristic_id')}={data.get('value')} {data.get('unit', '')} "
+        detail = (f"{data.get('characteristic')}={data.get('value')} {data.get('unit', '')} "
                   f"-> {data.get('verdict')} stroke={ctx.get('stroke_count')}")
     elif kind == "state_change":
         detail = f"{data.get('from')} -> {data.get('to')} ({data.get('cause', '')})"
@@ -142,19 +146,23 @@ class Operator:
         return match
 
     async def measure_piece(self, bad: str | None = None) -> None:
+        await asyncio.sleep(SETTER_WALK_S)  # the setter takes the piece to the gauges
         for ch in self.plan.characteristics:
             shift = Decimal("1.5") if ch.id == bad else Decimal(0)
             gauge = self.gauges[ch.gauge or next(iter(self.gauges))]
-            gauge.send_value(str(in_tolerance_value(ch, shift)), channel=ch.channel or 1, unit=ch.unit)
-            await asyncio.sleep(0.3)  # a setter needs a moment per feature
+            gauge.send_value(str(in_tolerance_value(ch, shift)), channel=ch.channel or 1,
+                             unit=ch.unit)
+            await asyncio.sleep(0.5)  # a moment per feature
 
-    async def first_article(self, fail_first: bool = False) -> None:
-        await self.tap.wait_for(self._is("state_change", to="awaiting_first_article"), 60)
+    async def first_article(self, since: int = 0, fail_first: bool = False) -> None:
+        await self.tap.wait_for(self._is("state_change", to="awaiting_first_article"), since)
         if fail_first:
+            mark = self.tap.mark()
             await self.measure_piece(bad=self.plan.characteristics[0].id)
-            await self.tap.wait_for(self._is("first_article", verdict="fail"))
+            await self.tap.wait_for(self._is("first_article", verdict="fail"), mark)
+        mark = self.tap.mark()
         await self.measure_piece()
-        await self.tap.wait_for(self._is("first_article", verdict="pass"))
+        await self.tap.wait_for(self._is("first_article", verdict="pass"), mark)
 
     async def patrol(self, rounds: int) -> None:
         for _ in range(rounds):
@@ -164,11 +172,13 @@ class Operator:
             gauge.send_value(str(in_tolerance_value(ch)), channel=ch.channel or 1, unit=ch.unit)
 
     async def die_change(self, new_die: int) -> None:
+        self.sim.set_running(False)
         self.sim.set_setup_mode(True)
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(2.0)
         self.sim.set_die(new_die)
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(2.0)
         self.sim.set_setup_mode(False)
+        self.sim.set_running(True)
 
     async def script(self) -> None:
         if self.press == "p1":
@@ -179,22 +189,26 @@ class Operator:
             await self.patrol(1000)
         else:
             await self.first_article()
-            await self.patrol(1)
+            await self.patrol(2)
+            mark = self.tap.mark()
             await self.die_change(DEMO_JOBS[self.press][1] + 1)
-            await self.first_article()
+            await self.first_article(since=mark)
             await self.patrol(1000)
 
 
 def prepare_config(config: LoadedConfig, workdir: Path, broker: tuple[str, int],
-                   plc_ports: dict[str, int], gauge_paths: dict[tuple[str, str], str]) -> LoadedConfig:
+                   plc_ports: dict[str, int],
+                   gauge_paths: dict[tuple[str, str], str]) -> LoadedConfig:
     """Point the example config at the demo's simulators, broker and work directory."""
-    collector = config.collector.model_copy(update={
-        "broker": config.collector.broker.model_copy(update={"host": broker[0], "port": broker[1]}),
-        "buffer": config.collector.buffer.model_copy(update={"path": str(workdir / "buffer.sqlite")}),
+    site = config.collector
+    collector = site.model_copy(update={
+        "broker": site.broker.model_copy(update={"host": broker[0], "port": broker[1]}),
+        "buffer": site.buffer.model_copy(update={"path": str(workdir / "buffer.sqlite")}),
     })
     presses = {}
     for press_id, press in config.presses.items():
-        gauges = [g.model_copy(update={"port": gauge_paths[(press_id, g.id)]}) for g in press.gauges]
+        gauges = [g.model_copy(update={"port": gauge_paths[(press_id, g.id)]})
+                  for g in press.gauges]
         plc = press.plc.model_copy(update={"host": "127.0.0.1", "port": plc_ports[press_id]})
         presses[press_id] = press.model_copy(update={"plc": plc, "gauges": gauges})
     return config.model_copy(update={"collector": collector, "presses": presses})
@@ -235,7 +249,7 @@ async def run_demo(config_dir: Path | None = None, duration: float | None = None
             for g in press.gauges:
                 link = workdir / f"{press_id}-{g.id}"
                 gsim = GaugeSimulator(str(link), preset=g.preset,
-                                      terminator={"CR": b"\r", "LF": b"\n", "CRLF": b"\r\n"}[g.terminator])
+                                      terminator=TERMINATORS[g.terminator])
                 gsim.open()
                 stack.callback(gsim.close)
                 gauges[press_id][g.id] = gsim
