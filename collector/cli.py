@@ -65,9 +65,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_buffer_stats(args: argparse.Namespace) -> int:
-    from buffer.store import Outbox
+    from buffer.store import BufferFileError, Outbox
 
-    outbox = Outbox.open(Path(args.path), readonly=True)
+    try:
+        outbox = Outbox.open(Path(args.path), readonly=True)
+    except (BufferFileError, OSError) as exc:
+        print(exc if isinstance(exc, BufferFileError) else f"{args.path}: {exc}", file=sys.stderr)
+        return 2
     try:
         print(json.dumps(outbox.stats(), indent=2, default=str))
     finally:
