@@ -79,6 +79,13 @@ def cmd_buffer_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cmd(args: argparse.Namespace) -> int:
+    from collector.commands_cli import send_command
+
+    return send_command(args.config_dir, args.press, args.name, args.fields,
+                        operator=args.operator, timeout=args.timeout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="press-collector", description="Press and gauge data collector for stamping shops")
@@ -103,6 +110,20 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", type=Path, default=None,
                       help="where the demo keeps its buffer and broker files (default: a temp dir)")
     demo.set_defaults(func=cmd_demo)
+
+    cmd = sub.add_parser("cmd", help="send a command to a press and wait for the reply",
+                         description="Publish {root}/{press}/cmd/{name} and print the reply "
+                                     "from {root}/{press}/cmd_result (exit 0: accepted, "
+                                     "1: refused, 2: no reply). Example: press-collector cmd "
+                                     "--operator Q7 p1 release why='sorted, all good'")
+    cmd.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR)
+    cmd.add_argument("--operator", default=None, help="operator id (or operator=... field)")
+    cmd.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply")
+    cmd.add_argument("press", help="press id, e.g. p1")
+    cmd.add_argument("name", help="set_material start_setup release hold repeat_measurement "
+                                  "start_first_article start_last_piece request_capability")
+    cmd.add_argument("fields", nargs="*", metavar="key=value", help="command fields")
+    cmd.set_defaults(func=cmd_cmd)
 
     buffer = sub.add_parser("buffer", help="inspect the SQLite buffer")
     buffer_sub = buffer.add_subparsers(dest="buffer_command", required=True)

@@ -42,8 +42,10 @@ def schema_name_for(topic: str, root: str) -> str:
     if rest.startswith("_collector/"):
         return "status"
     parts = rest.split("/")
-    if len(parts) == 2 and parts[1] in ("state", "telemetry"):
+    if len(parts) == 2 and parts[1] in ("state", "telemetry", "cmd_result"):
         return parts[1]
+    if len(parts) == 3 and parts[1] == "cmd":
+        return "command_request"
     if len(parts) == 3 and parts[1] == "events":
         return parts[2]
     raise ValueError(f"topic {topic!r} is not part of the contract below {root!r}")

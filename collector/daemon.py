@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 PASSWORD_ENV = "PRESS_COLLECTOR_MQTT_PASSWORD"
 SHUTDOWN_DRAIN_S = 3.0
 PRUNE_EVERY_S = 300.0
+TICK_S = 1.0  # the workflow clock: patrol due / overdue
 
 
 def host_id(config: LoadedConfig) -> str:
@@ -119,6 +120,7 @@ class Daemon:
     failures: dict[str, int] = field(default_factory=dict)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _topics: Topics = field(default_factory=lambda: Topics("", ""))
 
     def stop(self) -> None:
         self._stop.set()
@@ -129,6 +131,7 @@ class Daemon:
         topics = Topics(cfg.site.topic_root, host)
         self.outbox = outbox = Outbox.open(Path(cfg.buffer.path),
                                            commit_interval_s=cfg.buffer.commit_interval_ms / 1000)
+        self._topics = topics
         self.publisher = publisher = Publisher(
             outbox, cfg.broker.host, cfg.broker.port,
             client_id=cfg.broker.client_id or f"press-collector-{host}",
@@ -136,7 +139,8 @@ class Daemon:
             max_inflight=cfg.broker.max_inflight, username=cfg.broker.username or None,
             password=read_password(self.config),
             status_online=messages.encode_status(host, True),
-            status_offline=messages.encode_status(host, False))
+            status_offline=messages.encode_status(host, False),
+            command_topic=topics.commands(), on_command=self._on_command)
         plans = self.config.plans
         driver_tasks: list[asyncio.Task[None]] = []
         try:
@@ -151,6 +155,7 @@ class Daemon:
                         driver_tasks.append(group.create_task(
                             supervise(name, factory, self.failures), name=name))
                 prune_task = group.create_task(self._prune_loop(), name="prune")
+                tick_task = group.create_task(self._tick_loop(), name="tick")
                 self.ready.set()
                 notify_systemd("READY=1")
                 await self._stop.wait()
@@ -158,12 +163,32 @@ class Daemon:
                 for task in driver_tasks:
                     task.cancel()
                 prune_task.cancel()
+                tick_task.cancel()
                 await asyncio.gather(*driver_tasks, return_exceptions=True)
                 await outbox.flush()
                 await publisher.drain(timeout=SHUTDOWN_DRAIN_S)
                 publisher_task.cancel()
         finally:
             outbox.close()
+
+    def _on_command(self, topic: str, payload: bytes) -> None:
+        """``{root}/{press}/cmd/{name}`` -> the press runtime (on the event loop thread)."""
+        rest = topic[len(self._topics.root) + 1:].split("/")
+        if len(rest) != 3 or rest[1] != "cmd":
+            return
+        press, name = rest[0], rest[2]
+        runtime = self.presses.get(press)
+        if runtime is None:
+            log.warning("command %s for unknown press %r ignored", name, press)
+            return
+        runtime.command(time.time(), name, payload)
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            now = time.time()
+            for runtime in self.presses.values():
+                runtime.tick(now)
 
     async def _prune_loop(self) -> None:
         retention_s = self.config.collector.buffer.retention_h * 3600

@@ -33,6 +33,45 @@ STATES = (
 )
 
 
+REACTIONS = ("hold", "inspection_100")  # what a reaction plan can add to the alarm
+CHAR_CLASSES = ("critical", "significant", "standard")
+COMMAND_CLASSES = ("production", "quality")
+
+
+@dataclass(frozen=True, slots=True)
+class SpcOptions:
+    """SPC of one characteristic: which chart, where the limits come from, which rules.
+
+    ``limits``: 'baseline' = computed from the first ``baseline_subgroups`` complete
+    subgroups of a phase, then frozen for that phase; 'fixed' = ``center`` and ``sigma``
+    (σ of individual values) from the plan. ``chart`` None = by subgroup size.
+    """
+
+    enabled: bool = True
+    chart: str | None = None
+    limits: str = "baseline"
+    baseline_subgroups: int = 20
+    center: Decimal | None = None
+    sigma: Decimal | None = None
+    rules: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 7, 8)
+    same_side: int = 9
+    trend: int = 6
+    alternating: int = 14
+    zone_a: tuple[int, int] = (2, 3)
+    zone_b: tuple[int, int] = (4, 5)
+    stratification: int = 15
+    mixture: int = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Reaction:
+    """Reaction plan of one characteristic class: what each trigger adds to the alarm."""
+
+    out_of_tolerance: tuple[str, ...] = ()
+    rule: tuple[str, ...] = ()
+    low_capability: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True, slots=True)
 class Characteristic:
     """One measured feature of a part with its tolerance.
@@ -50,16 +89,40 @@ class Characteristic:
     gauge: str | None = None
     channel: int | None = None
     char_class: str = "standard"  # critical | significant | standard
+    resolution: Decimal | None = None
+    spc: SpcOptions = field(default_factory=SpcOptions)
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """A measurement plan for one part number at one revision."""
+    """A measurement plan for one part number at one revision.
+
+    Patrol: a check is due every ``patrol_every_strokes`` strokes and/or every
+    ``patrol_every_min`` minutes of released production (None = not by that measure);
+    one check is one subgroup of ``subgroup_size`` pieces, every characteristic; it is
+    overdue ``overdue_grace_min`` after it fell due. Capability: ``capability_min``
+    (Cpk below -> low_capability reaction) and ``capability_review`` (Cpk and Ppk at or
+    above -> a capability_review event), published every ``capability_every``
+    complete subgroups of a characteristic once ``capability_min_values`` values exist.
+    """
 
     part_number: str
     revision: str
     characteristics: tuple[Characteristic, ...]
     description: str = ""
+    first_article_sample_size: int = 1
+    patrol_every_strokes: int | None = None
+    patrol_every_min: float | None = None
+    overdue_grace_min: float = 10.0
+    subgroup_size: int = 1
+    capability_min: float = 1.33
+    capability_review: float = 3.0
+    capability_every: int = 25
+    capability_min_values: int = 20
+    reactions: dict[str, Reaction] = field(default_factory=dict)  # by char class
+
+    def reaction(self, char_class: str) -> Reaction:
+        return self.reactions.get(char_class, Reaction())
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +133,10 @@ class WorkflowSettings:
     stopped_after_s: float = 60.0    # released press idle longer than this shows 'stopped'
     # an out-of-tolerance patrol value puts the press on hold
     hold_on_measurement_fail: bool = False
+    # operator ids allowed per command class ('production', 'quality'); a class that is
+    # missing, or lists "*", accepts any non-empty operator id
+    authorized: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {"production": ("*",), "quality": ("*",)})
 
 
 @dataclass(frozen=True, slots=True)

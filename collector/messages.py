@@ -43,6 +43,13 @@ class Topics:
     def status(self) -> str:
         return f"{self.root}/_collector/{self.host}/status"
 
+    def cmd_result(self, press: str) -> str:
+        return f"{self.root}/{press}/cmd_result"
+
+    def commands(self) -> str:
+        """What the collector subscribes to: every command to every press."""
+        return f"{self.root}/+/cmd/#"
+
 
 class _IsoClock:
     """Formats epoch seconds as ISO 8601 UTC with milliseconds, caching the seconds part.
@@ -132,3 +139,18 @@ def encode_status(host: str, online: bool, ts: float | None = None) -> bytes:
         "status": "online" if online else "offline",
         "ts": iso_utc(time.time() if ts is None else ts),
     })
+
+
+def encode_cmd_result(press: str, ts: float, host: str, request_id: str | None, command: str,
+                      ok: bool, code: str | None, message: str, events: list[str],
+                      state: str | None) -> bytes:
+    """The reply to a command on ``{root}/{press}/cmd_result``."""
+    out: dict[str, Any] = {
+        "schema": SCHEMA_PREFIX + "cmd_result", "schema_version": SCHEMA_VERSION,
+        "press": press, "ts": iso_utc(ts), "host": host, "request_id": request_id,
+        "command": command, "ok": ok,
+        "error": None if ok else {"code": code, "message": message}, "events": events,
+    }
+    if state is not None:
+        out["state"] = state
+    return dumps(out)

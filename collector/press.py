@@ -13,16 +13,19 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import orjson
+
 from buffer.store import Outbox, OutboxRow
 from collector import messages
 from collector.domain import Event, Plan, WorkflowSettings
 from collector.messages import EVENTS_STREAM, TELEMETRY_STREAM, Topics
-from collector.workflow import PressWorkflow
+from collector.workflow import CommandResult, PressWorkflow
 from drivers.base import ConnectionChange, DriverEvent, GaugeError, GaugeValue, PollResult
 
 log = logging.getLogger(__name__)
 
 GAUGE_STREAM = "gauge"
+CMD_RESULT_STREAM = "cmd_result"
 SNAPSHOT_EVERY_S = 1.0
 
 
@@ -120,6 +123,38 @@ class PressRuntime:
                             self.workflow.context(), durable=True)]
         self._emit(events, change.ts)
         self._publish_state(change.ts, force=True)
+
+    # -- clock and commands (issue 5) --------------------------------------------------
+    def tick(self, ts: float) -> None:
+        """The daemon's clock: patrol due / overdue checks between polls."""
+        events = self.workflow.on_tick(ts)
+        if events:
+            self._emit(events, ts)
+
+    def command(self, ts: float, name: str, payload: bytes) -> CommandResult:
+        """A command from MQTT: decode, run through the workflow, events, then the reply."""
+        request_id: str | None = None
+        try:
+            data = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
+            result = CommandResult(False, "malformed", f"not JSON: {exc}", [])
+        else:
+            if isinstance(data, dict) and isinstance(data.get("request_id"), str):
+                request_id = data["request_id"]
+            result = self.workflow.on_command(ts, name, data)
+        self.stats["commands"] = self.stats.get("commands", 0) + 1
+        if result.events:
+            self._emit(result.events, ts)
+        self.reply(ts, request_id, name, result)
+        return result
+
+    def reply(self, ts: float, request_id: str | None, name: str, result: CommandResult) -> None:
+        seq = self.outbox.next_seq(self.press, CMD_RESULT_STREAM)
+        payload = messages.encode_cmd_result(
+            self.press, ts, self.topics.host, request_id, name, result.ok, result.code,
+            result.message, [e.kind for e in result.events], self.workflow.state)
+        self.outbox.add(OutboxRow(self.press, CMD_RESULT_STREAM, seq,
+                                  self.topics.cmd_result(self.press), payload, durable=True))
 
     # -- output ------------------------------------------------------------------------
     def _telemetry_context(self) -> dict[str, Any]:

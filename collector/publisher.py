@@ -56,6 +56,7 @@ import ssl
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,7 +86,8 @@ class Publisher:
                  password: str | None = None, tls: TlsSettings | ssl.SSLContext | None = None,
                  status_online: bytes = b"online", status_offline: bytes = b"offline",
                  reconnect_min_s: float = 0.25, reconnect_max_s: float = 30.0,
-                 connect_timeout_s: float = 10.0) -> None:
+                 connect_timeout_s: float = 10.0, command_topic: str | None = None,
+                 on_command: Callable[[str, bytes], None] | None = None) -> None:
         if not 1 <= max_inflight <= 20000:
             raise ValueError("max_inflight must be 1..20000")
         self.outbox = outbox
@@ -97,6 +99,10 @@ class Publisher:
         self.status_online, self.status_offline = status_online, status_offline
         self.reconnect_min_s, self.reconnect_max_s = reconnect_min_s, reconnect_max_s
         self.connect_timeout_s = connect_timeout_s
+        # Inbound commands: subscribed (QoS 1) on every connect; each message is handed to
+        # ``on_command(topic, payload)`` on the event loop thread (inside loop_read).
+        self.command_topic = command_topic
+        self.on_command = on_command
         self._username, self._password, self._tls = username, password, tls
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -203,6 +209,7 @@ class Publisher:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_register_write
         client.on_socket_unregister_write = self._on_unregister_write
@@ -341,6 +348,14 @@ class Publisher:
 
     _offline_mid = -1
 
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if self.on_command is None:
+            return
+        try:
+            self.on_command(msg.topic, bytes(msg.payload))
+        except Exception:  # a bug in a handler must not break the network loop
+            log.exception("command handler failed for %s", msg.topic)
+
     def _after_io(self) -> None:
         if self._after_connect_pending and self._connected:
             # paho has resent the old window by now: birth, then retained, then the drain
@@ -349,6 +364,8 @@ class Publisher:
             log.info("connected to %s:%d as %s (%d messages resent by paho)", self.host,
                      self.port, self.client_id, len(self._inflight))
             self._publish_other(self.topic_status, self.status_online, retain=True)
+            if self.command_topic is not None and self._client is not None:
+                self._client.subscribe(self.command_topic, qos=1)
             self._retained_dirty.update(self.outbox.get_retained_all())
             self._publish_retained()
         if self._acked:

@@ -103,8 +103,42 @@ article whose plan revision or characteristics no longer match the plans is empt
 (same attempt number). Restored, the press continues exactly where it was: no setup is
 invented, and idle time across the restart counts towards a long stop.
 
-Not here yet: operator commands (release / hold / set lot / repair), patrol due
-reminders, last piece.
+Quality workflow (issue 5; details and the choices made in docs/quality.md)
+----------------------------------------------------------------------------
+
+Phases. Every setup trigger and every plan revision change starts a new SPC phase
+(``context.phase``); the per-characteristic SPC state (``collector.quality.CharSpc``) is
+reset, so run rules and baseline limits are evaluated within a phase. Each setup reason
+is also an ``annotation`` event (die change, die repair, press maintenance, material lot
+change, job change, long stop; plan change when the revision changes under a running job).
+
+Patrol. In ``released``/``stopped`` a check is due every ``patrol_every_strokes`` strokes
+(from the PLC counter) and/or ``patrol_every_min`` minutes since the release or the last
+completed check -> ``measurement_due``. ``on_tick(ts)`` (the daemon calls it every
+second) and every poll look at the clock; the workflow stays pure. A due check is
+complete when every characteristic has completed a subgroup; not complete within
+``overdue_grace_min`` -> one ``overdue`` event (the missed-check record, with reason).
+Readings in production form subgroups of ``subgroup_size`` per characteristic; each
+``measurement`` carries its subgroup id/position, phase and due id.
+
+SPC and reactions. A completed subgroup is judged against frozen limits (plan-fixed, or
+computed from the first K subgroups of the phase: ``control_limits`` event when they
+freeze); broken rules -> ``alarm`` (cause ``rule``) with the evidence. An out-of-tolerance
+value -> ``alarm`` (cause ``out_of_tolerance``). ``capability`` every
+``capability_every`` subgroups and on request; Cpk below the minimum (with enough
+values) -> ``alarm`` (cause ``low_capability``); Cpk and Ppk at or above the review
+threshold -> ``capability_review`` (a suggestion; the plan is never changed). The
+reaction plan of the characteristic's class adds ``hold`` (trigger ``reaction_hold``)
+and/or ``inspection_100`` (a mode flag in the context, not a state: every piece is to be
+measured until a quality ``release`` command).
+
+Commands. ``on_command(ts, name, payload)`` validates (fields, allow-list, state) and
+returns a ``CommandResult``; a refused command changes nothing. An accepted one is a
+``command`` event (audit: who, when, what, effect) followed by what it caused.
+
+Last piece. ``start_last_piece`` routes the next readings (one per characteristic) to the
+last piece -> ``last_piece`` event, kept per die in the snapshot; when the next first
+article on that die completes, ``last_piece_comparison`` reports both values.
 """
 
 from __future__ import annotations
@@ -115,7 +149,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from collector import quality
 from collector.domain import STATES, Characteristic, Event, Plan, WorkflowSettings
+from collector.quality import COMMANDS, CharSpc, CommandError
 from collector.tolerance import UnitError, check, parse_value
 
 # --------------------------------------------------------------------------------------
@@ -171,6 +207,13 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(STOPPED, "measurement_fail", HOLD,
                "patrol value out of tolerance and hold_on_measurement_fail"),
     Transition(RELEASED, "idle", STOPPED, "no stroke for more than stopped_after_s"),
+    Transition(RELEASED, "reaction_hold", HOLD, "an alarm whose reaction plan says hold"),
+    Transition(STOPPED, "reaction_hold", HOLD, "an alarm whose reaction plan says hold"),
+    Transition(RELEASED, "hold_command", HOLD, "hold command (quality)"),
+    Transition(STOPPED, "hold_command", HOLD, "hold command (quality)"),
+    Transition(HOLD, "quality_release", RELEASED, "release command (quality)"),
+    *(Transition(s, "first_article_command", AWAITING_FIRST_ARTICLE,
+                 "start_first_article command") for s in (RELEASED, STOPPED, HOLD)),
     Transition(STOPPED, "stroke", RELEASED, "a stroke within long_stop_s"),
     *(Transition(s, "disconnect", OFFLINE, "PLC connection lost") for s in _ONLINE_STATES),
     Transition(OFFLINE, "reconnect", PREVIOUS,
@@ -180,11 +223,20 @@ TRANSITIONS: tuple[Transition, ...] = (
 TRIGGERS: tuple[str, ...] = tuple(dict.fromkeys(t.trigger for t in TRANSITIONS))
 
 SETUP_REASONS = (
-    "job_start", "job_change", "die_change", "material_change", "repair", "long_stop",
+    "job_start", "job_change", "die_change", "material_change", "repair", "maintenance",
+    "long_stop",
 )
 
 EVENT_KINDS = ("setup", "first_article", "measurement", "connection",
-               "unassigned_reading", "state_change")
+               "unassigned_reading", "state_change", "measurement_due", "overdue", "alarm",
+               "control_limits", "capability", "capability_review", "annotation",
+               "last_piece", "last_piece_comparison", "command")
+
+# setup reason -> annotation type (job_start has none: nothing ran before)
+ANNOTATIONS = {"job_change": "job_change", "die_change": "die_change",
+               "material_change": "material_lot_change", "repair": "die_repair",
+               "maintenance": "press_maintenance", "long_stop": "long_stop"}
+ANNOTATION_TYPES = (*ANNOTATIONS.values(), "plan_change")
 
 UNASSIGNED_REASONS = (
     *(f"state:{s}" for s in (OFFLINE, SETUP)),
@@ -358,6 +410,16 @@ class _FirstArticle:
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # by characteristic id
 
 
+@dataclass(slots=True)
+class CommandResult:
+    """The reply to a command: ok, or an error code and message; and the events."""
+
+    ok: bool
+    code: str | None
+    message: str
+    events: list[Event]
+
+
 class PressWorkflow:
     """One press's workflow. Feed it inputs; it returns events. See the module docstring."""
 
@@ -384,6 +446,20 @@ class PressWorkflow:
         self._unreleased = 0
         self._fa: _FirstArticle | None = None
         self._patrol_last = -1
+        # quality workflow (issue 5)
+        self._phase = 1
+        self._spc_key: tuple[str, str] | None = None  # (part, revision) of self._spc
+        self._spc: dict[str, CharSpc] = {}
+        self._inspection_100 = False
+        self._operator: str | None = None
+        self._patrol_base: tuple[int | None, float] | None = None  # (strokes, ts)
+        self._due: dict[str, Any] | None = None
+        self._due_seq = 0
+        self._last_meas: dict[str, Any] | None = None  # what repeat_measurement voids
+        self._lp: dict[str, Any] | None = None  # open last piece
+        self._last_pieces: dict[str, dict[str, Any]] = {}  # by die id
+        self._compare_die: str | None = None  # die whose last piece the next FA compares
+        self._plc_ids: set[str] = set()  # id roles the PLC has reported
 
     # ---- read side ---------------------------------------------------------------
 
@@ -407,6 +483,9 @@ class PressWorkflow:
             "state": self._state,
             "first_article_attempt": self._attempt,
             "unreleased_strokes": self._unreleased,
+            "phase": self._phase,
+            "inspection_100": self._inspection_100,
+            "operator": self._operator,
         }
 
     # ---- helpers -----------------------------------------------------------------
@@ -465,6 +544,7 @@ class PressWorkflow:
             self._online = True  # data flows: the PLC is reachable
 
         ids = {k: _to_id(roles.get(k)) for k in _IDS}
+        self._plc_ids.update(k for k in _IDS if ids[k] is not None)
         setup_mode_in = _to_bool(roles.get("setup_mode"))
         repair_in = _to_bool(roles.get("repair"))
         count = _to_count(roles.get("stroke_count"))
@@ -472,6 +552,7 @@ class PressWorkflow:
 
         if not self._baselined:
             return events + self._first_poll(ts, ids, setup_mode, repair_in, count)
+        events += self._sync_plan(ts)
 
         # -- which setup reasons does this poll carry? (compared with the old values)
         old = dict(self._ids)
@@ -521,6 +602,12 @@ class PressWorkflow:
             events += self._setup(ts, reasons, old, setup_mode, delta,
                                   idle if "long_stop" in reasons else None)
             return events
+        events += self._poll_act(ts, setup_mode, delta, count)
+        return events + self._patrol_clock(ts)
+
+    def _poll_act(self, ts: float, setup_mode: bool | None, delta: int,
+                  count: int | None) -> list[Event]:
+        events: list[Event] = []
         if self._state == SETUP and setup_mode is not True:
             self._append(events, self._go(ts, "setup_mode_off"))
         if delta > 0:
@@ -570,6 +657,7 @@ class PressWorkflow:
         setup_mode: bool | None,
         strokes: int,
         idle: float | None,
+        command: str | None = None,
     ) -> list[Event]:
         before = self._state
         discarded = self._fa
@@ -579,6 +667,11 @@ class PressWorkflow:
         self._attempt = 0
         self._unreleased = 0
         self._patrol_last = -1
+        self._new_phase()
+        self._due = None
+        self._lp = None
+        self._last_meas = None
+        self._compare_die = self._ids["die_id"]
         change = self._go(ts, "setup_trigger_setup_mode" if setup_mode is True else "setup_trigger")
         if self._state != RELEASED:  # always true: the targets are setup / awaiting
             self._unreleased += strokes
@@ -597,7 +690,15 @@ class PressWorkflow:
             "unreleased_strokes": self._unreleased,
             "idle_s": idle,
         }
+        if command is not None:
+            body["command"] = command
         events = [self._event("setup", ts, body)]
+        for reason in body["reasons"]:
+            if reason in ANNOTATIONS:
+                events.append(self._event("annotation", ts, {
+                    "type": ANNOTATIONS[reason], "reason": reason, "phase": self._phase,
+                    "source": "command" if command is not None else "plc",
+                    "previous": body["previous"], "new": body["new"]}))
         self._append(events, change)
         return events
 
@@ -627,6 +728,9 @@ class PressWorkflow:
         state = self._state
         if state in (OFFLINE, SETUP):
             return unassigned(f"state:{state}", f"readings are not taken in state {state}")
+        pre = self._sync_plan(ts)
+        if pre:
+            return pre + self.on_gauge(ts, gauge, channel, value, unit, reading_id)
         plan = self.plan()
         if plan is None:
             part = self._ids["part_number"]
@@ -641,11 +745,18 @@ class PressWorkflow:
 
         chars = plan.characteristics
         n = len(chars)
-        if state in (RELEASED, STOPPED):
+        last_piece = self._lp is not None and state in (RELEASED, STOPPED, HOLD)
+        if last_piece:
+            assert self._lp is not None
+            order = [i for i, c in enumerate(chars) if c.id not in self._lp["results"]]
+        elif state in (RELEASED, STOPPED):
             order = [(self._patrol_last + 1 + k) % n for k in range(n)]
         else:
             done = self._fa.results if state == FIRST_ARTICLE and self._fa is not None else {}
-            order = [i for i, c in enumerate(chars) if c.id not in done]
+            size = plan.first_article_sample_size
+            counts = {c.id: _pieces(done, c.id) for c in chars}
+            order = sorted((i for i, c in enumerate(chars) if counts[c.id] < size),
+                           key=lambda i: (counts[chars[i].id], i))
         index = _route(chars, reading["gauge"], reading["channel"], order)
         if index is None:
             return unassigned("no_matching_characteristic",
@@ -657,21 +768,237 @@ class PressWorkflow:
         except UnitError as exc:
             return unassigned("unknown_unit", str(exc))
 
+        if last_piece:
+            return self._last_piece_reading(ts, plan, char, result)
         if state in (RELEASED, STOPPED):
-            return self._measurement(ts, index, result)
+            return self._measurement(ts, plan, index, result)
         return self._first_article_reading(ts, plan, char, result)
 
-    def _measurement(self, ts: float, index: int, result: dict[str, Any]) -> list[Event]:
+    def _measurement(self, ts: float, plan: Plan, index: int,
+                     result: dict[str, Any]) -> list[Event]:
+        """A patrol value: subgroup, SPC, reactions. Records first, transitions last."""
         self._patrol_last = index
-        change = None
-        action = "none"
+        char = plan.characteristics[index]
+        changes: list[Event] = []
+        actions: list[str] = []
         if result["verdict"] == "fail" and self.settings.hold_on_measurement_fail:
-            change = self._go(ts, "measurement_fail")
-            action = "hold"
-        events = [self._event("measurement", ts,
-                              {**result, "stroke_count": self._stroke_count, "action": action})]
-        self._append(events, change)
-        return events
+            self._append(changes, self._go(ts, "measurement_fail"))
+            actions.append("hold")
+        alarms: list[dict[str, Any]] = []
+        if result["verdict"] == "fail":
+            alarms.append(self._react(ts, plan, char, "out_of_tolerance", {
+                "value": result["value"], "nominal": result["nominal"], "lsl": result["lsl"],
+                "usl": result["usl"], "unit": result["unit"],
+                "deviation": result["deviation"]}, [result["reading_id"]], changes))
+            actions += [a for a in alarms[-1]["actions"] if a not in actions]
+        spc_state = self._spc.get(char.id)
+        records: list[tuple[str, dict[str, Any]]] = []
+        subgroup = None
+        due_id = self._due["id"] if self._due is not None else None
+        if spc_state is not None:
+            sid, position, done = spc_state.add(char, result["reading_id"],
+                                                float(Decimal(result["value"])))
+            subgroup = {"id": sid, "position": position, "size": spc_state.n}
+            if done is not None:
+                records += self._on_subgroup(ts, plan, char, spc_state, done, changes, alarms)
+        self._last_meas = {"kind": "patrol", "characteristic": char.id,
+                           "reading_id": result["reading_id"], "value": result["value"]}
+        action = ("hold_and_inspection_100" if {"hold", "inspection_100"} <= set(actions)
+                  else actions[0] if actions else "none")
+        events = [self._event("measurement", ts, {
+            **result, "stroke_count": self._stroke_count, "action": action,
+            "subgroup": subgroup, "phase": self._phase, "due_id": due_id,
+            "purpose": "inspection_100" if self._inspection_100 else "patrol"})]
+        events += [self._event("alarm", ts, a) for a in alarms]
+        events += [self._event(kind, ts, body) for kind, body in records]
+        if self._due is not None and subgroup is not None and subgroup["position"] == \
+                subgroup["size"]:
+            self._due["pending"] = [c for c in self._due["pending"] if c != char.id]
+            if not self._due["pending"]:
+                self._due = None
+                self._patrol_base = (self._stroke_count, ts)
+        return events + changes
+
+    def _on_subgroup(self, ts: float, plan: Plan, char: Characteristic, state: CharSpc,
+                     done: quality.Completed, changes: list[Event],
+                     alarms: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+        records: list[tuple[str, dict[str, Any]]] = []
+        if done.limits_frozen is not None:
+            records.append(("control_limits", {
+                "characteristic": char.id, "phase": state.phase, "source": "baseline",
+                "limits": done.limits_frozen.as_dict(),
+                "subgroups": [sid for sid, _ in state.groups]}))
+        if done.violations:
+            assert done.limits is not None
+            alarms.append(self._react(ts, plan, char, "rule", {
+                "rules": done.violations, "limits": done.limits.as_dict(),
+                "subgroup": {"id": done.subgroup_id, "values": done.values}},
+                done.reading_ids, changes))
+        if state.since_capability >= plan.capability_every and \
+                len(state.values()) >= plan.capability_min_values:
+            state.since_capability = 0
+            records += self._capability(ts, plan, char, state, "periodic", changes, alarms)
+        return records
+
+    def _capability(self, ts: float, plan: Plan, char: Characteristic, state: CharSpc,
+                    trigger: str, changes: list[Event], alarms: list[dict[str, Any]]
+                    ) -> list[tuple[str, dict[str, Any]]]:
+        body = quality.capability_body(char, state, plan, trigger)
+        records: list[tuple[str, dict[str, Any]]] = [("capability", body)]
+        if body["verdict"] == "below_minimum":
+            alarms.append(self._react(ts, plan, char, "low_capability", {
+                k: body[k] for k in ("cpk", "ppk", "cp", "pp", "n", "minimum", "stable",
+                                     "mean", "sigma_within", "sigma_overall")},
+                [rid for _, g in state.groups for rid, _ in g][-body["n"]:], changes))
+        elif body["verdict"] == "review":
+            records.append(("capability_review", {
+                "characteristic": char.id, "phase": state.phase, "cpk": body["cpk"],
+                "ppk": body["ppk"], "n": body["n"], "stable": body["stable"],
+                "review_threshold": plan.capability_review,
+                "suggestion": "capability at or above the review threshold: the control "
+                              "plan may be revised (e.g. less frequent patrol) after "
+                              "approval; the collector does not change the plan"}))
+        return records
+
+    def _react(self, ts: float, plan: Plan, char: Characteristic, cause: str,
+               evidence: dict[str, Any], reading_ids: list[str | None],
+               changes: list[Event]) -> dict[str, Any]:
+        """Apply the class's reaction plan for ``cause``; the alarm body."""
+        wanted = getattr(plan.reaction(char.char_class), cause)
+        applied: list[str] = []
+        if "hold" in wanted and self._state in (RELEASED, STOPPED):
+            self._append(changes, self._go(ts, "reaction_hold"))
+            applied.append("hold")
+        elif "hold" in wanted and self._state == HOLD:
+            applied.append("hold")  # already on hold (an earlier alarm of this input)
+        if "inspection_100" in wanted:
+            self._inspection_100 = True
+            applied.append("inspection_100")
+        return {"cause": cause, "characteristic": char.id, "name": char.name,
+                "char_class": char.char_class, "actions": applied, "evidence": evidence,
+                "reading_ids": list(reading_ids), "phase": self._phase}
+
+    # ---- last piece --------------------------------------------------------------
+
+    def _last_piece_reading(self, ts: float, plan: Plan, char: Characteristic,
+                            result: dict[str, Any]) -> list[Event]:
+        lp = self._lp
+        assert lp is not None
+        lp["results"][char.id] = result
+        self._last_meas = {"kind": "last_piece", "characteristic": char.id,
+                           "reading_id": result["reading_id"], "value": result["value"]}
+        if any(c.id not in lp["results"] for c in plan.characteristics):
+            return []
+        self._lp = None
+        self._last_meas = None
+        results = [lp["results"][c.id] for c in plan.characteristics]
+        die = self._ids["die_id"]
+        body = {"die_id": die, "part_number": plan.part_number,
+                "plan_revision": plan.revision, "started_ts": lp["started_ts"],
+                "results": results, "stored": die is not None,
+                "reading_ids": [r["reading_id"] for r in results]}
+        if die is not None:
+            self._last_pieces[die] = {
+                "ts": ts, "part_number": plan.part_number, "plan_revision": plan.revision,
+                "values": {r["characteristic"]: r["value"] for r in results},
+                "reading_ids": {r["characteristic"]: r["reading_id"] for r in results}}
+        return [self._event("last_piece", ts, body)]
+
+    def _compare_last_piece(self, ts: float, plan: Plan, attempt: int,
+                            results: list[dict[str, Any]]) -> list[Event]:
+        die, self._compare_die = self._compare_die, None
+        stored = self._last_pieces.get(die) if die is not None else None
+        if stored is None or stored["part_number"] != plan.part_number:
+            return []
+        items = []
+        for r in results:
+            cid = r["characteristic"]
+            if r.get("piece", 1) != 1 or cid not in stored["values"]:
+                continue
+            last = Decimal(stored["values"][cid])
+            items.append({"characteristic": cid, "last_value": stored["values"][cid],
+                          "first_value": r["value"],
+                          "difference": str(Decimal(r["value"]) - last),
+                          "last_reading_id": stored["reading_ids"].get(cid),
+                          "first_reading_id": r["reading_id"]})
+        return [self._event("last_piece_comparison", ts, {
+            "die_id": die, "attempt": attempt, "last_piece_ts": stored["ts"],
+            "last_piece_plan_revision": stored["plan_revision"], "items": items})]
+
+    # ---- phases, plan changes, patrol clock ----------------------------------------
+
+    def _new_phase(self) -> None:
+        plan = self.plan()
+        if self._spc_key is not None:
+            self._phase += 1
+        self._spc = quality.fresh_spc(plan, self._phase)
+        self._spc_key = None if plan is None else (plan.part_number, plan.revision)
+
+    def _sync_plan(self, ts: float) -> list[Event]:
+        """A new revision of the running part's plan: annotation and a new phase."""
+        plan = self.plan()
+        key = None if plan is None else (plan.part_number, plan.revision)
+        if key == self._spc_key or not self._baselined:
+            return []
+        old = self._spc_key
+        self._new_phase()
+        self._due = None
+        self._lp = None
+        self._last_meas = None
+        self._patrol_last = -1
+        if old is None or key is None or old[0] != key[0]:
+            return []
+        return [self._event("annotation", ts, {
+            "type": "plan_change", "reason": "plan_change", "phase": self._phase,
+            "source": "config", "previous": {"plan_revision": old[1]},
+            "new": {"plan_revision": key[1]}})]
+
+    def on_tick(self, ts: float) -> list[Event]:
+        """The daemon's clock (about once a second): patrol due and overdue checks."""
+        if not self._baselined or self._state == OFFLINE:
+            return []
+        return self._sync_plan(ts) + self._patrol_clock(ts)
+
+    def _patrol_clock(self, ts: float) -> list[Event]:
+        plan = self.plan()
+        if plan is None or self._state not in (RELEASED, STOPPED):
+            return []
+        if self._patrol_base is None:
+            self._patrol_base = (self._stroke_count, ts)
+        due = self._due
+        if due is None:
+            base_strokes, base_ts = self._patrol_base
+            reason = None
+            strokes = (self._stroke_count - base_strokes
+                       if self._stroke_count is not None and base_strokes is not None else None)
+            minutes = (ts - base_ts) / 60.0
+            if plan.patrol_every_strokes and strokes is not None \
+                    and strokes >= plan.patrol_every_strokes:
+                reason = "strokes"
+            elif plan.patrol_every_min and minutes >= plan.patrol_every_min:
+                reason = "time"
+            if reason is None:
+                return []
+            self._due_seq += 1
+            self._due = {"id": f"{self.press_id}/due/{self._due_seq}", "ts": ts,
+                         "reason": reason, "overdue": False,
+                         "pending": [c.id for c in plan.characteristics]}
+            return [self._event("measurement_due", ts, {
+                "due_id": self._due["id"], "reason": reason,
+                "strokes_since": strokes, "minutes_since": round(minutes, 3),
+                "every_strokes": plan.patrol_every_strokes,
+                "every_min": plan.patrol_every_min, "grace_min": plan.overdue_grace_min,
+                "subgroup_size": plan.subgroup_size,
+                "characteristics": list(self._due["pending"]),
+                "inspection_100": self._inspection_100})]
+        if not due["overdue"] and ts - due["ts"] > plan.overdue_grace_min * 60.0:
+            due["overdue"] = True
+            return [self._event("overdue", ts, {
+                "due_id": due["id"], "due_ts": due["ts"], "grace_min": plan.overdue_grace_min,
+                "missing": list(due["pending"]),
+                "reason": f"patrol check not completed within {plan.overdue_grace_min:g} min "
+                          f"of falling due ({due['reason']})"})]
+        return []
 
     def _first_article_reading(
         self, ts: float, plan: Plan, char: Characteristic, result: dict[str, Any]
@@ -688,24 +1015,184 @@ class PressWorkflow:
         fa = self._fa
         if not fa.results:
             fa.started_ts = ts  # also after a restore that had to empty the attempt
-        fa.results[char.id] = result
-        if any(c.id not in fa.results for c in plan.characteristics):
+        size = plan.first_article_sample_size
+        piece = _pieces(fa.results, char.id) + 1
+        key = _piece_key(char.id, piece)
+        if size > 1:
+            result = {**result, "piece": piece}
+        fa.results[key] = result
+        self._last_meas = {"kind": "first_article", "characteristic": char.id,
+                           "reading_id": result["reading_id"], "value": result["value"],
+                           "key": key}
+        if any(_pieces(fa.results, c.id) < size for c in plan.characteristics):
             return events
-        results = [fa.results[c.id] for c in plan.characteristics]
+        results = [fa.results[_piece_key(c.id, k)] for k in range(1, size + 1)
+                   for c in plan.characteristics]
         verdict = "pass" if all(r["verdict"] == "pass" for r in results) else "fail"
         self._fa = None
+        self._last_meas = None
         change = self._go(ts, "first_article_pass" if verdict == "pass" else "first_article_fail")
         self._patrol_last = -1
+        if verdict == "pass":
+            self._patrol_base = (self._stroke_count, ts)
+            self._due = None
+        comparison = self._compare_last_piece(ts, plan, fa.attempt, results)
         events.append(self._event("first_article", ts, {
             "attempt": fa.attempt,
             "verdict": verdict,
             "results": results,
-            "failed": [r["characteristic"] for r in results if r["verdict"] != "pass"],
+            "failed": list(dict.fromkeys(r["characteristic"] for r in results
+                                         if r["verdict"] != "pass")),
             "unreleased_strokes": self._unreleased,
             "started_ts": fa.started_ts,
         }))
+        events += comparison
         self._append(events, change)
         return events
+
+    # ---- operator commands -------------------------------------------------------
+
+    def on_command(self, ts: float, name: str, payload: Any) -> CommandResult:
+        """Validate and apply a command. Refused: an error code, and nothing changed."""
+        try:
+            fields = quality.validate_command(name, payload, self.settings.authorized)
+            return self._apply_command(ts, name, fields)
+        except CommandError as exc:
+            return CommandResult(False, exc.code, exc.message, [])
+
+    def _refuse(self, name: str, why: str) -> CommandError:
+        return CommandError("not_allowed", f"{name} is not allowed in state {self._state}: "
+                                           f"{why}")
+
+    def _apply_command(self, ts: float, name: str, f: dict[str, str]) -> CommandResult:
+        state = self._state
+        plan = self.plan()
+        if state == OFFLINE:
+            raise self._refuse(name, "the press is offline")
+        pre = self._sync_plan(ts)
+        plan = self.plan()
+        effect: dict[str, Any] = {}
+        after: list[Event] = []
+        changes: list[Event] = []
+        if name == "set_material":
+            if "lot" not in f and "heat" not in f:
+                raise CommandError("missing_field", "set_material needs lot and/or heat")
+            for key, role in (("lot", "material_lot"), ("heat", "heat_number")):
+                if key in f and role in self._plc_ids:
+                    raise self._refuse(name, f"the PLC reports {role} on this press")
+            old = dict(self._ids)
+            changed = False
+            for key, role in (("lot", "material_lot"), ("heat", "heat_number")):
+                if key in f:
+                    changed |= old[role] is not None and old[role] != f[key]
+                    self._ids[role] = f[key]
+            effect = {"material_lot": self._ids["material_lot"],
+                      "heat_number": self._ids["heat_number"], "material_change": changed}
+            self._operator = f["operator"]
+            if changed:
+                after = self._setup(ts, ["material_change"], old, self._setup_mode, 0, None,
+                                    command=f["request_id"])
+        elif name == "start_setup":
+            reason = f["reason"]
+            if reason not in quality.SETUP_COMMAND_REASONS:
+                raise CommandError("invalid_field", f"reason {reason!r} is not allowed "
+                                   f"(allowed: {', '.join(quality.SETUP_COMMAND_REASONS)})")
+            self._operator = f["operator"]
+            effect = {"reason": reason}
+            after = self._setup(ts, [reason], dict(self._ids), self._setup_mode, 0, None,
+                                command=f["request_id"])
+        elif name == "release":
+            if state != HOLD and not self._inspection_100:
+                raise self._refuse(name, "nothing to release (not on hold, no 100 % "
+                                         "inspection)")
+            if state == HOLD and (self._unreleased > 0 and self._attempt == 0):
+                raise self._refuse(name, "no first article yet since the setup")
+            effect = {"from_state": state, "ended_inspection_100": self._inspection_100}
+            self._operator = f["operator"]
+            self._inspection_100 = False
+            if state == HOLD:
+                self._append(changes, self._go(ts, "quality_release"))
+                self._patrol_base = (self._stroke_count, ts)
+                self._due = None
+        elif name == "hold":
+            if state not in (RELEASED, STOPPED):
+                raise self._refuse(name, "only released production can be put on hold")
+            self._operator = f["operator"]
+            self._append(changes, self._go(ts, "hold_command"))
+            effect = {"from_state": state}
+        elif name == "repeat_measurement":
+            effect = self._void_last(name)
+            self._operator = f["operator"]
+        elif name == "start_first_article":
+            if state not in (RELEASED, STOPPED, HOLD) or plan is None:
+                raise self._refuse(name, "a first article is already pending or there is "
+                                         "no plan")
+            self._operator = f["operator"]
+            self._lp = None
+            self._due = None
+            self._append(changes, self._go(ts, "first_article_command"))
+            effect = {"from_state": state}
+        elif name == "start_last_piece":
+            if state not in (RELEASED, STOPPED, HOLD) or plan is None:
+                raise self._refuse(name, "the last piece is measured at the end of a "
+                                         "released run")
+            self._operator = f["operator"]
+            self._lp = {"started_ts": ts, "results": {}}
+            effect = {"die_id": self._ids["die_id"],
+                      "characteristics": [c.id for c in plan.characteristics]}
+        elif name == "request_capability":
+            if plan is None:
+                raise self._refuse(name, "no plan for the current part")
+            wanted = f.get("characteristic")
+            chars = [c for c in plan.characteristics if wanted in (None, c.id)]
+            if not chars:
+                raise CommandError("invalid_field", f"characteristic {wanted!r} is not in "
+                                   f"plan {plan.part_number} rev {plan.revision}")
+            self._operator = f["operator"]
+            alarms: list[dict[str, Any]] = []
+            records: list[tuple[str, dict[str, Any]]] = []
+            for c in chars:
+                st = self._spc.get(c.id)
+                if st is not None:
+                    records += self._capability(ts, plan, c, st, "request", changes, alarms)
+            after = [self._event("alarm", ts, a) for a in alarms]
+            after += [self._event(k, ts, b) for k, b in records]
+            effect = {"characteristics": [c.id for c in chars]}
+        else:  # pragma: no cover - validate_command knows every name
+            raise CommandError("unknown_command", name)
+        audit = self._event("command", ts, {
+            "request_id": f["request_id"], "command": name, "operator": f["operator"],
+            "class": COMMANDS[name].cls, "fields": {k: v for k, v in f.items()
+                                                    if k not in quality.COMMON_FIELDS},
+            "state_before": state, "effect": effect})
+        events = [*pre, audit, *after, *changes]
+        return CommandResult(True, None, "ok", events)
+
+    def _void_last(self, name: str) -> dict[str, Any]:
+        last = self._last_meas
+        if last is None:
+            raise self._refuse(name, "no measurement to repeat")
+        kind = last["kind"]
+        if kind == "patrol":
+            if self._state not in (RELEASED, STOPPED, HOLD):
+                raise self._refuse(name, "the measurement belongs to an earlier run")
+            st = self._spc.get(last["characteristic"])
+            if st is not None:
+                st.void(last["reading_id"])
+            plan = self.plan()
+            if plan is not None:
+                ids = [c.id for c in plan.characteristics]
+                if last["characteristic"] in ids:
+                    self._patrol_last = ids.index(last["characteristic"]) - 1
+        elif kind == "first_article":
+            if self._state != FIRST_ARTICLE or self._fa is None:
+                raise self._refuse(name, "the first article is already judged")
+            self._fa.results.pop(last["key"], None)
+        elif kind == "last_piece" and self._lp is not None:
+            self._lp["results"].pop(last["characteristic"], None)
+        self._last_meas = None
+        return {"voided": {k: last[k] for k in ("kind", "characteristic", "reading_id",
+                                                "value")}}
 
     # ---- snapshot / restore ------------------------------------------------------
 
@@ -732,6 +1219,21 @@ class PressWorkflow:
                 "part_number": fa.part_number,
                 "plan_revision": fa.plan_revision,
                 "results": {k: dict(v) for k, v in fa.results.items()},
+            },
+            "quality": {
+                "phase": self._phase,
+                "spc_key": None if self._spc_key is None else list(self._spc_key),
+                "spc": {k: v.dump() for k, v in self._spc.items()},
+                "inspection_100": self._inspection_100,
+                "operator": self._operator,
+                "patrol_base": None if self._patrol_base is None else list(self._patrol_base),
+                "due": self._due,
+                "due_seq": self._due_seq,
+                "last_meas": self._last_meas,
+                "last_piece_open": self._lp,
+                "last_pieces": self._last_pieces,
+                "compare_die": self._compare_die,
+                "plc_ids": sorted(self._plc_ids),
             },
         }
 
@@ -800,6 +1302,10 @@ class PressWorkflow:
         n = len(plan.characteristics) if plan is not None else 0
         self._patrol_last = patrol_last if patrol_last < n else -1
         self._fa = self._load_first_article(snap.get("first_article"), plan)
+        try:
+            self._load_quality(snap.get("quality"))
+        except (TypeError, ValueError, KeyError, AttributeError, ArithmeticError):
+            self._load_quality(None)  # quality state unusable: a fresh one, same press
 
         in_first_article = (self._previous_state if state == OFFLINE else state) == FIRST_ARTICLE
         if in_first_article:
@@ -819,6 +1325,48 @@ class PressWorkflow:
         else:
             self._fa = None
 
+    def _load_quality(self, raw: Any) -> None:
+        """The quality part of a snapshot; None or malformed -> defaults (a new phase)."""
+        plan = self.plan()
+        if not isinstance(raw, Mapping):
+            self._phase, self._spc_key = 1, None
+            self._new_phase()
+            self._inspection_100, self._operator = False, None
+            self._patrol_base = self._due = self._last_meas = self._lp = None
+            self._due_seq, self._last_pieces, self._compare_die = 0, {}, None
+            self._plc_ids = set()
+            return
+        phase = raw["phase"]
+        _want(isinstance(phase, int) and phase >= 1, "phase")
+        key = raw["spc_key"]
+        self._phase = phase
+        self._spc_key = None if key is None else (str(key[0]), str(key[1]))
+        self._spc = {k: CharSpc.load(v) for k, v in raw["spc"].items()}
+        current = None if plan is None else (plan.part_number, plan.revision)
+        if plan is not None and self._spc_key == current and set(self._spc) != {
+                c.id for c in plan.characteristics}:
+            raise ValueError("spc state does not match the plan")
+        self._inspection_100 = bool(raw["inspection_100"])
+        op = raw["operator"]
+        self._operator = op if isinstance(op, str) else None
+        base = raw["patrol_base"]
+        self._patrol_base = None if base is None else (
+            None if base[0] is None else int(base[0]), float(base[1]))
+        due = raw["due"]
+        self._due = dict(due) if isinstance(due, Mapping) else None
+        self._due_seq = int(raw["due_seq"])
+        last = raw["last_meas"]
+        self._last_meas = dict(last) if isinstance(last, Mapping) else None
+        lp = raw["last_piece_open"]
+        self._lp = dict(lp) if isinstance(lp, Mapping) and isinstance(
+            lp.get("results"), Mapping) else None
+        pieces = raw["last_pieces"]
+        _want(isinstance(pieces, Mapping), "last_pieces")
+        self._last_pieces = {str(k): dict(v) for k, v in pieces.items()}
+        die = raw["compare_die"]
+        self._compare_die = die if isinstance(die, str) else None
+        self._plc_ids = {k for k in raw["plc_ids"] if k in _IDS}
+
     def _load_first_article(self, raw: Any, plan: Plan | None) -> _FirstArticle | None:
         if not isinstance(raw, Mapping) or plan is None:
             return None
@@ -833,10 +1381,11 @@ class PressWorkflow:
             return None
         if not isinstance(results, Mapping):
             return None
-        known = {c.id for c in plan.characteristics}
+        known = {_piece_key(c.id, k) for c in plan.characteristics
+                 for k in range(1, plan.first_article_sample_size + 1)}
         if not set(results) <= known or len(results) >= len(known):
             return None
-        if not all(isinstance(v, Mapping) and v.get("characteristic") == k
+        if not all(isinstance(v, Mapping) and v.get("characteristic") == k.split("#")[0]
                    for k, v in results.items()):
             return None
         return _FirstArticle(
@@ -872,6 +1421,19 @@ def _opt_num(value: Any, what: str) -> float | None:
 # --------------------------------------------------------------------------------------
 # Routing and results (pure helpers).
 # --------------------------------------------------------------------------------------
+
+
+def _piece_key(char_id: str, piece: int) -> str:
+    """Key of a first-article result: the id for piece 1 (as before), id#k after."""
+    return char_id if piece == 1 else f"{char_id}#{piece}"
+
+
+def _pieces(results: Mapping[str, Any], char_id: str) -> int:
+    """How many pieces of a first article have a value for ``char_id``."""
+    n = 0
+    while _piece_key(char_id, n + 1) in results:
+        n += 1
+    return n
 
 
 def _takes(char: Characteristic, gauge: str | None, channel: int | None) -> bool:

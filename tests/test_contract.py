@@ -114,3 +114,59 @@ def test_asyncapi_document_covers_every_schema() -> None:
     assert referenced == set(load_schemas()) - {"envelope"}
     for name, channel in doc["channels"].items():
         assert channel["address"].startswith("{root}/"), name
+
+
+def run_quality_scenario() -> list:
+    """Every quality event kind (issue 5), from the pure tests' press."""
+    from collector.domain import SpcOptions
+    from tests.test_quality_workflow import Press, plan
+
+    events = []
+    p = Press(plan(spc=SpcOptions(baseline_subgroups=3), capability_min_values=3,
+                   capability_every=3))
+    events += p.poll()
+    events += p.gauge("g1", "10.000") + p.gauge("g2", "5.00")
+    events += p.strokes(100)  # measurement_due
+    for v in ("10.001", "9.999", "10.000", "10.002", "9.998", "10.001"):
+        events += p.gauge("g1", v) + p.gauge("g2", "5.00")
+    events += p.wf.on_tick(p.ts + 10_000)
+    events += p.strokes(100) + p.wf.on_tick(p.ts + 20_000)  # overdue
+    events += p.cmd("request_capability", operator="OP1").events
+    events += p.cmd("start_last_piece", operator="OP1").events
+    events += p.gauge("g1", "10.001") + p.gauge("g2", "5.01")
+    events += p.gauge("g1", "10.090")  # alarm, hold, 100 %
+    events += p.cmd("release", why="sorted").events
+    events += p.cmd("start_setup", operator="OP1", reason="maintenance").events
+    events += p.gauge("g1", "10.000") + p.gauge("g2", "5.00")  # comparison with last piece
+    return events
+
+
+def test_quality_events_honour_their_schemas() -> None:
+    events = run_quality_scenario()
+    kinds = {e.kind for e in events}
+    assert kinds >= {"measurement_due", "overdue", "alarm", "control_limits", "capability",
+                     "annotation", "last_piece", "last_piece_comparison", "command"}
+    for topic, payload in encoded(events):
+        assert validate_message(topic, ROOT, payload) == [], (topic, payload["data"])
+
+
+def test_capability_review_and_cmd_result_honour_their_schemas() -> None:
+    from collector.domain import SpcOptions
+    from tests.test_quality_workflow import Press, plan
+
+    p = Press(plan(spc=SpcOptions(limits="fixed", center=Decimal("10.000"),
+                                  sigma=Decimal("0.002")), capability_min_values=3))
+    p.release()
+    for v in ("10.001", "9.999", "10.000"):
+        p.gauge("g1", v)
+        p.gauge("g2", "5.00")
+    events = p.cmd("request_capability", operator="OP1").events
+    assert "capability_review" in {e.kind for e in events}
+    for topic, payload in encoded(events):
+        assert validate_message(topic, ROOT, payload) == []
+    reply = orjson.loads(messages.encode_cmd_result("p1", 1.0, "h", "r-1", "hold", False,
+                                                    "not_allowed", "not now", [], "released"))
+    assert validate_message(f"{ROOT}/p1/cmd_result", ROOT, reply) == []
+    assert validate_message(f"{ROOT}/p1/cmd/hold", ROOT,
+                            {"request_id": "r-1", "operator": "Q7", "why": "x"}) == []
+    assert validate_message(f"{ROOT}/p1/cmd/hold", ROOT, {"operator": "Q7"}) != []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,13 @@ class Line:
     """Simulators + daemon + subscriber; ``await line.start()``, ``await line.close()``."""
 
     def __init__(self, tmp_path: Path, broker: LocalBroker, presses: tuple[str, ...] = ("p1",),
-                 spm: int = 120) -> None:
+                 spm: int = 120,
+                 adjust: Callable[[LoadedConfig], LoadedConfig] | None = None) -> None:
         self.tmp_path = tmp_path
         self.broker = broker
         self.press_ids = presses
         self.spm = spm
+        self.adjust = adjust  # a test's changes to the example config (plans, workflow)
         self.sims: dict[str, PressSimulator] = {}
         self.gauges: dict[str, dict[str, GaugeSimulator]] = {}
         self.config: LoadedConfig | None = None
@@ -68,6 +71,8 @@ class Line:
         base = base.model_copy(update={"presses": {p: base.presses[p] for p in self.press_ids}})
         self.config = prepare_config(base, self.tmp_path, ("127.0.0.1", self.broker.port),
                                      {p: s.port for p, s in self.sims.items()}, gauge_paths)
+        if self.adjust is not None:
+            self.config = self.adjust(self.config)
         if subscribe:
             self.sub = Subscriber("127.0.0.1", self.broker.port, [f"{self.root}/#"]).start()
         await self.start_daemon()
