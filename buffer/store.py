@@ -125,6 +125,17 @@ class Committed:
 Listener = Callable[[Committed], None]
 
 
+@dataclass(slots=True)
+class SizeReport:
+    """What :meth:`Outbox.enforce_size` did."""
+
+    used_bytes: int
+    max_bytes: int
+    history_deleted: int = 0
+    telemetry_dropped: int = 0
+    quality_only: bool = False  # still over the bound: only undelivered protected rows left
+
+
 def _ranges(ids: Iterable[int]) -> list[tuple[int, int]]:
     out: list[tuple[int, int]] = []
     for i in sorted(set(ids)):
@@ -511,6 +522,89 @@ class Outbox:
         if deleted:
             log.info("pruned %d delivered rows older than %.0f s", deleted, retention_s)
         return deleted
+
+    # ------------------------------------------------------------------ size bound
+    def used_bytes(self) -> int:
+        """Bytes of live pages in the main file (freed pages are reused before it grows)."""
+        with self._read_lock:
+            assert self._rconn is not None
+            c = self._rconn
+            pages = c.execute("PRAGMA page_count").fetchone()[0]
+            free = c.execute("PRAGMA freelist_count").fetchone()[0]
+            size = c.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * size)
+
+    def enforce_size(self, max_bytes: int, protected: Sequence[str] = ("events",),
+                     chunk: int = 500) -> SizeReport:
+        """Bring the live size under ``max_bytes``: delivered history first (oldest ids,
+        whatever their age), then the oldest *undelivered* rows of streams not in
+        ``protected`` (telemetry). Undelivered rows of protected streams (quality and
+        workflow events) are never deleted: the report says ``quality_only`` and the
+        caller raises the alarm. The newest row always stays (ids never go back)."""
+        self._check_writable()
+        report = SizeReport(self.used_bytes(), max_bytes)
+        if report.used_bytes <= max_bytes:
+            return report
+        marks = ",".join("?" * len(protected)) or "''"
+        steps = (("history", "delivered IS NOT NULL", ()),
+                 ("telemetry", f"delivered IS NULL AND stream NOT IN ({marks})",
+                  tuple(protected)))
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+        try:
+            conn.execute("PRAGMA synchronous=NORMAL")
+            for name, where, args in steps:
+                while self.used_bytes() > max_bytes:
+                    n, pending = self._delete_oldest(conn, where, args, chunk)
+                    if n == 0:
+                        break
+                    if name == "history":
+                        report.history_deleted += n
+                    else:
+                        report.telemetry_dropped += n
+                    if pending:
+                        with self._lock:
+                            self._pending_committed -= pending
+                            self._stats["dropped_undelivered"] = \
+                                self._stats.get("dropped_undelivered", 0) + pending
+        finally:
+            conn.close()
+        report.used_bytes = self.used_bytes()
+        report.quality_only = report.used_bytes > max_bytes
+        if report.history_deleted or report.telemetry_dropped:
+            log.warning("buffer over %d bytes: deleted %d delivered rows and %d undelivered "
+                        "telemetry rows (oldest first)", max_bytes, report.history_deleted,
+                        report.telemetry_dropped)
+        return report
+
+    def _delete_oldest(self, conn: sqlite3.Connection, where: str, args: tuple[Any, ...],
+                       chunk: int) -> tuple[int, int]:
+        """Delete up to ``chunk`` oldest rows matching ``where``; (deleted, of them pending)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            top = conn.execute("SELECT max(id) FROM messages").fetchone()[0] or 0
+            ids = [r[0] for r in conn.execute(
+                f"SELECT id FROM messages WHERE {where} AND id < ? ORDER BY id LIMIT ?",
+                (*args, top, chunk))]
+            if not ids:
+                conn.execute("COMMIT")
+                return 0, 0
+            lo, hi = ids[0], ids[-1]
+            victims = f"FROM messages WHERE id BETWEEN ? AND ? AND {where}"
+            vargs = (lo, hi, *args)
+            per_stream = conn.execute(
+                f"SELECT press, stream, count(*), sum(delivered IS NULL) {victims} "
+                "GROUP BY press, stream", vargs).fetchall()
+            n = conn.execute(f"DELETE {victims}", vargs).rowcount
+            pending = sum(int(k) for *_, k in per_stream)
+            conn.executemany("UPDATE streams SET rows = rows - ? WHERE press=? AND stream=?",
+                             [(k, p, st) for p, st, k, _ in per_stream])
+            conn.executemany("UPDATE counters SET value = value - ? WHERE name = ?",
+                             [(n, "rows"), (pending, "pending")])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return n, pending
 
     # ------------------------------------------------------------------ writer
     def _writer(self) -> None:

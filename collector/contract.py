@@ -40,7 +40,7 @@ def schema_name_for(topic: str, root: str) -> str:
     """Which schema governs a topic below the root."""
     rest = topic[len(root) + 1:]
     if rest.startswith("_collector/"):
-        return "status"
+        return "alarm" if rest.endswith("/alarm") else "status"
     parts = rest.split("/")
     if len(parts) == 2 and parts[1] in ("state", "telemetry"):
         return parts[1]

@@ -22,6 +22,7 @@ SCHEMA_VERSION = 1
 
 EVENTS_STREAM = "events"
 TELEMETRY_STREAM = "telemetry"
+COLLECTOR_PRESS = "_collector"  # the "press" of collector-level records (alarms)
 
 
 class Topics:
@@ -42,6 +43,9 @@ class Topics:
 
     def status(self) -> str:
         return f"{self.root}/_collector/{self.host}/status"
+
+    def alarm(self) -> str:
+        return f"{self.root}/_collector/{self.host}/alarm"
 
 
 class _IsoClock:
@@ -132,3 +136,11 @@ def encode_status(host: str, online: bool, ts: float | None = None) -> bytes:
         "status": "online" if online else "offline",
         "ts": iso_utc(time.time() if ts is None else ts),
     })
+
+
+def encode_alarm(seq: int, host: str, kind: str, active: bool, data: Mapping[str, Any],
+                 ts: float | None = None) -> bytes:
+    """A collector-level alarm (e.g. ``buffer_full``): raised (active) and cleared."""
+    return dumps(envelope("alarm", COLLECTOR_PRESS, EVENTS_STREAM, seq,
+                          time.time() if ts is None else ts, host, {},
+                          {"kind": kind, "active": active, **data}))

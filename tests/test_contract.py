@@ -101,6 +101,7 @@ def test_timestamps_are_utc_with_milliseconds() -> None:
     (f"{ROOT}/p1/telemetry", "telemetry"),
     (f"{ROOT}/p1/state", "state"),
     (f"{ROOT}/_collector/line-pc-1/status", "status"),
+    (f"{ROOT}/_collector/line-pc-1/alarm", "alarm"),
 ])
 def test_topic_to_schema(topic: str, name: str) -> None:
     assert schema_name_for(topic, ROOT) == name
@@ -114,3 +115,13 @@ def test_asyncapi_document_covers_every_schema() -> None:
     assert referenced == set(load_schemas()) - {"envelope"}
     for name, channel in doc["channels"].items():
         assert channel["address"].startswith("{root}/"), name
+
+
+def test_alarm_honours_its_schema() -> None:
+    alarm = orjson.loads(messages.encode_alarm(3, "h", "buffer_full", True,
+                                               {"used_bytes": 10, "max_bytes": 5,
+                                                "pending": 2, "telemetry_dropped": 0}))
+    assert validate_message(f"{ROOT}/_collector/h/alarm", ROOT, alarm) == []
+    assert (alarm["press"], alarm["seq"]) == ("_collector", 3)
+    alarm["data"]["kind"] = "disk_on_fire"
+    assert validate_message(f"{ROOT}/_collector/h/alarm", ROOT, alarm) != []
