@@ -178,6 +178,7 @@ class Publisher:
                     self._note_error(f"connect to {self.host}:{self.port} failed: "
                                      f"{exc or type(exc).__name__}")
                     self._close_socket()
+                    self._stats["backoff_s"] = backoff
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, self.reconnect_max_s)
                     continue
@@ -472,5 +473,6 @@ class Publisher:
     def _note_error(self, text: str) -> None:
         self._stats["last_error"] = text
         if text != self._last_error:
-            log.warning("mqtt: %s", text)
+            log.warning("mqtt: %s; retrying with backoff (%.2g..%.0f s), undelivered rows "
+                        "wait in the buffer", text, self.reconnect_min_s, self.reconnect_max_s)
             self._last_error = text
