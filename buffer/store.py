@@ -281,6 +281,12 @@ class Outbox:
             self._seq[key] = last
             return last
 
+    def last_seq(self, press: str, stream: str) -> int:
+        """The last seq handed out for (press, stream) (0: none); does not take one."""
+        with self._lock:
+            last = self._seq.get((press, stream))
+        return self._committed_last_seq(press, stream) if last is None else last
+
     def _committed_last_seq(self, press: str, stream: str) -> int:
         with self._read_lock:
             assert self._rconn is not None

@@ -308,6 +308,7 @@ class BrokerConfig(_Model):
     # Replay after an outage: at most this many backlog messages per second (0 = no
     # limit). Retained state and status are never throttled.
     replay_rate: int = Field(2000, ge=0, le=1_000_000)
+    reconnect_max_s: float = Field(30.0, ge=0.5, le=600)  # cap of the reconnect backoff
 
 
 class BufferConfig(_Model):

@@ -141,6 +141,7 @@ class Daemon:
             topic_status=topics.status(), keepalive=cfg.broker.keepalive_s,
             max_inflight=cfg.broker.max_inflight, username=cfg.broker.username or None,
             password=password, tls=tls, replay_rate=cfg.broker.replay_rate,
+            reconnect_max_s=cfg.broker.reconnect_max_s,
             status_online=messages.encode_status(host, True),
             status_offline=messages.encode_status(host, False))
         plans = self.config.plans
