@@ -74,11 +74,10 @@ async def test_broker_down_30s_three_presses_every_record_arrives_in_order(
             press, stream = key.split("/")
             got = line.seqs(stream)[press]
             firsts, d = first_copies_in_order(got)
-            if firsts != list(range(1, last + 1)):
+            if firsts != list(range(1, last + 1)):  # diagnostics for the assertion below
                 missing = sorted(set(range(1, last + 1)) - set(firsts))
-                print(f"\n{key}: missing {missing[:20]}, around: "
-                      f"{[(i, s) for i, s in enumerate(got) if missing and abs(s - missing[0]) < 8]}"
-                      f" stop-time last received {seen_at_stop}")
+                print(f"\n{key}: missing {missing[:20]}; last received before the stop: "
+                      f"{seen_at_stop}")
             assert firsts == list(range(1, last + 1)), f"{key}: gaps or reordering"
             sent += last
             received += len(got)
