@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -559,8 +560,14 @@ class Outbox:
         try:
             conn.execute("PRAGMA synchronous=NORMAL")
             for name, where, args in steps:
-                while self.used_bytes() > max_bytes:
-                    n, pending = self._delete_oldest(conn, where, args, chunk)
+                while (used := self.used_bytes()) > max_bytes:
+                    # about as many rows as the excess holds (average row size), so a small
+                    # excess does not cost a whole chunk of telemetry
+                    total = conn.execute("SELECT value FROM counters WHERE name='rows'"
+                                         ).fetchone()[0]
+                    per_row = used / max(1, total)
+                    want = min(chunk, max(1, math.ceil((used - max_bytes) / per_row)))
+                    n, pending = self._delete_oldest(conn, where, args, want)
                     if n == 0:
                         break
                     if name == "history":
