@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -123,6 +124,17 @@ class Committed:
 
 
 Listener = Callable[[Committed], None]
+
+
+@dataclass(slots=True)
+class SizeReport:
+    """What :meth:`Outbox.enforce_size` did."""
+
+    used_bytes: int
+    max_bytes: int
+    history_deleted: int = 0
+    telemetry_dropped: int = 0
+    quality_only: bool = False  # still over the bound: only undelivered protected rows left
 
 
 def _ranges(ids: Iterable[int]) -> list[tuple[int, int]]:
@@ -269,6 +281,12 @@ class Outbox:
             last += 1
             self._seq[key] = last
             return last
+
+    def last_seq(self, press: str, stream: str) -> int:
+        """The last seq handed out for (press, stream) (0: none); does not take one."""
+        with self._lock:
+            last = self._seq.get((press, stream))
+        return self._committed_last_seq(press, stream) if last is None else last
 
     def _committed_last_seq(self, press: str, stream: str) -> int:
         with self._read_lock:
@@ -511,6 +529,95 @@ class Outbox:
         if deleted:
             log.info("pruned %d delivered rows older than %.0f s", deleted, retention_s)
         return deleted
+
+    # ------------------------------------------------------------------ size bound
+    def used_bytes(self) -> int:
+        """Bytes of live pages in the main file (freed pages are reused before it grows)."""
+        with self._read_lock:
+            assert self._rconn is not None
+            c = self._rconn
+            pages = c.execute("PRAGMA page_count").fetchone()[0]
+            free = c.execute("PRAGMA freelist_count").fetchone()[0]
+            size = c.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * size)
+
+    def enforce_size(self, max_bytes: int, protected: Sequence[str] = ("events",),
+                     chunk: int = 500) -> SizeReport:
+        """Bring the live size under ``max_bytes``: delivered history first (oldest ids,
+        whatever their age), then the oldest *undelivered* rows of streams not in
+        ``protected`` (telemetry). Undelivered rows of protected streams (quality and
+        workflow events) are never deleted: the report says ``quality_only`` and the
+        caller raises the alarm. The newest row always stays (ids never go back)."""
+        self._check_writable()
+        report = SizeReport(self.used_bytes(), max_bytes)
+        if report.used_bytes <= max_bytes:
+            return report
+        marks = ",".join("?" * len(protected)) or "''"
+        steps = (("history", "delivered IS NOT NULL", ()),
+                 ("telemetry", f"delivered IS NULL AND stream NOT IN ({marks})",
+                  tuple(protected)))
+        conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+        try:
+            conn.execute("PRAGMA synchronous=NORMAL")
+            for name, where, args in steps:
+                while (used := self.used_bytes()) > max_bytes:
+                    # about as many rows as the excess holds (average row size), so a small
+                    # excess does not cost a whole chunk of telemetry
+                    total = conn.execute("SELECT value FROM counters WHERE name='rows'"
+                                         ).fetchone()[0]
+                    per_row = used / max(1, total)
+                    want = min(chunk, max(1, math.ceil((used - max_bytes) / per_row)))
+                    n, pending = self._delete_oldest(conn, where, args, want)
+                    if n == 0:
+                        break
+                    if name == "history":
+                        report.history_deleted += n
+                    else:
+                        report.telemetry_dropped += n
+                    if pending:
+                        with self._lock:
+                            self._pending_committed -= pending
+                            self._stats["dropped_undelivered"] = \
+                                self._stats.get("dropped_undelivered", 0) + pending
+        finally:
+            conn.close()
+        report.used_bytes = self.used_bytes()
+        report.quality_only = report.used_bytes > max_bytes
+        if report.history_deleted or report.telemetry_dropped:
+            log.warning("buffer over %d bytes: deleted %d delivered rows and %d undelivered "
+                        "telemetry rows (oldest first)", max_bytes, report.history_deleted,
+                        report.telemetry_dropped)
+        return report
+
+    def _delete_oldest(self, conn: sqlite3.Connection, where: str, args: tuple[Any, ...],
+                       chunk: int) -> tuple[int, int]:
+        """Delete up to ``chunk`` oldest rows matching ``where``; (deleted, of them pending)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            top = conn.execute("SELECT max(id) FROM messages").fetchone()[0] or 0
+            ids = [r[0] for r in conn.execute(
+                f"SELECT id FROM messages WHERE {where} AND id < ? ORDER BY id LIMIT ?",
+                (*args, top, chunk))]
+            if not ids:
+                conn.execute("COMMIT")
+                return 0, 0
+            lo, hi = ids[0], ids[-1]
+            victims = f"FROM messages WHERE id BETWEEN ? AND ? AND {where}"
+            vargs = (lo, hi, *args)
+            per_stream = conn.execute(
+                f"SELECT press, stream, count(*), sum(delivered IS NULL) {victims} "
+                "GROUP BY press, stream", vargs).fetchall()
+            n = conn.execute(f"DELETE {victims}", vargs).rowcount
+            pending = sum(int(k) for *_, k in per_stream)
+            conn.executemany("UPDATE streams SET rows = rows - ? WHERE press=? AND stream=?",
+                             [(k, p, st) for p, st, k, _ in per_stream])
+            conn.executemany("UPDATE counters SET value = value - ? WHERE name = ?",
+                             [(n, "rows"), (pending, "pending")])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return n, pending
 
     # ------------------------------------------------------------------ writer
     def _writer(self) -> None:

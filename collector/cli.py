@@ -15,6 +15,10 @@ import sys
 from pathlib import Path
 
 DEFAULT_CONFIG_DIR = Path("/etc/press-collector")
+# exit codes of `run` that a restart cannot fix (systemd: RestartPreventExitStatus=2 3 4)
+EXIT_CONFIG = 2
+EXIT_STARTUP = 3  # credentials / certificates missing or unreadable
+EXIT_BUFFER = 4  # buffer file corrupt, foreign or too new: refused, never overwritten
 
 
 def setup_logging(level: str) -> None:
@@ -51,8 +55,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
-        return 2
-    asyncio.run(run_until_signalled(config))
+        return EXIT_CONFIG
+    from buffer.store import BufferFileError
+    from collector.security import StartupError
+
+    try:
+        asyncio.run(run_until_signalled(config))
+    except StartupError as exc:
+        print(f"press-collector: cannot start: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    except BufferFileError as exc:
+        print(f"press-collector: cannot start: buffer file refused: {exc}. The file is left "
+              "untouched: move it away (keep it for analysis) or point buffer.path elsewhere.",
+              file=sys.stderr)
+        return EXIT_BUFFER
     return 0
 
 

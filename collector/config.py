@@ -47,6 +47,7 @@ from collector import domain
 __all__ = [
     "PASSWORD_ENV",
     "BrokerConfig",
+    "BrokerTlsConfig",
     "BufferConfig",
     "CharacteristicConfig",
     "CollectorConfig",
@@ -271,6 +272,28 @@ class SiteConfig(_Model):
         return value
 
 
+class BrokerTlsConfig(_Model):
+    """``[broker.tls]``: present = TLS on, with the server certificate verified against
+    ``ca_file`` (or the system CAs) and its host name checked, unless ``insecure``.
+    ``cert_file`` + ``key_file``: a client certificate (mTLS). A relative path is looked
+    up in ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``) first, then in the
+    config dir (resolved by collector.security)."""
+
+    ca_file: str = ""  # "" = the system's CA store
+    cert_file: str = ""
+    key_file: str = ""
+    insecure: bool = False  # true = no certificate / host name check (tests only!)
+
+    @model_validator(mode="after")
+    def _pair(self) -> BrokerTlsConfig:
+        if bool(self.cert_file) != bool(self.key_file):
+            missing = "key_file" if self.cert_file else "cert_file"
+            _raise_problems([((missing,), "required with "
+                              f"{'cert_file' if self.cert_file else 'key_file'} (a client "
+                              "certificate needs its private key)")])
+        return self
+
+
 class BrokerConfig(_Model):
     host: str = Field("127.0.0.1", min_length=1)
     port: int = Field(1883, ge=1, le=65535)
@@ -281,6 +304,11 @@ class BrokerConfig(_Model):
     # The password comes from env PRESS_COLLECTOR_MQTT_PASSWORD or from this file
     # (a relative path is looked up in $CREDENTIALS_DIRECTORY by the daemon).
     password_file: str = ""
+    tls: BrokerTlsConfig | None = None  # [broker.tls]; absent = plain MQTT
+    # Replay after an outage: at most this many backlog messages per second (0 = no
+    # limit). Retained state and status are never throttled.
+    replay_rate: int = Field(2000, ge=0, le=1_000_000)
+    reconnect_max_s: float = Field(30.0, ge=0.5, le=600)  # cap of the reconnect backoff
 
 
 class BufferConfig(_Model):
@@ -288,6 +316,10 @@ class BufferConfig(_Model):
     path: str = Field("/var/lib/press-collector/buffer.sqlite", min_length=1)
     commit_interval_ms: int = Field(50, ge=1, le=1000)
     retention_h: float = Field(168.0, gt=0)
+    # Size bound of the buffer file (MiB). Over it: delivered history goes first, then the
+    # oldest undelivered telemetry; undelivered quality events are never dropped (an
+    # `alarm` event and the log say so, collection goes on).
+    max_mb: int = Field(1024, ge=1, le=1_000_000)
 
 
 class TelemetryConfig(_Model):

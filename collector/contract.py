@@ -40,7 +40,7 @@ def schema_name_for(topic: str, root: str) -> str:
     """Which schema governs a topic below the root."""
     rest = topic[len(root) + 1:]
     if rest.startswith("_collector/"):
-        return "status"
+        return "collector_alarm" if rest.endswith("/alarm") else "status"
     parts = rest.split("/")
     if len(parts) == 2 and parts[1] in ("state", "telemetry", "cmd_result"):
         return parts[1]

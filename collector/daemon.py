@@ -37,6 +37,7 @@ PASSWORD_ENV = "PRESS_COLLECTOR_MQTT_PASSWORD"
 SHUTDOWN_DRAIN_S = 3.0
 PRUNE_EVERY_S = 300.0
 TICK_S = 1.0  # the workflow clock: patrol due / overdue
+BOUNDS_EVERY_S = 10.0
 
 
 def host_id(config: LoadedConfig) -> str:
@@ -45,13 +46,9 @@ def host_id(config: LoadedConfig) -> str:
 
 def read_password(config: LoadedConfig) -> str | None:
     """Secrets come from the environment or a credential file, never from the TOML."""
-    broker = config.collector.broker
-    if broker.password_file:
-        path = Path(broker.password_file)
-        if not path.is_absolute() and os.environ.get("CREDENTIALS_DIRECTORY"):
-            path = Path(os.environ["CREDENTIALS_DIRECTORY"]) / path
-        return path.read_text(encoding="utf-8").strip()
-    return os.environ.get(PASSWORD_ENV) or None
+    from collector.security import read_password as read
+
+    return read(config)
 
 
 def tag_specs(press: PressConfig) -> list[TagSpec]:
@@ -121,6 +118,8 @@ class Daemon:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _topics: Topics = field(default_factory=lambda: Topics("", ""))
+    bounds_every_s: float = BOUNDS_EVERY_S
+    health: dict[str, object] = field(default_factory=dict)  # metrics: buffer bound, alarm
 
     def stop(self) -> None:
         self._stop.set()
@@ -129,6 +128,13 @@ class Daemon:
         cfg = self.config.collector
         host = host_id(self.config)
         topics = Topics(cfg.site.topic_root, host)
+        # secrets and certificates first: a StartupError here leaves the buffer untouched
+        password = read_password(self.config)
+        tls = None
+        if cfg.broker.tls is not None:
+            from collector.security import tls_context
+
+            tls = tls_context(cfg.broker.tls, self.config.config_dir)
         self.outbox = outbox = Outbox.open(Path(cfg.buffer.path),
                                            commit_interval_s=cfg.buffer.commit_interval_ms / 1000)
         self._topics = topics
@@ -137,7 +143,8 @@ class Daemon:
             client_id=cfg.broker.client_id or f"press-collector-{host}",
             topic_status=topics.status(), keepalive=cfg.broker.keepalive_s,
             max_inflight=cfg.broker.max_inflight, username=cfg.broker.username or None,
-            password=read_password(self.config),
+            password=password, tls=tls, replay_rate=cfg.broker.replay_rate,
+            reconnect_max_s=cfg.broker.reconnect_max_s,
             status_online=messages.encode_status(host, True),
             status_offline=messages.encode_status(host, False),
             command_topic=topics.commands(), on_command=self._on_command)
@@ -156,6 +163,8 @@ class Daemon:
                             supervise(name, factory, self.failures), name=name))
                 prune_task = group.create_task(self._prune_loop(), name="prune")
                 tick_task = group.create_task(self._tick_loop(), name="tick")
+                bounds_task = group.create_task(self._bounds_loop(topics), name="bounds")
+                watchdog_task = group.create_task(watchdog_loop(), name="watchdog")
                 self.ready.set()
                 notify_systemd("READY=1")
                 await self._stop.wait()
@@ -164,6 +173,8 @@ class Daemon:
                     task.cancel()
                 prune_task.cancel()
                 tick_task.cancel()
+                bounds_task.cancel()
+                watchdog_task.cancel()
                 await asyncio.gather(*driver_tasks, return_exceptions=True)
                 await outbox.flush()
                 await publisher.drain(timeout=SHUTDOWN_DRAIN_S)
@@ -196,6 +207,64 @@ class Daemon:
             await asyncio.sleep(PRUNE_EVERY_S)
             assert self.outbox is not None
             await asyncio.to_thread(self.outbox.prune, retention_s)
+
+
+    async def _bounds_loop(self, topics: Topics) -> None:
+        """Keep the buffer under buffer.max_mb; raise an alarm when only undelivered quality
+        events are left (they are never dropped: collection goes on, the file grows)."""
+        max_bytes = self.config.collector.buffer.max_mb * 1024 * 1024
+        assert self.outbox is not None
+        outbox = self.outbox
+        active = False
+        while True:
+            await asyncio.sleep(self.bounds_every_s)
+            try:
+                report = await asyncio.to_thread(outbox.enforce_size, max_bytes)
+            except Exception as exc:  # a busy or failing disk: try again next round
+                log.warning("buffer size check failed: %s", exc)
+                continue
+            self.health.update(buffer_used_bytes=report.used_bytes,
+                               buffer_max_bytes=max_bytes, buffer_full=report.quality_only)
+            self.health["telemetry_dropped"] = int(self.health.get("telemetry_dropped", 0)) \
+                + report.telemetry_dropped  # type: ignore[call-overload]
+            if report.quality_only != active:
+                active = report.quality_only
+                if active:
+                    log.error("buffer full: %.1f MiB used > max_mb %d and only undelivered "
+                              "quality events are left; they are kept (never dropped), "
+                              "collection goes on and the file grows until the broker takes "
+                              "them", report.used_bytes / 2**20, max_bytes // 2**20)
+                else:
+                    log.warning("buffer back under max_mb (%.1f MiB)", report.used_bytes / 2**20)
+                self.health["buffer_full_alarms"] = \
+                    int(self.health.get("buffer_full_alarms", 0)) + int(active)  # type: ignore[call-overload]
+                emit_alarm(outbox, topics, "buffer_full", active,
+                           {"used_bytes": report.used_bytes, "max_bytes": max_bytes,
+                            "pending": outbox.pending_count(),
+                            "telemetry_dropped": report.telemetry_dropped})
+
+
+def emit_alarm(outbox: Outbox, topics: Topics, kind: str, active: bool,
+               data: dict[str, object]) -> None:
+    """A collector-level alarm: topic {root}/_collector/{host}/alarm, durable, own seq."""
+    from buffer.store import OutboxRow
+
+    press = messages.COLLECTOR_PRESS
+    seq = outbox.next_seq(press, messages.EVENTS_STREAM)
+    payload = messages.encode_alarm(seq, topics.host, kind, active, data)
+    outbox.add(OutboxRow(press, messages.EVENTS_STREAM, seq, topics.alarm(), payload,
+                         durable=True))
+
+
+async def watchdog_loop() -> None:
+    """systemd WatchdogSec=: ping from the event loop, so a stuck loop gets restarted."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    if not usec or not os.environ.get("NOTIFY_SOCKET"):
+        return
+    interval = max(0.5, int(usec) / 1e6 / 3)
+    while True:
+        notify_systemd("WATCHDOG=1")
+        await asyncio.sleep(interval)
 
 
 def notify_systemd(message: str) -> None:

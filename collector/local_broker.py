@@ -16,7 +16,9 @@ everything. (The default of 1000 drops messages for a slow or offline subscriber
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import os
 import pwd
 import shutil
@@ -24,6 +26,7 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto")
@@ -46,18 +49,42 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class BrokerTls:
+    """Server side TLS of a LocalBroker: PEM files; ``require_certificate`` = mTLS."""
+
+    ca_file: str
+    cert_file: str
+    key_file: str
+    require_certificate: bool = False
+
+
+def password_line(username: str, password: str, iterations: int = 101) -> str:
+    """One mosquitto password-file line (PBKDF2-SHA512, the ``$7$`` format of
+    ``mosquitto_passwd`` 2.x), so tests need no extra tool."""
+    salt = os.urandom(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, 64)
+    return (f"{username}:$7${iterations}${base64.b64encode(salt).decode()}$"
+            f"{base64.b64encode(digest).decode()}")
+
+
 class LocalBroker:
     """One Mosquitto process listening on 127.0.0.1:``port`` (0: pick a free port)."""
 
     def __init__(self, port: int = 0, data_dir: str | os.PathLike[str] = "mosquitto",
                  persistence: bool = True, extra_conf: str = "",
-                 host: str = "127.0.0.1", max_queued_messages: int = 10_000_000) -> None:
+                 host: str = "127.0.0.1", max_queued_messages: int = 10_000_000,
+                 tls: BrokerTls | None = None, users: dict[str, str] | None = None,
+                 acl: str = "") -> None:
         self.host = host
         self.port = port or free_port(host)
         self.data_dir = Path(data_dir).resolve()
         self.persistence = persistence
         self.extra_conf = extra_conf
         self.max_queued_messages = max_queued_messages
+        self.tls = tls  # TLS on the listener (no plain listener then)
+        self.users = users  # username -> password; set = no anonymous access
+        self.acl = acl  # mosquitto acl_file text (with users)
         self.proc: subprocess.Popen[bytes] | None = None
         self.conf_path = self.data_dir / "mosquitto.conf"
         self.log_path = self.data_dir / "mosquitto.log"
@@ -74,7 +101,7 @@ class LocalBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         lines = [
             f"listener {self.port} {self.host}",
-            "allow_anonymous true",
+            f"allow_anonymous {'false' if self.users is not None else 'true'}",
             f"max_queued_messages {self.max_queued_messages}",
             f"log_dest file {self.log_path}",
             "log_type error",
@@ -90,6 +117,20 @@ class LocalBroker:
         if os.geteuid() == 0:
             # as root Mosquitto switches to user 'mosquitto', who cannot write data_dir
             lines.append(f"user {pwd.getpwuid(0).pw_name}")
+        if self.tls is not None:
+            lines += [f"cafile {self.tls.ca_file}", f"certfile {self.tls.cert_file}",
+                      f"keyfile {self.tls.key_file}", "tls_version tlsv1.2",
+                      f"require_certificate {str(self.tls.require_certificate).lower()}"]
+        if self.users is not None:
+            pw = self.data_dir / "passwd"
+            pw.write_text("".join(password_line(u, p) + "\n" for u, p in self.users.items()))
+            pw.chmod(0o600)
+            lines.append(f"password_file {pw}")
+        if self.acl:
+            acl = self.data_dir / "acl"
+            acl.write_text(self.acl.strip() + "\n")
+            acl.chmod(0o600)
+            lines.append(f"acl_file {acl}")
         if self.extra_conf:
             lines.append(self.extra_conf.strip())
         self.conf_path.write_text("\n".join(lines) + "\n")

@@ -22,6 +22,7 @@ SCHEMA_VERSION = 1
 
 EVENTS_STREAM = "events"
 TELEMETRY_STREAM = "telemetry"
+COLLECTOR_PRESS = "_collector"  # the "press" of collector-level records (alarms)
 
 
 class Topics:
@@ -49,6 +50,8 @@ class Topics:
     def commands(self) -> str:
         """What the collector subscribes to: every command to every press."""
         return f"{self.root}/+/cmd/#"
+    def alarm(self) -> str:
+        return f"{self.root}/_collector/{self.host}/alarm"
 
 
 class _IsoClock:
@@ -154,3 +157,9 @@ def encode_cmd_result(press: str, ts: float, host: str, request_id: str | None, 
     if state is not None:
         out["state"] = state
     return dumps(out)
+def encode_alarm(seq: int, host: str, kind: str, active: bool, data: Mapping[str, Any],
+                 ts: float | None = None) -> bytes:
+    """A collector-level alarm (e.g. ``buffer_full``): raised (active) and cleared."""
+    return dumps(envelope("collector_alarm", COLLECTOR_PRESS, EVENTS_STREAM, seq,
+                          time.time() if ts is None else ts, host, {},
+                          {"kind": kind, "active": active, **data}))

@@ -86,7 +86,8 @@ class Publisher:
                  password: str | None = None, tls: TlsSettings | ssl.SSLContext | None = None,
                  status_online: bytes = b"online", status_offline: bytes = b"offline",
                  reconnect_min_s: float = 0.25, reconnect_max_s: float = 30.0,
-                 connect_timeout_s: float = 10.0, command_topic: str | None = None,
+                 connect_timeout_s: float = 10.0, replay_rate: float = 0.0,
+                 command_topic: str | None = None,
                  on_command: Callable[[str, bytes], None] | None = None) -> None:
         if not 1 <= max_inflight <= 20000:
             raise ValueError("max_inflight must be 1..20000")
@@ -103,6 +104,13 @@ class Publisher:
         # ``on_command(topic, payload)`` on the event loop thread (inside loop_read).
         self.command_topic = command_topic
         self.on_command = on_command
+        # Token bucket over outbox rows (0 = unlimited): a long backlog is replayed at
+        # ``replay_rate`` msgs/s with bursts of one window; status and retained state are
+        # never throttled (they go out ahead of the backlog).
+        self.replay_rate = float(replay_rate)
+        self._tokens = float(max_inflight)
+        self._tokens_at = time.monotonic()
+        self._throttle_handle: asyncio.TimerHandle | None = None
         self._username, self._password, self._tls = username, password, tls
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -128,7 +136,7 @@ class Publisher:
         self._last_error: str | None = None
         self._stats: dict[str, Any] = {"published": 0, "acked": 0, "retained_published": 0,
                                        "connects": 0, "connect_failures": 0,
-                                       "rejected": 0, "last_error": None}
+                                       "rejected": 0, "throttled": 0, "last_error": None}
 
     # ------------------------------------------------------------------ public
     @property
@@ -177,6 +185,7 @@ class Publisher:
                     self._note_error(f"connect to {self.host}:{self.port} failed: "
                                      f"{exc or type(exc).__name__}")
                     self._close_socket()
+                    self._stats["backoff_s"] = backoff
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, self.reconnect_max_s)
                     continue
@@ -429,6 +438,8 @@ class Publisher:
         inflight = self._inflight
         fetched = self._fetched
         while len(inflight) < window:
+            if self.replay_rate > 0 and not self._take_token():
+                break
             if not fetched:
                 hi = self.outbox.last_id  # read before the query: see _drained
                 rows = self.outbox.pending(self._cursor, window * FETCH_WINDOWS)
@@ -451,8 +462,27 @@ class Publisher:
                 break
             inflight[info.mid] = row_id
             self._stats["published"] += 1
+            self._tokens -= 1.0
         if self._drained():
             self._idle.set()
+
+    def _take_token(self) -> bool:
+        """Refill the bucket (monotonic clock); False = wait: a timer pumps again."""
+        now = time.monotonic()
+        burst = float(self.max_inflight)
+        self._tokens = min(burst, self._tokens + (now - self._tokens_at) * self.replay_rate)
+        self._tokens_at = now
+        if self._tokens >= 1.0:
+            return True
+        if self._throttle_handle is None and self._loop is not None:
+            self._stats["throttled"] += 1
+            delay = (1.0 - self._tokens) / self.replay_rate
+            self._throttle_handle = self._loop.call_later(delay, self._after_throttle)
+        return False
+
+    def _after_throttle(self) -> None:
+        self._throttle_handle = None
+        self._kick()
 
     def _drained(self) -> bool:
         return (not self._inflight and not self._fetched
@@ -461,5 +491,6 @@ class Publisher:
     def _note_error(self, text: str) -> None:
         self._stats["last_error"] = text
         if text != self._last_error:
-            log.warning("mqtt: %s", text)
+            log.warning("mqtt: %s; retrying with backoff (%.2g..%.0f s), undelivered rows "
+                        "wait in the buffer", text, self.reconnect_min_s, self.reconnect_max_s)
             self._last_error = text

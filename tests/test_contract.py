@@ -101,6 +101,7 @@ def test_timestamps_are_utc_with_milliseconds() -> None:
     (f"{ROOT}/p1/telemetry", "telemetry"),
     (f"{ROOT}/p1/state", "state"),
     (f"{ROOT}/_collector/line-pc-1/status", "status"),
+    (f"{ROOT}/_collector/line-pc-1/alarm", "collector_alarm"),
 ])
 def test_topic_to_schema(topic: str, name: str) -> None:
     assert schema_name_for(topic, ROOT) == name
@@ -170,3 +171,11 @@ def test_capability_review_and_cmd_result_honour_their_schemas() -> None:
     assert validate_message(f"{ROOT}/p1/cmd/hold", ROOT,
                             {"request_id": "r-1", "operator": "Q7", "why": "x"}) == []
     assert validate_message(f"{ROOT}/p1/cmd/hold", ROOT, {"operator": "Q7"}) != []
+def test_alarm_honours_its_schema() -> None:
+    alarm = orjson.loads(messages.encode_alarm(3, "h", "buffer_full", True,
+                                               {"used_bytes": 10, "max_bytes": 5,
+                                                "pending": 2, "telemetry_dropped": 0}))
+    assert validate_message(f"{ROOT}/_collector/h/alarm", ROOT, alarm) == []
+    assert (alarm["press"], alarm["seq"]) == ("_collector", 3)
+    alarm["data"]["kind"] = "disk_on_fire"
+    assert validate_message(f"{ROOT}/_collector/h/alarm", ROOT, alarm) != []

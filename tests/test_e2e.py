@@ -134,7 +134,7 @@ async def test_broker_outage_loses_nothing_and_keeps_order(line: Line) -> None:
     line.broker.start()
 
     await line.wait_event("p1", "first_article", timeout=30)
-    last_seq = line.daemon.outbox.next_seq("p1", "telemetry") - 1  # type: ignore[union-attr]
+    last_seq = line.daemon.outbox.last_seq("p1", "telemetry")  # type: ignore[union-attr]
     await line.sub.wait_for(lambda msgs: max(line.seqs("telemetry")["p1"]) >= last_seq, 30)
     for stream in ("events", "telemetry"):
         missing, duplicates = contiguous(line.seqs(stream)["p1"])

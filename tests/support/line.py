@@ -32,13 +32,14 @@ class Line:
     """Simulators + daemon + subscriber; ``await line.start()``, ``await line.close()``."""
 
     def __init__(self, tmp_path: Path, broker: LocalBroker, presses: tuple[str, ...] = ("p1",),
-                 spm: int = 120,
+                 spm: int = 120, broker_settings: dict[str, Any] | None = None,
                  adjust: Callable[[LoadedConfig], LoadedConfig] | None = None) -> None:
         self.tmp_path = tmp_path
         self.broker = broker
         self.press_ids = presses
         self.spm = spm
         self.adjust = adjust  # a test's changes to the example config (plans, workflow)
+        self.broker_settings = broker_settings or {}  # e.g. {"reconnect_max_s": 1.0}
         self.sims: dict[str, PressSimulator] = {}
         self.gauges: dict[str, dict[str, GaugeSimulator]] = {}
         self.config: LoadedConfig | None = None
@@ -73,6 +74,11 @@ class Line:
                                      {p: s.port for p, s in self.sims.items()}, gauge_paths)
         if self.adjust is not None:
             self.config = self.adjust(self.config)
+        if self.broker_settings:
+            col = self.config.collector
+            col = col.model_copy(update={"broker": col.broker.model_copy(
+                update=self.broker_settings)})
+            self.config = self.config.model_copy(update={"collector": col})
         if subscribe:
             self.sub = Subscriber("127.0.0.1", self.broker.port, [f"{self.root}/#"]).start()
         await self.start_daemon()

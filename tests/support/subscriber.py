@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import threading
 import time
 import uuid
@@ -32,7 +33,8 @@ class Received:
 class Subscriber:
     def __init__(self, host: str, port: int, topics: Iterable[str] = ("#",),
                  client_id: str | None = None, clean_session: bool = False,
-                 qos: int = 1) -> None:
+                 qos: int = 1, username: str | None = None, password: str | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.host, self.port = host, port
         self.topics = list(topics)
         self.qos = qos
@@ -46,6 +48,10 @@ class Subscriber:
                         clean_session=clean_session, protocol=mqtt.MQTTv311)
         c.max_inflight_messages_set(1000)
         c.reconnect_delay_set(0.05, 0.5)
+        if username is not None:
+            c.username_pw_set(username, password)
+        if tls is not None:
+            c.tls_set_context(tls)
         c.on_connect = self._on_connect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
