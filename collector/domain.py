@@ -70,6 +70,8 @@ class WorkflowSettings:
     stopped_after_s: float = 60.0    # released press idle longer than this shows 'stopped'
     # an out-of-tolerance patrol value puts the press on hold
     hold_on_measurement_fail: bool = False
+    # a reading from a gauge past its calibration due date is refused for first article
+    refuse_overdue_for_first_article: bool = False
 
 
 @dataclass(frozen=True, slots=True)
