@@ -611,7 +611,10 @@ class PressWorkflow:
         value: str,
         unit: str,
         reading_id: str | None = None,
+        calibration_overdue: bool = False,
     ) -> list[Event]:
+        """``calibration_overdue``: the gauge was past its calibration due date; the
+        result is flagged, and refused for first article when the settings say so."""
         reading = {
             "gauge": _to_id(gauge),
             "channel": _to_channel(channel),
@@ -639,6 +642,10 @@ class PressWorkflow:
         if raw is None:
             return unassigned("invalid_value", f"not a finite decimal: {reading['value']!r}")
 
+        if (calibration_overdue and self.settings.refuse_overdue_for_first_article
+                and state not in (RELEASED, STOPPED)):
+            return unassigned("calibration_overdue", f"gauge {reading['gauge']} is past its "
+                              "calibration due date: not accepted for first article")
         chars = plan.characteristics
         n = len(chars)
         if state in (RELEASED, STOPPED):
@@ -656,6 +663,8 @@ class PressWorkflow:
             result = _result(char, raw, reading, ts)
         except UnitError as exc:
             return unassigned("unknown_unit", str(exc))
+        if calibration_overdue:
+            result["calibration_overdue"] = True
 
         if state in (RELEASED, STOPPED):
             return self._measurement(ts, index, result)
