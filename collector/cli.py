@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where the demo keeps its buffer and broker files (default: a temp dir)")
     demo.set_defaults(func=cmd_demo)
 
+    probe = sub.add_parser("probe", help="commissioning probes: talk to one device, print "
+                                         "what it says")
+    from collector.probe import add_probe_commands
+
+    add_probe_commands(probe.add_subparsers(dest="probe_command", required=True))
+
     buffer = sub.add_parser("buffer", help="inspect the SQLite buffer")
     buffer_sub = buffer.add_subparsers(dest="buffer_command", required=True)
     stats = buffer_sub.add_parser("stats", help="rows, backlog, size")

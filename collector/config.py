@@ -1080,6 +1080,18 @@ def load_config(config_dir: Path | str) -> LoadedConfig:
     return loaded
 
 
+def load_press_file(path: Path | str) -> PressConfig:
+    """One press file on its own (commissioning probe); :class:`ConfigError` lists its
+    problems, named by the file's name."""
+    path = Path(path).absolute()
+    problems: list[ConfigProblem] = []
+    data = _read_toml(path.parent, path, problems)
+    press = _validate(PressConfig, data, path.name, problems) if data is not None else None
+    if press is None:
+        raise ConfigError(problems)
+    return press
+
+
 def check(config_dir: Path | str) -> list[str]:
     """Every problem of a config dir as ``file: key.path: message`` lines; [] = valid."""
     _, problems = _load(Path(config_dir))

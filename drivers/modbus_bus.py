@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -117,6 +119,30 @@ def new_client(link: Link, timeout_s: float, name: str) -> Client:
     # one dead unit would otherwise cut the connection for every press.
     client.ctx.max_until_disconnect = client.ctx.count_until_disconnect = 1 << 30
     return client
+
+
+def port_problem(path: str) -> str:
+    """Why a serial device cannot be opened, in words: missing, busy (someone holds the
+    exclusive lock pyserial and pymodbus take), not permitted, or '' if it looks fine."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return f"serial port {path} does not exist"
+    except OSError as exc:
+        return f"cannot open serial port {path}: {exc.strerror}"
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return f"serial port {path} is busy (another program holds it open)"
+    finally:
+        os.close(fd)  # closing drops the lock too
+    return ""
+
+
+def _cannot_open(link: Link) -> str:
+    if isinstance(link, SerialLink):
+        return port_problem(link.port) or f"cannot open {link.describe()}"
+    return f"cannot connect to {link.host}:{link.port}"
 
 
 def _reader(client: Client, area: str) -> Any:
@@ -280,7 +306,7 @@ class ModbusBus:
             client = new_client(self.link, timeout, self.name)
             try:
                 if not await client.connect():
-                    raise LinkDown(f"cannot open {self.link.describe()}")
+                    raise LinkDown(_cannot_open(self.link))
                 self.link_backoff.reset()
                 await self._serve(client)
             except LinkDown as exc:
@@ -377,7 +403,7 @@ async def read_once_rtu(link: Link, unit: int, tags: Sequence[TagSpec], timeout_
     out: dict[str, Any] = {}
     try:
         if not await client.connect():
-            raise ConnectionError(f"cannot open {link.describe()}")
+            raise ConnectionError(_cannot_open(link))
         for block in plan_blocks(tags, max_gap):
             got, error = await read_block(client, block, unit, timeout_s, retries)
             if got is None:
