@@ -140,6 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
                                   "start_first_article start_last_piece request_capability")
     cmd.add_argument("fields", nargs="*", metavar="key=value", help="command fields")
     cmd.set_defaults(func=cmd_cmd)
+    probe = sub.add_parser("probe", help="commissioning probes: talk to one device, print "
+                                         "what it says")
+    from collector.probe import add_probe_commands
+
+    add_probe_commands(probe.add_subparsers(dest="probe_command", required=True))
 
     buffer = sub.add_parser("buffer", help="inspect the SQLite buffer")
     buffer_sub = buffer.add_subparsers(dest="buffer_command", required=True)

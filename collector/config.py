@@ -27,6 +27,7 @@ import tomllib
 import types
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
@@ -84,7 +85,7 @@ WordOrder = Literal["ABCD", "CDAB", "BADC", "DCBA"]
 Role = Literal[domain.ROLES]  # type: ignore[valid-type]
 Unit = Literal["mm", "in", "um"]
 CharClass = Literal["critical", "significant", "standard"]
-Preset = Literal["mitutoyo", "generic"]
+Preset = Literal["mitutoyo", "generic", "sylvac", "millimar", "mahr_optors", "chicago", "metro"]
 Baudrate = Literal[300, 600, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200]
 Parity = Literal["N", "E", "O"]
 Terminator = Literal["CR", "LF", "CRLF"]
@@ -112,7 +113,23 @@ PRESET_LINE: dict[str, dict[str, Any]] = {
                  "terminator": "CR"},
     "generic": {"baudrate": 9600, "bytesize": 8, "parity": "N", "stopbits": 1,
                 "terminator": "CRLF"},
+    "sylvac": {"baudrate": 4800, "bytesize": 7, "parity": "E", "stopbits": 2,
+               "terminator": "CR"},
+    "millimar": {"baudrate": 9600, "bytesize": 7, "parity": "E", "stopbits": 2,
+                 "terminator": "CRLF"},
+    "mahr_optors": {"baudrate": 9600, "bytesize": 7, "parity": "E", "stopbits": 2,
+                    "terminator": "CRLF"},
+    "chicago": {"baudrate": 9600, "bytesize": 8, "parity": "N", "stopbits": 1,
+                "terminator": "CRLF"},
+    "metro": {"baudrate": 9600, "bytesize": 8, "parity": "N", "stopbits": 1,
+              "terminator": "CRLF"},
 }
+# PLC protocols; the RTU ones put several presses (unit ids) on one shared bus.
+RTU_PROTOCOLS = ("modbus_rtu", "modbus_rtu_tcp")
+# Keys of [plc] that only the serial RTU protocol uses.
+RTU_SERIAL_KEYS = ("baudrate", "bytesize", "parity", "stopbits")
+# A gauge poll trigger that is not a tag name: every step of the stroke counter.
+STROKE_TRIGGER = "stroke"
 
 ID_PATTERN = r"^[a-z0-9_-]+$"
 NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
@@ -232,6 +249,19 @@ def _to_decimal(value: Any) -> Decimal:
 
 
 Dec = Annotated[Decimal, BeforeValidator(_to_decimal)]
+
+
+def _to_date(value: Any) -> date | None:
+    """A TOML date (2027-03-31) or the string 'YYYY-MM-DD'."""
+    if value is None or (isinstance(value, date) and not hasattr(value, "hour")):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"{_show(value)} is not a date (write 'YYYY-MM-DD', "
+                             "e.g. '2027-03-31')") from None
+    raise ValueError(f"expected a date 'YYYY-MM-DD', got {_show(value)} ({_kind(value)})")
 
 
 # --------------------------------------------------------------------------- models
@@ -395,16 +425,75 @@ class TagConfig(_Model):
 
 
 class PlcConfig(_Model):
-    protocol: Literal["modbus_tcp"] = "modbus_tcp"
-    host: str = Field(min_length=1)
-    port: int = Field(502, ge=1, le=65535)
+    protocol: Literal["modbus_tcp", "modbus_rtu", "modbus_rtu_tcp"] = "modbus_tcp"
+    host: str = ""  # required for modbus_tcp and modbus_rtu_tcp
+    # modbus_tcp / modbus_rtu_tcp: TCP port (default 502); modbus_rtu: the serial device
+    # path. Checked by _check_link (one key, two meanings, our own messages).
+    port: Any = None
     unit: int = Field(1, ge=0, le=247)
     poll_interval_ms: int = Field(100, ge=10, le=60000)
     timeout_ms: int = Field(1000, ge=10, le=60000)
     max_gap: int = Field(8, ge=0, le=125)
     max_registers: int = Field(125, ge=1, le=125)
     max_bits: int = Field(2000, ge=1, le=2000)
+    # RTU only: serial line (modbus_rtu), repeats of an unanswered request, gap between
+    # frames (0 = 3.5 character times as the Modbus serial spec asks).
+    baudrate: Baudrate = 19200
+    bytesize: Literal[7, 8] = 8
+    parity: Parity = "E"
+    stopbits: Literal[1, 2] = 1
+    retries: int = Field(1, ge=0, le=5)
+    inter_frame_ms: float = Field(0.0, ge=0, le=1000)
     tags: list[TagConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_link(self) -> PlcConfig:
+        """host/port per protocol; serial keys only for modbus_rtu; no broadcast unit."""
+        problems: list[tuple[Loc, str]] = []
+        given = self.model_fields_set
+        if self.protocol == "modbus_rtu":
+            if self.port is None:
+                problems.append((("port",), "required key missing (the serial device, e.g. "
+                                 "'/dev/ttyUSB0' or '/dev/serial/by-id/...')"))
+            elif not isinstance(self.port, str) or not self.port:
+                problems.append((("port",), f"expected the serial device path as a string, "
+                                 f"got {_show(self.port)} ({_kind(self.port)})"))
+            if "host" in given:
+                problems.append((("host",), "host is not used with protocol 'modbus_rtu' "
+                                 "(the bus is the serial port)"))
+        else:
+            if not self.host:
+                problems.append((("host",), "required key missing" if "host" not in given
+                                 else "must not be empty"))
+            if self.port is None:
+                self.port = 502
+            elif isinstance(self.port, bool) or not isinstance(self.port, int):
+                problems.append((("port",), f"expected an integer, got {_show(self.port)} "
+                                 f"({_kind(self.port)})"))
+            elif not 1 <= self.port <= 65535:
+                problems.append((("port",), f"{self.port} is out of range (allowed: 1..65535)"))
+            for key in RTU_SERIAL_KEYS:
+                if key in given:
+                    problems.append(((key,), f"{key} is only for protocol 'modbus_rtu' "
+                                     f"(protocol is {_show(self.protocol)})"))
+        if self.protocol == "modbus_tcp":
+            for key in ("retries", "inter_frame_ms"):
+                if key in given:
+                    problems.append(((key,), f"{key} is only for the RTU protocols "
+                                     f"({', '.join(RTU_PROTOCOLS)})"))
+        elif self.unit == 0:
+            problems.append((("unit",), "0 is the broadcast address, no unit answers it "
+                             "(allowed on an RTU bus: 1..247)"))
+        _raise_problems(problems)
+        return self
+
+    def bus_key(self) -> str | None:
+        """The shared bus this PLC is on (RTU protocols), else None."""
+        if self.protocol == "modbus_rtu":
+            return str(self.port)
+        if self.protocol == "modbus_rtu_tcp":
+            return f"{self.host}:{self.port}"
+        return None
 
     @model_validator(mode="after")
     def _check(self) -> PlcConfig:
@@ -449,6 +538,19 @@ class GaugeConfig(_Model):
     pattern: str = ""
     error_strings: list[str] = Field(default_factory=list)
     max_line: int = Field(256, ge=16, le=65536)
+    # Polled gauges: the command (TOML escapes: "?\r"; "" = the preset's), a schedule
+    # (0 = none) and triggers: "stroke" (each stroke count step) or a PLC tag name (its
+    # rising edge); Metro multiplexers poll these channels by digit.
+    poll: str = ""
+    poll_interval_ms: int = Field(0, ge=0, le=3_600_000)
+    poll_on: list[str] = Field(default_factory=list)
+    channels: list[Annotated[int, Field(ge=1, le=9)]] = Field(default_factory=list)
+    # Modem lines after opening (Sylvac cables: DTR on powers them, RTS off); unset = the
+    # preset's need (Sylvac) or left alone.
+    dtr: bool | None = None
+    rts: bool | None = None
+    # Gauge identity for calibration: a reading after this date is flagged overdue.
+    calibration_due: Annotated[date | None, BeforeValidator(_to_date)] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -481,8 +583,24 @@ class GaugeConfig(_Model):
         elif self.pattern:
             problems.append((("pattern",), f"pattern is only used with preset 'generic' "
                              f"(preset is {_show(self.preset)})"))
+        if self.channels and self.preset != "metro":
+            problems.append((("channels",), f"channels are polled by digit on preset 'metro' "
+                             f"only (preset is {_show(self.preset)})"))
+        if (self.poll_interval_ms or self.poll_on) and not self.poll_command() \
+                and self.preset != "metro":
+            problems.append((("poll",), f"preset {_show(self.preset)} has no poll command: "
+                             "give one (e.g. poll = \"?\\r\") or remove "
+                             "poll_interval_ms / poll_on"))
         _raise_problems(problems)
         return self
+
+    def poll_command(self) -> bytes:
+        """The configured poll command, else the preset's default (b"" = push only)."""
+        from drivers.gauge_parsers import PRESETS as GAUGE_PRESETS
+
+        if self.poll:
+            return self.poll.encode("latin-1")
+        return GAUGE_PRESETS[self.preset].poll
 
 
 class CommandsConfig(_Model):
@@ -501,6 +619,9 @@ class WorkflowConfig(_Model):
     stopped_after_s: float = Field(60.0, gt=0)
     hold_on_measurement_fail: bool = False
     commands: CommandsConfig = Field(default_factory=CommandsConfig)
+    # A reading from a gauge past its calibration due date is flagged in any case; with
+    # this it is also refused for first article (unassigned_reading, calibration_overdue).
+    refuse_overdue_for_first_article: bool = False
 
 
 class PressConfig(_Model):
@@ -521,6 +642,24 @@ class PressConfig(_Model):
                                  "press)"))
             else:
                 seen[gauge.id] = i
+        _raise_problems(problems)
+        return self
+
+    @model_validator(mode="after")
+    def _check_gauge_triggers(self) -> PressConfig:
+        """A poll trigger names a PLC tag of this press, or 'stroke' (needs a stroke count)."""
+        problems: list[tuple[Loc, str]] = []
+        tags = {t.name for t in self.plc.tags}
+        has_strokes = any(t.role == "stroke_count" for t in self.plc.tags)
+        for i, gauge in enumerate(self.gauges):
+            for j, trigger in enumerate(gauge.poll_on):
+                if trigger == STROKE_TRIGGER and not has_strokes:
+                    problems.append((("gauges", i, "poll_on", j), "'stroke' needs a tag with "
+                                     "role 'stroke_count' in plc.tags"))
+                elif trigger != STROKE_TRIGGER and trigger not in tags:
+                    problems.append((("gauges", i, "poll_on", j), f"{_show(trigger)} is not a "
+                                     f"tag of this press (allowed: stroke, "
+                                     f"{', '.join(sorted(tags))})"))
         _raise_problems(problems)
         return self
 
@@ -765,7 +904,9 @@ def to_workflow_settings(workflow: WorkflowConfig) -> domain.WorkflowSettings:
     return domain.WorkflowSettings(long_stop_s=workflow.long_stop_min * 60.0,
                                    stopped_after_s=workflow.stopped_after_s,
                                    hold_on_measurement_fail=workflow.hold_on_measurement_fail,
-                                   authorized=authorized)
+                                   authorized=authorized,
+                                   refuse_overdue_for_first_article=(
+                                       workflow.refuse_overdue_for_first_article))
 
 
 def revision_key(revision: str) -> tuple[tuple[tuple[int, int, str], ...], str]:
@@ -1023,6 +1164,7 @@ def _load(config_dir: Path) -> tuple[LoadedConfig | None, list[ConfigProblem]]:
             continue
         presses[press.id] = press
         press_files[press.id] = rel
+    problems.extend(_check_buses(presses, press_files))
     # A plan may name a gauge only if some press has it. Checked only when every press file
     # is valid, so that one mistake in a press file does not show up again in every plan.
     check_gauges = bool(press_paths) and valid_presses == len(press_paths)
@@ -1071,12 +1213,61 @@ def _load(config_dir: Path) -> tuple[LoadedConfig | None, list[ConfigProblem]]:
                         plan_files=plan_files), []
 
 
+def _check_buses(presses: dict[str, PressConfig],
+                 press_files: dict[str, str]) -> list[ConfigProblem]:
+    """Presses on one RTU bus (same serial port or host:port) share one connection: their
+    unit ids must differ and, on a serial port, their line settings must agree."""
+    problems: list[ConfigProblem] = []
+    first_on_bus: dict[str, PressConfig] = {}
+    units: dict[tuple[str, int], str] = {}
+    for press in presses.values():
+        key = press.plc.bus_key()
+        if key is None:
+            continue
+        rel = press_files[press.id]
+        first = first_on_bus.setdefault(key, press)
+        if (key, press.plc.unit) in units:
+            other = units[(key, press.plc.unit)]
+            problems.append(ConfigProblem(rel, "plc.unit", f"{press.plc.unit} is already used "
+                                          f"on bus {key} by press {other} "
+                                          f"({press_files[other]}); unit ids must be unique "
+                                          "per bus"))
+        else:
+            units[(key, press.plc.unit)] = press.id
+        if first is press:
+            continue
+        if first.plc.protocol != press.plc.protocol:
+            problems.append(ConfigProblem(rel, "plc.protocol", f"bus {key} is "
+                                          f"{first.plc.protocol} in {press_files[first.id]}"))
+            continue
+        for name in (*RTU_SERIAL_KEYS, "inter_frame_ms"):
+            mine, theirs = getattr(press.plc, name), getattr(first.plc, name)
+            if mine != theirs:
+                problems.append(ConfigProblem(rel, f"plc.{name}", f"{_show(mine)} differs from "
+                                              f"{_show(theirs)} of press {first.id} "
+                                              f"({press_files[first.id]}) on the same bus "
+                                              f"{key}"))
+    return problems
+
+
 def load_config(config_dir: Path | str) -> LoadedConfig:
     """Load and validate a config dir; raise :class:`ConfigError` listing every problem."""
     loaded, problems = _load(Path(config_dir))
     if problems or loaded is None:
         raise ConfigError(problems)
     return loaded
+
+
+def load_press_file(path: Path | str) -> PressConfig:
+    """One press file on its own (commissioning probe); :class:`ConfigError` lists its
+    problems, named by the file's name."""
+    path = Path(path).absolute()
+    problems: list[ConfigProblem] = []
+    data = _read_toml(path.parent, path, problems)
+    press = _validate(PressConfig, data, path.name, problems) if data is not None else None
+    if press is None:
+        raise ConfigError(problems)
+    return press
 
 
 def check(config_dir: Path | str) -> list[str]:
@@ -1103,7 +1294,8 @@ def summary(config: LoadedConfig | Path | str) -> str:
         roles = ", ".join(t.role for t in plc.tags if t.role) or "none"
         gauges = ", ".join(f"{g.id} ({g.preset} {g.port})" for g in press.gauges) or "none"
         title = f" {press.name}" if press.name else ""
-        lines.append(f"  press {press.id}{title}: {plc.protocol} {plc.host}:{plc.port} "
+        where = plc.port if plc.protocol == "modbus_rtu" else f"{plc.host}:{plc.port}"
+        lines.append(f"  press {press.id}{title}: {plc.protocol} {where} "
                      f"unit {plc.unit} every {plc.poll_interval_ms} ms, {len(plc.tags)} tags "
                      f"(roles: {roles}); gauges: {gauges}")
     for part_number, plan in sorted(cfg.plans.items()):

@@ -22,11 +22,13 @@ from pathlib import Path
 
 from buffer.store import Outbox
 from collector import messages
-from collector.config import LoadedConfig, PressConfig, to_workflow_settings
+from collector.config import LoadedConfig, PlcConfig, PressConfig, to_workflow_settings
+from collector.gauge_triggers import GaugeTriggers
 from collector.messages import Topics
 from collector.press import PressRuntime
 from collector.publisher import Publisher
 from drivers.base import Backoff, Sink
+from drivers.modbus_bus import ModbusBus, SerialLink, TcpLink
 from drivers.modbus_codec import TagSpec
 from drivers.modbus_tcp import ModbusPoller
 from drivers.serial_gauge import SerialGauge
@@ -60,20 +62,45 @@ def role_tags(press: PressConfig) -> dict[str, str]:
     return {t.name: t.role for t in press.plc.tags if t.role}
 
 
-def build_drivers(press: PressConfig, sink: Sink) -> dict[str, Callable[[], Awaitable[None]]]:
-    """Driver coroutine factories for one press, keyed by a name for logs and metrics."""
+def build_drivers(press: PressConfig, sink: Sink, buses: dict[str, ModbusBus] | None = None,
+                  ) -> dict[str, Callable[[], Awaitable[None]]]:
+    """Driver coroutine factories for one press, keyed by a name for logs and metrics.
+
+    ``buses`` is shared across the presses of one daemon: presses naming the same RTU
+    serial port (or host:port) get one ``ModbusBus``. Gauges with poll triggers are
+    polled from the PLC's poll results (``GaugeTriggers``) before the press sees them."""
     plc = press.plc
-    poller = ModbusPoller(f"{press.id}/plc", plc.host, plc.port, plc.unit, tag_specs(press),
-                          poll_interval_s=plc.poll_interval_ms / 1000,
-                          timeout_s=plc.timeout_ms / 1000, max_gap=plc.max_gap,
-                          max_registers=plc.max_registers, max_bits=plc.max_bits)
-    drivers: dict[str, Callable[[], Awaitable[None]]] = {
-        f"{press.id}/plc": lambda: poller.run(sink),
-    }
+    gauges = {g.id: build_gauge(press.id, g) for g in press.gauges}
+    triggers = GaugeTriggers(role_tags(press))
     for gauge_cfg in press.gauges:
-        gauge = build_gauge(press.id, gauge_cfg)
-        drivers[f"{press.id}/gauge/{gauge_cfg.id}"] = (lambda g=gauge: g.run(sink))
+        triggers.add(gauges[gauge_cfg.id], gauge_cfg.poll_on)
+    plc_sink = triggers.wrap(sink) if triggers else sink
+    drivers: dict[str, Callable[[], Awaitable[None]]] = {}
+    if plc.bus_key() is not None:
+        bus = make_bus(plc) if buses is None else buses.setdefault(plc.bus_key(), make_bus(plc))
+        bus.add_unit(f"{press.id}/plc", plc.unit, tag_specs(press), plc.poll_interval_ms / 1000,
+                     plc.timeout_ms / 1000, plc.retries, plc.max_gap, plc.max_registers,
+                     plc.max_bits)
+        drivers[f"{press.id}/plc"] = lambda: bus.attach(f"{press.id}/plc", plc_sink)
+    else:
+        poller = ModbusPoller(f"{press.id}/plc", plc.host, plc.port, plc.unit, tag_specs(press),
+                              poll_interval_s=plc.poll_interval_ms / 1000,
+                              timeout_s=plc.timeout_ms / 1000, max_gap=plc.max_gap,
+                              max_registers=plc.max_registers, max_bits=plc.max_bits)
+        drivers[f"{press.id}/plc"] = lambda: poller.run(plc_sink)
+    for gauge_id, gauge in gauges.items():
+        drivers[f"{press.id}/gauge/{gauge_id}"] = (lambda g=gauge: g.run(sink))
     return drivers
+
+
+def make_bus(plc: PlcConfig) -> ModbusBus:
+    """The RTU bus a press's [plc] table describes (serial port or RTU over TCP)."""
+    link: SerialLink | TcpLink
+    if plc.protocol == "modbus_rtu":
+        link = SerialLink(str(plc.port), plc.baudrate, plc.bytesize, plc.parity, plc.stopbits)
+    else:
+        link = TcpLink(plc.host, int(plc.port))
+    return ModbusBus(link, inter_frame_s=plc.inter_frame_ms / 1000 or None)
 
 
 def build_gauge(press_id: str, cfg) -> SerialGauge:
@@ -84,7 +111,10 @@ def build_gauge(press_id: str, cfg) -> SerialGauge:
     terminator = {"CR": b"\r", "LF": b"\n", "CRLF": b"\r\n"}[cfg.terminator]
     return SerialGauge(f"{press_id}/{cfg.id}", cfg.port, parser, name=cfg.id, baudrate=cfg.baudrate,
                        bytesize=cfg.bytesize, parity=cfg.parity, stopbits=cfg.stopbits,
-                       terminator=terminator, max_line=cfg.max_line, unit_default=cfg.unit)
+                       terminator=terminator, max_line=cfg.max_line, unit_default=cfg.unit,
+                       poll_command=cfg.poll_command(), channels=tuple(cfg.channels),
+                       poll_interval_s=cfg.poll_interval_ms / 1000, dtr=cfg.dtr, rts=cfg.rts,
+                       calibration_due=cfg.calibration_due)
 
 
 async def supervise(name: str, factory: Callable[[], Awaitable[None]],
@@ -150,6 +180,7 @@ class Daemon:
             command_topic=topics.commands(), on_command=self._on_command)
         plans = self.config.plans
         driver_tasks: list[asyncio.Task[None]] = []
+        buses: dict[str, ModbusBus] = {}  # one per RTU serial port / host:port
         try:
             async with asyncio.TaskGroup() as group:
                 publisher_task = group.create_task(publisher.run(), name="publisher")
@@ -158,7 +189,7 @@ class Daemon:
                                            to_workflow_settings(press.workflow), plans, outbox,
                                            topics, publish_telemetry=cfg.telemetry.publish)
                     self.presses[press.id] = runtime
-                    for name, factory in build_drivers(press, runtime.sink).items():
+                    for name, factory in build_drivers(press, runtime.sink, buses).items():
                         driver_tasks.append(group.create_task(
                             supervise(name, factory, self.failures), name=name))
                 prune_task = group.create_task(self._prune_loop(), name="prune")

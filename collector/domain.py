@@ -137,6 +137,8 @@ class WorkflowSettings:
     # missing, or lists "*", accepts any non-empty operator id
     authorized: dict[str, tuple[str, ...]] = field(
         default_factory=lambda: {"production": ("*",), "quality": ("*",)})
+    # a reading from a gauge past its calibration due date is refused for first article
+    refuse_overdue_for_first_article: bool = False
 
 
 @dataclass(frozen=True, slots=True)

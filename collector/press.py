@@ -100,7 +100,8 @@ class PressRuntime:
                                   f"{self.topics.root}/{self.press}/gauge/{value.gauge}",
                                   payload, durable=True, delivered=True))
         events = self.workflow.on_gauge(value.ts, value.gauge, value.channel, value.value,
-                                        value.unit, reading_id=reading_id)
+                                        value.unit, reading_id=reading_id,
+                                        calibration_overdue=value.calibration_overdue)
         self._emit(events, value.ts)
 
     def _on_gauge_error(self, error: GaugeError) -> None:

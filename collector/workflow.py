@@ -712,7 +712,10 @@ class PressWorkflow:
         value: str,
         unit: str,
         reading_id: str | None = None,
+        calibration_overdue: bool = False,
     ) -> list[Event]:
+        """``calibration_overdue``: the gauge was past its calibration due date; the
+        result is flagged, and refused for first article when the settings say so."""
         reading = {
             "gauge": _to_id(gauge),
             "channel": _to_channel(channel),
@@ -743,6 +746,10 @@ class PressWorkflow:
         if raw is None:
             return unassigned("invalid_value", f"not a finite decimal: {reading['value']!r}")
 
+        if (calibration_overdue and self.settings.refuse_overdue_for_first_article
+                and state not in (RELEASED, STOPPED)):
+            return unassigned("calibration_overdue", f"gauge {reading['gauge']} is past its "
+                              "calibration due date: not accepted for first article")
         chars = plan.characteristics
         n = len(chars)
         last_piece = self._lp is not None and state in (RELEASED, STOPPED, HOLD)
@@ -767,6 +774,8 @@ class PressWorkflow:
             result = _result(char, raw, reading, ts)
         except UnitError as exc:
             return unassigned("unknown_unit", str(exc))
+        if calibration_overdue:
+            result["calibration_overdue"] = True
 
         if last_piece:
             return self._last_piece_reading(ts, plan, char, result)

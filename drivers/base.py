@@ -57,6 +57,8 @@ class GaugeValue:
     channel: int | None = None
     raw: bytes = b""
     flag: str | None = None  # tolerance flag sent by the gauge itself ('<', '=', '>')
+    # The gauge was past its calibration due date (config) when it took this reading.
+    calibration_overdue: bool = False
 
 
 @dataclass(slots=True, frozen=True)

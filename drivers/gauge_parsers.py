@@ -32,6 +32,8 @@ __all__ = [
     "make_parser",
     "normalise_decimal",
     "parse_line",
+    "parse_records",
+    "poll_commands",
 ]
 
 
@@ -49,7 +51,8 @@ class Parsed:
 class Rejected:
     """A line that is not a value. ``reason`` is ``device_error: <text>`` for a known
     error string of the gauge, else a short code: ``garbage``, ``bad_value``,
-    ``too_long``, ``empty``."""
+    ``too_long``, ``empty``; ``ignored`` for lines that are neither (a power-on id line,
+    the echo of a command), which a reader drops without counting them as garbage."""
 
     reason: str
 
@@ -57,8 +60,13 @@ class Rejected:
     def device_error(self) -> bool:
         return self.reason.startswith("device_error")
 
+    @property
+    def ignored(self) -> bool:
+        return self.reason == "ignored"
 
-RecordParser = Callable[["Parser", str], "Parsed | Rejected"]
+
+Record = "Parsed | Rejected"
+RecordParser = Callable[["Parser", str], "Parsed | Rejected | list[Parsed | Rejected]"]
 
 
 @dataclass(slots=True, frozen=True)
@@ -81,6 +89,13 @@ class Preset:
     unit_in_record: bool = False
     error_strings: tuple[str, ...] = ()
     needs_pattern: bool = False
+    # What the family answers a poll with, when sent (b"" = push only, no default);
+    # Metro multiplexers are polled by a channel digit, see ``poll_commands``.
+    poll: bytes = b""
+    poll_by_channel: bool = False
+    echoes_commands: bool = False  # duplex instruments echo every command they get
+    error_meanings: tuple[tuple[str, str], ...] = ()  # error code -> what it means
+    ignore_prefixes: tuple[str, ...] = ()  # lines that are neither values nor errors
 
 
 @dataclass(slots=True, frozen=True)
@@ -247,12 +262,153 @@ def _record_unit(unit: str | None) -> str | None:
     return canonical_unit(unit) or unit.strip()
 
 
+
+def _signed(sign: str | None, number: str) -> str | None:
+    """Sign character (``+``, ``-``, blank or none) and digits -> normalised decimal."""
+    return normalise_decimal(("-" if sign == "-" else "") + number)
+
+
+# Sylvac Opto-RS: sign '+', '-' or a blank, digits with a decimal point, then in
+# tolerance mode one of '<' '=' '>'. Some instruments append a unit: accepted when it is
+# a length unit, so that an inch-mode instrument is never read as mm.
+_SYLVAC = re.compile(r"(?P<sign>[+\- ])?(?P<number>\d+\.\d+|\d+)"
+                     r"(?: ?(?P<unit>mm|in|inch|MM|IN))?(?P<flag>[<=>])?")
+
+
+def _parse_sylvac(_parser: Parser, text: str) -> Parsed | Rejected:
+    """Opto-RS record, e.g. '+12.345', ' 0.010', '-0.0020<'. Trailing blanks ignored."""
+    match = _SYLVAC.fullmatch(text.rstrip(" "))
+    if match is None:
+        return Rejected("garbage")
+    value = _signed(match["sign"], match["number"])
+    if value is None:  # pragma: no cover - the regex admits only decimals
+        return Rejected("bad_value")
+    unit = canonical_unit(match["unit"]) if match["unit"] else None
+    return Parsed(value, unit, None, match["flag"])
+
+
+# Mahr Millimar C1202: features separated by ';', each 'N +012.34 mm' with an optional
+# tolerance flag, or 'N ERR6' for a deactivated feature.
+_MAHR_FEATURE = re.compile(r"(?P<feature>\d{1,2}) +(?:(?P<err>ERR\d)|(?P<sign>[+\-])?"
+                           r"(?P<number>\d+(?:\.\d+)?) *(?P<unit>mm|in|um|µm|inch)?"
+                           r" *(?P<flag>[<=>])?)")
+_MAHR_ERRORS = {"ERR6": "feature deactivated"}
+
+
+def _parse_millimar(_parser: Parser, text: str) -> list[Parsed | Rejected] | Rejected:
+    """One Parsed per feature (channel = feature number); a feature in error is a
+    device error for that feature only. Any part that is not a feature makes the whole
+    line garbage: a half-understood record must not yield values."""
+    parts = [p.strip() for p in text.strip().removesuffix(";").split(";")]
+    out: list[Parsed | Rejected] = []
+    for part in parts:
+        match = _MAHR_FEATURE.fullmatch(part)
+        if match is None:
+            return Rejected("garbage")
+        feature = int(match["feature"])
+        if match["err"]:
+            meaning = _MAHR_ERRORS.get(match["err"], "device error")
+            out.append(Rejected(f"device_error: feature {feature} {match['err']} ({meaning})"))
+            continue
+        value = _signed(match["sign"], match["number"])
+        if value is None:  # pragma: no cover
+            return Rejected("bad_value")
+        unit = canonical_unit(match["unit"]) if match["unit"] else None
+        out.append(Parsed(value, unit, feature, match["flag"]))
+    return out
+
+
+# Mahr Millimar C12xx over OPTORS: 'xxx.xxx<unit>', e.g. '012.345mm', '-0.0123in'.
+_OPTORS = re.compile(r" *(?P<sign>[+\-])? *(?P<number>\d+\.\d+) *(?P<unit>mm|in|inch|um|µm)",
+                     re.IGNORECASE)
+
+
+def _parse_optors(_parser: Parser, text: str) -> Parsed | Rejected:
+    match = _OPTORS.fullmatch(text.rstrip(" "))
+    if match is None:
+        return Rejected("garbage")
+    value = _signed(match["sign"], match["number"])
+    unit = canonical_unit(match["unit"])
+    if value is None or unit is None:  # pragma: no cover
+        return Rejected("bad_value")
+    return Parsed(value, unit)
+
+
+# Chicago Dial Indicator: sign, an 8-character value field padded with blanks, ', ' and
+# the unit, e.g. '+   0.500, MM' or '-  0.0125, IN'.
+_CHICAGO = re.compile(r"(?P<sign>[+\-])(?P<field>[ 0-9.]{8}), ?(?P<unit>IN|MM)")
+_PLAIN_NUMBER = re.compile(r" *(?P<number>\d+\.\d*|\d*\.\d+|\d+) *")
+
+
+def _parse_chicago(_parser: Parser, text: str) -> Parsed | Rejected:
+    """Blanks pad the value field (before or after the number); a blank between digits
+    is not padding and makes the line garbage."""
+    match = _CHICAGO.fullmatch(text.rstrip(" "))
+    if match is None:
+        return Rejected("garbage")
+    number = _PLAIN_NUMBER.fullmatch(match["field"])
+    if number is None:
+        return Rejected("garbage")
+    value = _signed(match["sign"], number["number"])
+    if value is None:
+        return Rejected("bad_value")
+    return Parsed(value, canonical_unit(match["unit"]))
+
+
+# Metro (Datavac) Mux: 'Vx: uuuu ttt seeeee.dddddd', e.g. 'V2: mm       -00001.250000';
+# errors 'Nxy:Ex' (E1 communication, E3 reading).
+_METRO = re.compile(r"V(?P<channel>[1-8]): (?P<unit>[^ ]{1,4})? *(?:(?P<kind>[A-Za-z]{1,3}) +)?"
+                    r"(?P<sign>[+\- ])(?P<number>\d+\.\d+)")
+_METRO_ERROR = re.compile(r"N(?P<channel>\d)(?P<sub>\d):E(?P<code>\d)")
+_METRO_ERRORS = {"1": "communication error", "3": "reading error"}
+
+
+def _parse_metro(_parser: Parser, text: str) -> Parsed | Rejected:
+    error = _METRO_ERROR.fullmatch(text.strip())
+    if error is not None:
+        meaning = _METRO_ERRORS.get(error["code"], "device error")
+        return Rejected(f"device_error: {error.group(0)} ({meaning})")
+    match = _METRO.fullmatch(text.rstrip(" "))
+    if match is None:
+        return Rejected("garbage")
+    value = _signed(match["sign"], match["number"])
+    if value is None:  # pragma: no cover
+        return Rejected("bad_value")
+    return Parsed(value, _record_unit(match["unit"]), int(match["channel"]))
+
+
+_SYLVAC_ERRORS = (("ERR0", "sensor error"), ("ERR1", "bad command"), ("ERR2", "parity error"),
+                  ("ERR3", "over range"))
+
 PRESETS: dict[str, Preset] = {
     "mitutoyo": Preset("mitutoyo", _parse_mitutoyo, 9600, 8, "N", 1, b"\r",
                        unit_in_record=False),
     "generic": Preset("generic", _parse_generic, 9600, 8, "N", 1, b"\r\n",
                       unit_in_record=True, needs_pattern=True),
+    "sylvac": Preset("sylvac", _parse_sylvac, 4800, 7, "E", 2, b"\r",
+                     error_strings=tuple(code for code, _ in _SYLVAC_ERRORS),
+                     poll=b"?\r", echoes_commands=True, error_meanings=_SYLVAC_ERRORS,
+                     ignore_prefixes=("SY",)),
+    "millimar": Preset("millimar", _parse_millimar, 9600, 7, "E", 2, b"\r\n",
+                       unit_in_record=True, poll=b"?\r"),
+    "mahr_optors": Preset("mahr_optors", _parse_optors, 9600, 7, "E", 2, b"\r\n",
+                          unit_in_record=True, poll=b"?\r"),
+    "chicago": Preset("chicago", _parse_chicago, 9600, 8, "N", 1, b"\r\n",
+                      unit_in_record=True, poll=b"R\r"),
+    "metro": Preset("metro", _parse_metro, 9600, 8, "N", 1, b"\r\n",
+                    unit_in_record=True, poll_by_channel=True),
 }
+
+
+def poll_commands(preset: Preset, channels: tuple[int, ...] = (), command: bytes = b"") -> (
+        list[bytes]):
+    """The bytes one poll sends: the configured command, else the preset's; a Metro
+    multiplexer gets one channel digit per configured channel (no terminator)."""
+    if command:
+        return [command]
+    if preset.poll_by_channel:
+        return [str(c).encode("ascii") for c in (channels or (1,))]
+    return [preset.poll] if preset.poll else []
 
 
 def make_parser(preset: str, pattern: str | None = None,
@@ -281,29 +437,43 @@ _PRINTABLE = re.compile(r"[\x20-\x7e\t]*")
 
 
 def parse_line(parser: Parser, line: bytes) -> Parsed | Rejected:
-    """Parse one framed line (terminator already removed). Never raises.
+    """Parse one framed line holding one record (see :func:`parse_records` for lines that
+    hold several, e.g. Millimar features). Never raises."""
+    results = parse_records(parser, line)
+    if len(results) == 1:
+        return results[0]
+    return Rejected("multiple_records")
+
+
+def parse_records(parser: Parser, line: bytes) -> list[Parsed | Rejected]:
+    """Parse one framed line (terminator already removed) into its records. Never raises.
 
     Shared rules first: a line with bytes outside printable ASCII is garbage (line noise,
     wrong baud rate); a line starting with one of the gauge's error strings is a device
     error, whatever follows; only then does the preset's record function look at it.
     """
     if not line:
-        return Rejected("empty")
+        return [Rejected("empty")]
     try:
         text = line.decode("ascii")
     except UnicodeDecodeError:
-        return Rejected("garbage")
+        return [Rejected("garbage")]
     if _PRINTABLE.fullmatch(text) is None:
-        return Rejected("garbage")
+        return [Rejected("garbage")]
     error = _device_error(parser, text)
     if error is not None:
-        return error
-    return parser.preset.record(parser, text)
+        return [error]
+    if text.strip().startswith(parser.preset.ignore_prefixes or ("\x00",)):
+        return [Rejected("ignored")]
+    result = parser.preset.record(parser, text)
+    return result if isinstance(result, list) else [result]
 
 
 def _device_error(parser: Parser, text: str) -> Rejected | None:
     stripped = text.strip()
     for prefix in parser.error_strings:
         if stripped.startswith(prefix):
-            return Rejected(f"device_error: {stripped}")
+            meaning = dict(parser.preset.error_meanings).get(stripped)
+            suffix = f" ({meaning})" if meaning else ""
+            return Rejected(f"device_error: {stripped}{suffix}")
     return None

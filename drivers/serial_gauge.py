@@ -28,15 +28,24 @@ import asyncio
 import contextlib
 import logging
 import re
+import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 
 import serial
 import serial_asyncio_fast
 
 from drivers.base import Backoff, ConnectionChange, GaugeError, GaugeValue, Sink
-from drivers.gauge_parsers import Parsed, Parser, make_parser, parse_line
+from drivers.gauge_parsers import (
+    Parsed,
+    Parser,
+    Rejected,
+    make_parser,
+    parse_records,
+    poll_commands,
+)
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +195,15 @@ class SerialGauge:
         reopen_backoff: Backoff | None = None,
         garbage_log_every: float = 10.0,
         name: str | None = None,
+        poll_command: bytes = b"",
+        channels: tuple[int, ...] = (),
+        poll_interval_s: float = 0.0,
+        poll_timeout_s: float = 1.0,
+        dtr: bool | None = None,
+        rts: bool | None = None,
+        echo: bool | None = None,
+        calibration_due: date | None = None,
+        today: Callable[[], date] = date.today,
     ) -> None:
         self.gauge_id = gauge_id
         # Values and errors carry the gauge's id from its own config ('g1'), which is what
@@ -206,7 +224,22 @@ class SerialGauge:
         self.unit_default = unit_default
         self.backoff = reopen_backoff or Backoff(initial=0.2, maximum=5.0)
         self.stats = {"lines": 0, "values": 0, "errors": 0, "garbage": 0, "too_long": 0,
-                      "partial_dropped": 0, "reopens": 0, "open_failures": 0}
+                      "partial_dropped": 0, "reopens": 0, "open_failures": 0, "ignored": 0,
+                      "echoes": 0, "polls": 0, "poll_timeouts": 0}
+        # Polled gauges: what one poll sends (Metro: one channel digit per channel).
+        self.poll_commands = poll_commands(preset, tuple(channels), poll_command)
+        self.poll_interval_s = poll_interval_s
+        self.poll_timeout_s = poll_timeout_s
+        # Sylvac cables take their power from DTR (on) with RTS off; None = leave as is.
+        self.dtr = True if dtr is None and preset.name == "sylvac" else dtr
+        self.rts = False if rts is None and preset.name == "sylvac" else rts
+        self.echo = preset.echoes_commands if echo is None else echo
+        self.calibration_due = calibration_due
+        self._today = today
+        self._writer: asyncio.StreamWriter | None = None
+        self._echo_pending: list[bytes] = []
+        self._answer = asyncio.Event()
+        self._poll_lock = asyncio.Lock()
         self.online: bool | None = None  # None until the first verdict
         self.framer = LineFramer(max_line)
         self._garbage_log = BurstLog(gauge_id, garbage_log_every)
@@ -219,16 +252,26 @@ class SerialGauge:
         while True:
             try:
                 reader, writer = await self._open()
-            except (OSError, ValueError) as exc:  # SerialException is an OSError
+            except (OSError, ValueError, termios.error) as exc:  # SerialException: OSError
                 self.stats["open_failures"] += 1
                 log.debug("%s: cannot open %s: %s", self.gauge_id, self.port, exc)
                 self._set_online(False, _reason(exc))
                 await asyncio.sleep(self.backoff.next_delay())
                 continue
+            poller: asyncio.Task[None] | None = None
             try:
+                self._set_lines(writer)
+                self._writer = writer
                 self._connected()
+                if self.poll_interval_s > 0 and self.poll_commands:
+                    poller = asyncio.create_task(self._poll_loop(), name=f"{self.gauge_id} poll")
                 reason = await self._read(reader)
             finally:
+                self._writer = None
+                if poller is not None:
+                    poller.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await poller
                 await _close(writer)
             self._lost(reason)
             await asyncio.sleep(self.backoff.next_delay())
@@ -237,6 +280,57 @@ class SerialGauge:
         return await serial_asyncio_fast.open_serial_connection(
             url=self.port, baudrate=self.baudrate, bytesize=self.bytesize,
             parity=self.parity, stopbits=self.stopbits, exclusive=True)
+
+    def _set_lines(self, writer: asyncio.StreamWriter) -> None:
+        """Set DTR/RTS as the cable needs (Sylvac: powered by DTR on, RTS off)."""
+        port = getattr(writer.transport, "serial", None)
+        if port is None:
+            return
+        with contextlib.suppress(OSError, ValueError, termios.error):  # a pty has none
+            if self.dtr is not None:
+                port.dtr = self.dtr
+            if self.rts is not None:
+                port.rts = self.rts
+
+    # -- polling -----------------------------------------------------------------------
+    async def poll(self) -> bool:
+        """Send one poll (every command of it) and wait for the answer to each, up to
+        ``poll_timeout_s``. False when the port is closed or the gauge has no poll
+        command. Safe to call from a trigger while the schedule also polls: polls are
+        serialised."""
+        if not self.poll_commands:
+            return False
+        async with self._poll_lock:
+            for command in self.poll_commands:
+                writer = self._writer
+                if writer is None:
+                    return False
+                self._answer.clear()
+                if self.echo:
+                    self._echo_pending.append(command.rstrip(b"\r\n"))
+                try:
+                    writer.write(command)
+                    await writer.drain()
+                except (OSError, serial.SerialException):
+                    return False
+                self.stats["polls"] += 1
+                try:
+                    await asyncio.wait_for(self._answer.wait(), self.poll_timeout_s)
+                except TimeoutError:
+                    self.stats["poll_timeouts"] += 1
+                self._echo_pending.clear()
+        return True
+
+    async def _poll_loop(self) -> None:
+        """Poll on a drift-free grid while the port is open."""
+        anchor = time.monotonic()
+        slot = 0
+        while True:
+            await self.poll()
+            slot += 1
+            now = time.monotonic()
+            slot = max(slot, int((now - anchor) / self.poll_interval_s) + 1)
+            await asyncio.sleep(anchor + slot * self.poll_interval_s - now)
 
     def _connected(self) -> None:
         self._opened += 1
@@ -272,15 +366,47 @@ class SerialGauge:
             else:
                 self._on_line(frame.data, ts)
 
+    def _strip_echo(self, line: bytes) -> bytes:
+        """Drop the echo of a command we sent (duplex instruments echo every command);
+        the echo may share its line with the answer."""
+        while self._echo_pending:
+            echo = self._echo_pending[0]
+            if not line.startswith(echo):
+                break  # not the echo (yet): poll() forgets it once the answer is in
+            self._echo_pending.pop(0)
+            self.stats["echoes"] += 1
+            line = line[len(echo):]
+        return line
+
+    @property
+    def calibration_overdue(self) -> bool:
+        """Past the due date: the due day itself still counts as calibrated."""
+        return self.calibration_due is not None and self._today() > self.calibration_due
+
     def _on_line(self, line: bytes, ts: float) -> None:
+        if self._echo_pending:
+            stripped = self._strip_echo(line)
+            if not stripped:
+                return
+            line = stripped
         self.stats["lines"] += 1
-        result = parse_line(self.parser, line)
+        overdue = self.calibration_overdue
+        results = parse_records(self.parser, line)
+        for result in results:
+            self._on_record(result, line, ts, overdue)
+        if not all(isinstance(r, Rejected) and r.ignored for r in results):
+            self._answer.set()  # a power-on line is no answer to a poll
+
+    def _on_record(self, result: Parsed | Rejected, line: bytes, ts: float,
+                   overdue: bool) -> None:
         if isinstance(result, Parsed):
             self.stats["values"] += 1
             self._garbage_log.good()
             self._sink(GaugeValue(self.name, ts, result.value,
                                   result.unit or self.unit_default, result.channel, line,
-                                  result.flag))
+                                  result.flag, overdue))
+        elif result.ignored:
+            self.stats["ignored"] += 1
         elif result.device_error:
             self.stats["errors"] += 1
             self._garbage_log.good()

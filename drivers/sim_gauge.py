@@ -14,34 +14,71 @@ in ``dropped``, as a gauge with nobody listening loses its reading.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import tty
 from decimal import Decimal
 from pathlib import Path
 
-from drivers.gauge_parsers import PRESETS, format_mitutoyo
+from drivers.gauge_parsers import PRESETS, format_mitutoyo, poll_commands
 
 
-def format_record(preset: str, value: str | Decimal, channel: int = 1, unit: str = "mm") -> bytes:
-    """The record (without terminator) a gauge of ``preset`` sends for ``value``."""
+def _sign_body(value: str | Decimal) -> tuple[str, str]:
+    number = Decimal(value)
+    if not number.is_finite():
+        raise ValueError(f"not a finite value: {value!r}")
+    sign = "-" if number.is_signed() and not number.is_zero() else "+"
+    return sign, f"{number.copy_abs():f}"
+
+
+def format_record(preset: str, value: str | Decimal, channel: int = 1, unit: str = "mm",
+                  flag: str = "") -> bytes:
+    """The record (without terminator) a gauge of ``preset`` sends for ``value``, as the
+    table in DOMAIN.md §2 shows it."""
+    sign, body = _sign_body(value)
     if preset == "mitutoyo":
         return format_mitutoyo(value, channel)
     if preset == "generic":
         return f"{value} {unit}".encode("ascii")
-    raise ValueError(f"no simulator format for preset {preset!r}")
+    if preset == "sylvac":  # a blank is the plus sign; unit only when not mm
+        text = f"{' ' if sign == '+' else '-'}{body}{' IN' if unit == 'in' else ''}{flag}"
+    elif preset == "millimar":
+        text = f"{channel} {sign}{body.zfill(6)} {unit}{flag}"
+    elif preset == "mahr_optors":
+        text = f"{'-' if sign == '-' else ''}{body.zfill(7)}{unit}"
+    elif preset == "chicago":
+        text = f"{sign}{body.rjust(8)}, {unit.upper()}"
+    elif preset == "metro":
+        whole, _, frac = body.partition(".")
+        text = f"V{channel}: {unit:<4} {'':3} {sign}{whole.zfill(5)}.{frac.ljust(6, '0')}"
+    else:
+        raise ValueError(f"no simulator format for preset {preset!r}")
+    return text.encode("ascii")
 
 
 class GaugeSimulator:
     """One simulated gauge port. ``open()`` first; ``close()`` (or ``with``) at the end."""
 
     def __init__(self, link_path: str | None, preset: str = "mitutoyo",
-                 terminator: bytes | None = None) -> None:
+                 terminator: bytes | None = None, *, echo: bool | None = None,
+                 unit: str = "mm", power_on_line: bytes = b"") -> None:
         if preset not in PRESETS:
             raise ValueError(f"unknown gauge preset {preset!r}")
         self.link_path = link_path
         self.preset = preset
         self.terminator = terminator if terminator is not None else PRESETS[preset].terminator
+        # Polled gauges: the current reading per channel, answered on each poll command;
+        # a duplex instrument (Sylvac) first echoes the command it got.
+        self.echo = PRESETS[preset].echoes_commands if echo is None else echo
+        self.unit = unit
+        self.values: dict[int, str] = {}
+        self.flags: dict[int, str] = {}
+        self.error: bytes = b""  # answered instead of a value while set (e.g. b"ERR3")
+        self.power_on_line = power_on_line
+        self.polls_received = 0
+        self._inbuf = bytearray()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.slave_name: str | None = None
         self.dropped = 0
         self.sent = 0
@@ -75,6 +112,10 @@ class GaugeSimulator:
     def unplug(self) -> None:
         """Remove the path and hang up the pty: the reader gets EIO/EOF, then ENOENT."""
         self._remove_link()
+        if self._loop is not None and self._master is not None:
+            with contextlib.suppress(Exception):
+                self._loop.remove_reader(self._master)
+            self._loop = None
         for fd in (self._master, self._slave):
             if fd is not None:
                 with contextlib.suppress(OSError):
@@ -92,9 +133,67 @@ class GaugeSimulator:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def send_value(self, value: str | Decimal, channel: int = 1, unit: str = "mm") -> int:
+    def send_value(self, value: str | Decimal, channel: int = 1, unit: str = "mm",
+                   flag: str = "") -> int:
         """Send one record as the gauge would when its DATA key is pressed."""
-        return self.send_raw(format_record(self.preset, value, channel, unit) + self.terminator)
+        return self.send_raw(format_record(self.preset, value, channel, unit, flag)
+                             + self.terminator)
+
+    # -- polled gauges -------------------------------------------------------------------
+    def set_value(self, value: str | Decimal, channel: int = 1, flag: str = "") -> None:
+        """What the gauge shows now: the answer to the next poll of ``channel``."""
+        self.values[channel] = str(value)
+        self.flags[channel] = flag
+
+    def answer_polls(self) -> None:
+        """Start answering poll commands (from the running event loop)."""
+        if self._master is None:
+            raise RuntimeError("simulator is not open")
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._master, self._on_readable)
+        if self.power_on_line:
+            self.send_raw(self.power_on_line + self.terminator)
+
+    def _on_readable(self) -> None:
+        if self._master is None:
+            return
+        try:
+            data = os.read(self._master, 4096)
+        except (BlockingIOError, OSError):
+            return
+        self._inbuf += data
+        self._serve_commands()
+
+    def _serve_commands(self) -> None:
+        commands = poll_commands(PRESETS[self.preset], tuple(range(1, 10)))
+        while self._inbuf:
+            for command in commands:
+                if self._inbuf.startswith(command):
+                    del self._inbuf[: len(command)]
+                    self._answer(command)
+                    break
+            else:
+                if any(c.startswith(bytes(self._inbuf)) for c in commands):
+                    return  # an incomplete command: wait for the rest
+                del self._inbuf[:1]  # unknown byte: a real gauge ignores it too
+
+    def _answer(self, command: bytes) -> None:
+        self.polls_received += 1
+        if self.echo:
+            self.send_raw(command.rstrip(b"\r\n") + self.terminator)
+        if self.error:
+            self.send_raw(self.error + self.terminator)
+            return
+        if self.preset == "millimar":  # one record carries every feature
+            parts = [format_record("millimar", v, ch, self.unit, self.flags.get(ch, ""))
+                     for ch, v in sorted(self.values.items())]
+            self.send_raw(b";".join(parts) + self.terminator)
+            return
+        channel = int(command[:1]) if PRESETS[self.preset].poll_by_channel else 1
+        value = self.values.get(channel)
+        if value is not None:
+            self.send_raw(format_record(self.preset, value, channel, self.unit,
+                                        self.flags.get(channel, "")) + self.terminator)
 
     def send_raw(self, data: bytes) -> int:
         """Write bytes as they are; return how many the pty took (the rest is dropped)."""

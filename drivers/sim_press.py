@@ -178,10 +178,13 @@ class PressSimulator:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    def _device(self) -> SimDevice:
-        """Separate (non-shared) blocks so that coil N is bit N, not a bit of HR N."""
+    def _device(self, device_id: int = 0) -> SimDevice:
+        """Separate (non-shared) blocks so that coil N is bit N, not a bit of HR N.
+
+        ``device_id`` 0 answers every unit id (TCP); an RTU bus simulator
+        (``drivers.sim_bus``) gives each press its own unit id."""
         return SimDevice(
-            id=0,
+            id=device_id,
             simdata=(
                 [SimData(0, values=[False] * COIL_SIZE, datatype=DataType.BITS, readonly=True)],
                 [SimData(0, values=[False] * COIL_SIZE, datatype=DataType.BITS, readonly=True)],

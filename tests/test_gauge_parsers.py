@@ -134,7 +134,7 @@ def test_generic_non_length_units_pass_through() -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"preset": "sylvac"}, "unknown gauge preset"),
+    ({"preset": "sylvak"}, "unknown gauge preset"),
     ({"preset": "generic"}, "needs a pattern"),
     ({"preset": "generic", "pattern": r"(?P<v>\d+)"}, "no named group 'value'"),
     ({"preset": "mitutoyo", "pattern": r"(?P<value>\d+)"}, "takes no pattern"),
