@@ -580,7 +580,7 @@ class OpcuaPoller:
         the one private access of this module (pinned asyncua, covered by tests).
         """
         events = [first]
-        queue = sub._event_queue  # noqa: SLF001
+        queue = sub._event_queue
         while queue is not None and not queue.empty():
             item = queue.get_nowait()
             if item is None:
@@ -667,7 +667,8 @@ async def read_once(url: str, nodes: Sequence[str], security: OpcuaSecurity | No
     """
     refs = {text: parse_node(text, allow_index=True) for text in nodes}
     try:
-        client = await connect(url, security or OpcuaSecurity(), timeout_s, name="press-collector probe")
+        client = await connect(url, security or OpcuaSecurity(), timeout_s,
+                               name="press-collector probe")
     except LinkDown as exc:
         raise ConnectionError(f"{url}: {exc}") from exc
     try:
