@@ -490,9 +490,10 @@ class OpcuaPlcConfig(_Model):
                              "needs security_policy 'Basic256Sha256'"))
         for key in ("certificate", "private_key", "trust_dir"):
             if secure and not getattr(self, key):
+                hint = ("a directory holding the server's certificate" if key == "trust_dir"
+                        else "create one with: press-collector opcua-cert --out DIR")
                 problems.append(((key,), f"required with security_policy "
-                                 f"{_show(self.security_policy)} (create a client certificate "
-                                 "with: press-collector opcua-cert --out DIR)"))
+                                 f"{_show(self.security_policy)} ({hint})"))
             if not secure and getattr(self, key):
                 problems.append(((key,), "only used with security_policy 'Basic256Sha256' "
                                  "(security_policy is 'None')"))
