@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from buffer.store import Outbox
 from collector import messages
@@ -30,6 +31,9 @@ from drivers.base import Backoff, Sink
 from drivers.modbus_codec import TagSpec
 from drivers.modbus_tcp import ModbusPoller
 from drivers.serial_gauge import SerialGauge
+
+if TYPE_CHECKING:
+    from drivers.opcua import OpcuaPoller
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +69,16 @@ def role_tags(press: PressConfig) -> dict[str, str]:
 def build_drivers(press: PressConfig, sink: Sink) -> dict[str, Callable[[], Awaitable[None]]]:
     """Driver coroutine factories for one press, keyed by a name for logs and metrics."""
     plc = press.plc
-    poller = ModbusPoller(f"{press.id}/plc", plc.host, plc.port, plc.unit, tag_specs(press),
-                          poll_interval_s=plc.poll_interval_ms / 1000,
-                          timeout_s=plc.timeout_ms / 1000, max_gap=plc.max_gap,
-                          max_registers=plc.max_registers, max_bits=plc.max_bits)
+    poller: ModbusPoller | OpcuaPoller
+    if plc.protocol == "opcua":
+        from collector.opcua_setup import build_opcua_poller  # asyncua only when configured
+
+        poller = build_opcua_poller(press)
+    else:
+        poller = ModbusPoller(f"{press.id}/plc", plc.host, plc.port, plc.unit, tag_specs(press),
+                              poll_interval_s=plc.poll_interval_ms / 1000,
+                              timeout_s=plc.timeout_ms / 1000, max_gap=plc.max_gap,
+                              max_registers=plc.max_registers, max_bits=plc.max_bits)
     drivers: dict[str, Callable[[], Awaitable[None]]] = {
         f"{press.id}/plc": lambda: poller.run(sink),
     }
