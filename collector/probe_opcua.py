@@ -147,6 +147,9 @@ async def probe(args: argparse.Namespace) -> tuple[int, list[str]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)  # our lines say what failed
     code, lines = asyncio.run(probe(args))
     for line in lines:
         print(line, file=sys.stderr if line.startswith("error:") else sys.stdout)

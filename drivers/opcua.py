@@ -245,7 +245,7 @@ async def generate_certificate(out_dir: Path, app_uri: str = "", host: str = "",
               key.stat().st_mtime_ns if key.exists() else None)
     use = [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
     await setup_self_signed_certificate(key, cert, app_uri, host, use,
-                                        {"commonName": app_uri})
+                                        {})
     after = (cert.stat().st_mtime_ns, key.stat().st_mtime_ns)
     if not server:
         key.chmod(0o600)
