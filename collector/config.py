@@ -36,7 +36,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -56,6 +58,8 @@ __all__ = [
     "ConfigProblem",
     "GaugeConfig",
     "LoadedConfig",
+    "OpcuaPlcConfig",
+    "OpcuaTagConfig",
     "PlanConfig",
     "PlcConfig",
     "PressConfig",
@@ -214,7 +218,10 @@ def _kind(value: Any) -> str:
 
 def _key_path(loc: Iterable[str | int]) -> str:
     out = ""
-    for part in loc:
+    prev: str | int | None = None
+    for part, prev in zip(loc, (None, *loc), strict=False):
+        if isinstance(part, str) and part in _UNION_TAGS.get(prev, {}):  # type: ignore[arg-type]
+            continue  # a tagged union's tag is not a key the user wrote
         if isinstance(part, int):
             out += f"[{part}]"
         else:
@@ -524,6 +531,150 @@ class PlcConfig(_Model):
         return {t.name: t.role for t in self.tags if t.role}
 
 
+# OPC UA variant of [plc] (protocol = "opcua"); see docs/opcua.md -----------------
+
+OPCUA_PASSWORD_ENV = "PRESS_COLLECTOR_OPCUA_PASSWORD"  # + "_<PRESS_ID>" for one press
+DeadbandType = Literal["none", "absolute", "percent"]
+
+
+class OpcuaTagConfig(_Model):
+    """One OPC UA value: a node (namespace URI + identifier), subscribed or polled."""
+
+    name: str = Field(min_length=1)
+    node: str = Field(min_length=1)
+    role: Role | None = None
+    mode: Literal["subscribe", "poll"] = "subscribe"
+    sampling_interval_ms: int | None = Field(None, ge=0, le=3_600_000)  # None: publishing
+    queue_size: int = Field(1, ge=1, le=10_000)
+    deadband_type: DeadbandType = "none"
+    deadband_value: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> OpcuaTagConfig:
+        from drivers.opcua_nodes import parse_node
+
+        problems: list[tuple[Loc, str]] = []
+        try:
+            parse_node(self.node)
+        except ValueError as exc:
+            problems.append((("node",), str(exc)))
+        if self.mode == "poll":
+            for key in ("sampling_interval_ms", "queue_size", "deadband_type", "deadband_value"):
+                if key in self.model_fields_set:
+                    problems.append(((key,), f"{key} is only for mode 'subscribe' (mode is "
+                                     "'poll'; a polled tag is read every poll_interval_ms)"))
+        if self.deadband_type == "none" and self.deadband_value != 0:
+            problems.append((("deadband_value",), "needs deadband_type 'absolute' or "
+                             "'percent' (deadband_type is 'none')"))
+        if self.deadband_type == "percent" and self.deadband_value > 100:
+            problems.append((("deadband_value",), f"{self.deadband_value} is out of range "
+                             "(allowed: 0..100 for deadband_type 'percent')"))
+        if not math.isfinite(self.deadband_value):
+            problems.append((("deadband_value",), "must be a finite number"))
+        _raise_problems(problems)
+        return self
+
+
+class OpcuaPlcConfig(_Model):
+    """A press whose PLC speaks OPC UA. Secrets: password_file or the environment."""
+
+    protocol: Literal["opcua"]
+    endpoint: str = Field(min_length=1)
+    security_policy: Literal["None", "Basic256Sha256"] = "None"
+    security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    # Relative paths resolve against the config dir; load_config stores them absolute.
+    certificate: str = ""
+    private_key: str = ""
+    trust_dir: str = ""
+    username: str = ""
+    password_file: str = ""
+    publishing_interval_ms: int = Field(100, ge=10, le=60000)
+    poll_interval_ms: int = Field(500, ge=10, le=60000)
+    heartbeat_ms: int = Field(1000, ge=100, le=60000)
+    timeout_ms: int = Field(4000, ge=100, le=60000)
+    watchdog_ms: int = Field(1000, ge=100, le=60000)
+    tags: list[OpcuaTagConfig] = Field(min_length=1)
+
+    def bus_key(self) -> str | None:
+        """OPC UA sessions are never shared between presses (see PlcConfig.bus_key)."""
+        return None
+    @model_validator(mode="after")
+    def _check(self) -> OpcuaPlcConfig:
+        problems: list[tuple[Loc, str]] = []
+        if not self.endpoint.startswith("opc.tcp://"):
+            problems.append((("endpoint",), f"{_show(self.endpoint)} is not an OPC UA endpoint "
+                             "(write e.g. 'opc.tcp://192.168.0.10:4840')"))
+        secure = self.security_policy != "None"
+        if secure and self.security_mode == "None":
+            problems.append((("security_mode",), f"security_policy "
+                             f"{_show(self.security_policy)} needs security_mode 'Sign' or "
+                             "'SignAndEncrypt'"))
+        if not secure and self.security_mode != "None":
+            problems.append((("security_policy",), f"security_mode {_show(self.security_mode)} "
+                             "needs security_policy 'Basic256Sha256'"))
+        for key in ("certificate", "private_key", "trust_dir"):
+            if secure and not getattr(self, key):
+                hint = ("a directory holding the server's certificate" if key == "trust_dir"
+                        else "create one with: press-collector opcua-cert --out DIR")
+                problems.append(((key,), f"required with security_policy "
+                                 f"{_show(self.security_policy)} ({hint})"))
+            if not secure and getattr(self, key):
+                problems.append(((key,), "only used with security_policy 'Basic256Sha256' "
+                                 "(security_policy is 'None')"))
+        if self.password_file and not self.username:
+            problems.append((("password_file",), "needs username"))
+        problems.extend(_tag_problems(self.tags))
+        _raise_problems(problems)
+        return self
+
+    def role_tags(self) -> dict[str, str]:
+        """Tag name -> role for the tags that have one."""
+        return {t.name: t.role for t in self.tags if t.role}
+
+
+def _tag_problems(tags: list[Any]) -> list[tuple[Loc, str]]:
+    """Unique tag names and roles per press (same rules and words as PlcConfig)."""
+    problems: list[tuple[Loc, str]] = []
+    names: dict[str, int] = {}
+    roles: dict[str, int] = {}
+    for i, tag in enumerate(tags):
+        if tag.name in names:
+            problems.append((("tags", i, "name"), f"{_show(tag.name)} is already used by "
+                             f"plc.tags[{names[tag.name]}] (tag names must be unique per "
+                             "press)"))
+        else:
+            names[tag.name] = i
+        if tag.role is None:
+            continue
+        if tag.role in roles:
+            first = tags[roles[tag.role]].name
+            problems.append((("tags", i, "role"), f"role {_show(tag.role)} is already given to "
+                             f"tag {_show(first)} (each role at most once per press)"))
+        else:
+            roles[tag.role] = i
+    return problems
+
+
+def _plc_kind(data: Any) -> str | None:
+    """Which [plc] model validates this table: 'opcua', else the Modbus one."""
+    if isinstance(data, dict):
+        return "opcua" if data.get("protocol") == "opcua" else "modbus"
+    if isinstance(data, OpcuaPlcConfig):
+        return "opcua"
+    return "modbus" if isinstance(data, PlcConfig) else None
+
+
+AnyPlcConfig = Annotated[
+    Annotated[PlcConfig, Tag("modbus")] | Annotated[OpcuaPlcConfig, Tag("opcua")],
+    Discriminator(_plc_kind, custom_error_type="plc_table", custom_error_message="not a table"),
+]
+# Tagged unions: the tag pydantic puts into an error's loc -> the model it names. The tag is
+# not shown in key paths ("plc.tags[0].node", not "plc.opcua.tags[0].node").
+_UNION_TAGS: dict[str, dict[str, type[BaseModel]]] = {
+    "plc": {"modbus": PlcConfig, "opcua": OpcuaPlcConfig},
+}
+
+
 class GaugeConfig(_Model):
     id: str = Field(pattern=NAME_PATTERN)
     port: str = Field(min_length=1)
@@ -627,7 +778,7 @@ class WorkflowConfig(_Model):
 class PressConfig(_Model):
     id: str = Field(pattern=ID_PATTERN)
     name: str = ""
-    plc: PlcConfig
+    plc: AnyPlcConfig
     gauges: list[GaugeConfig] = Field(default_factory=list)
     workflow: WorkflowConfig = Field(default_factory=WorkflowConfig)
 
@@ -954,9 +1105,15 @@ def _walk(root: type[BaseModel], loc: Loc) -> tuple[Any, Any]:
     """(model class or type at loc, FieldInfo of the last key) — None when unknown."""
     current: Any = root
     info = None
+    last_key = ""
     for part in loc:
         if isinstance(part, int):
             continue  # a list index: the annotation was already unwrapped to the item
+        branch = _UNION_TAGS.get(last_key, {}).get(part)
+        if branch is not None and not _is_model(current):
+            current = branch  # a tagged union's tag picks the model
+            continue
+        last_key = part
         if not _is_model(current):
             return None, None
         info = _field(current, part)
@@ -1022,6 +1179,9 @@ def _translate(root: type[BaseModel], error: Any) -> list[tuple[str, str]]:
         return [(_key_path(loc + tuple(sub)), msg) for sub, msg in ctx["problems"]]
     if kind == "extra_forbidden":
         key = loc[-1]
+        if key == "password" and loc[:1] == ("plc",):
+            return [(path, "passwords are not allowed in config files; use password_file or "
+                     f"the environment variable {OPCUA_PASSWORD_ENV}_<PRESS_ID>")]
         if key in _SECRET_HINTS:
             return [(path, _SECRET_HINTS[str(key)])]
         parent, _ = _walk(root, loc[:-1])
@@ -1029,8 +1189,13 @@ def _translate(root: type[BaseModel], error: Any) -> list[tuple[str, str]]:
     if kind == "missing":
         return [(path, "required key missing")]
     _, info = _walk(root, loc)
+    if kind == "plc_table":
+        return [(path, f"expected a table ([{path}]), got {_show(value)} ({_kind(value)})")]
     if kind == "literal_error":
         allowed = _literal_args(info.annotation) if info is not None else ()
+        if len(loc) == 3 and loc[2] == "protocol" and loc[1] in _UNION_TAGS.get(loc[0], {}):
+            allowed = tuple(sorted({a for m in _UNION_TAGS[str(loc[0])].values()
+                                    for a in _literal_args(m.model_fields["protocol"].annotation)}))
         listed = ", ".join(str(a) for a in allowed) or ctx.get("expected", "")
         return [(path, f"{_show(value)} is not allowed (allowed: {listed})")]
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
@@ -1203,6 +1368,8 @@ def _load(config_dir: Path) -> tuple[LoadedConfig | None, list[ConfigProblem]]:
     buffer_path = Path(collector.buffer.path)
     if not buffer_path.is_absolute():
         collector.buffer.path = str((config_dir / buffer_path).resolve())
+    for press in presses.values():
+        _resolve_opcua_paths(press.plc, config_dir)
 
     plans: dict[str, domain.Plan] = {}
     for (part_number, _revision), plan in sorted(
@@ -1250,6 +1417,20 @@ def _check_buses(presses: dict[str, PressConfig],
     return problems
 
 
+def _resolve_opcua_paths(plc: Any, config_dir: Path) -> None:
+    """Certificate, key and trust dir of an OPC UA press: relative to the config dir.
+
+    (password_file stays as written: the daemon looks a relative one up in
+    $CREDENTIALS_DIRECTORY, like the broker's.)
+    """
+    if not isinstance(plc, OpcuaPlcConfig):
+        return
+    for key in ("certificate", "private_key", "trust_dir"):
+        value = getattr(plc, key)
+        if value and not Path(value).is_absolute():
+            setattr(plc, key, str((config_dir / value).resolve()))
+
+
 def load_config(config_dir: Path | str) -> LoadedConfig:
     """Load and validate a config dir; raise :class:`ConfigError` listing every problem."""
     loaded, problems = _load(Path(config_dir))
@@ -1294,6 +1475,12 @@ def summary(config: LoadedConfig | Path | str) -> str:
         roles = ", ".join(t.role for t in plc.tags if t.role) or "none"
         gauges = ", ".join(f"{g.id} ({g.preset} {g.port})" for g in press.gauges) or "none"
         title = f" {press.name}" if press.name else ""
+        if isinstance(plc, OpcuaPlcConfig):
+            lines.append(f"  press {press.id}{title}: opcua {plc.endpoint} security "
+                         f"{plc.security_policy}/{plc.security_mode}, publishing every "
+                         f"{plc.publishing_interval_ms} ms, {len(plc.tags)} tags "
+                         f"(roles: {roles}); gauges: {gauges}")
+            continue
         where = plc.port if plc.protocol == "modbus_rtu" else f"{plc.host}:{plc.port}"
         lines.append(f"  press {press.id}{title}: {plc.protocol} {where} "
                      f"unit {plc.unit} every {plc.poll_interval_ms} ms, {len(plc.tags)} tags "

@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from buffer.store import Outbox
 from collector import messages
@@ -32,6 +33,9 @@ from drivers.modbus_bus import ModbusBus, SerialLink, TcpLink
 from drivers.modbus_codec import TagSpec
 from drivers.modbus_tcp import ModbusPoller
 from drivers.serial_gauge import SerialGauge
+
+if TYPE_CHECKING:
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +80,12 @@ def build_drivers(press: PressConfig, sink: Sink, buses: dict[str, ModbusBus] | 
         triggers.add(gauges[gauge_cfg.id], gauge_cfg.poll_on)
     plc_sink = triggers.wrap(sink) if triggers else sink
     drivers: dict[str, Callable[[], Awaitable[None]]] = {}
-    if plc.bus_key() is not None:
+    if plc.protocol == "opcua":
+        from collector.opcua_setup import build_opcua_poller  # asyncua only when configured
+
+        opcua_poller = build_opcua_poller(press)
+        drivers[f"{press.id}/plc"] = lambda: opcua_poller.run(plc_sink)
+    elif plc.bus_key() is not None:
         bus = make_bus(plc) if buses is None else buses.setdefault(plc.bus_key(), make_bus(plc))
         bus.add_unit(f"{press.id}/plc", plc.unit, tag_specs(press), plc.poll_interval_ms / 1000,
                      plc.timeout_ms / 1000, plc.retries, plc.max_gap, plc.max_registers,
