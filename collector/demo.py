@@ -40,6 +40,7 @@ DEMO_JOBS = {
     "p1": ("BRK-100", 7, "L2411-01"),
     "p2": ("BRK-200", 12, "L2411-07"),
     "p3": ("CLP-300", 21, "L2410-33"),
+    "p4": ("BRK-200", 31, "L2411-12"),  # the OPC UA press
 }
 PATROL_EVERY_S = 4.0
 SETTER_WALK_S = 2.0
@@ -181,7 +182,7 @@ class Operator:
         self.sim.set_running(True)
 
     async def script(self) -> None:
-        if self.press == "p1":
+        if self.press in ("p1", "p4"):
             await self.first_article()
             await self.patrol(1000)
         elif self.press == "p2":
@@ -194,6 +195,20 @@ class Operator:
             await self.die_change(DEMO_JOBS[self.press][1] + 1)
             await self.first_article(since=mark)
             await self.patrol(1000)
+
+
+async def start_simulator(protocol: str, part: str, die: int, lot: str) -> Any:
+    """A simulated press PLC speaking the press's protocol, stroking at 60 spm."""
+    if protocol == "opcua":
+        from drivers.sim_opcua import OpcuaPressSimulator  # asyncua only when needed
+
+        sim: Any = OpcuaPressSimulator(host="127.0.0.1", port=0, part=part, die=die, lot=lot,
+                                       spm=60)
+    else:
+        sim = PressSimulator(host="127.0.0.1", port=0, part=part, die=die, lot=lot, spm=60)
+    await sim.start()
+    sim.set_running(True)
+    return sim
 
 
 def prepare_config(config: LoadedConfig, workdir: Path, broker: tuple[str, int],
@@ -209,7 +224,11 @@ def prepare_config(config: LoadedConfig, workdir: Path, broker: tuple[str, int],
     for press_id, press in config.presses.items():
         gauges = [g.model_copy(update={"port": gauge_paths[(press_id, g.id)]})
                   for g in press.gauges]
-        plc = press.plc.model_copy(update={"host": "127.0.0.1", "port": plc_ports[press_id]})
+        if press.plc.protocol == "opcua":
+            endpoint = f"opc.tcp://127.0.0.1:{plc_ports[press_id]}/press"
+            plc = press.plc.model_copy(update={"endpoint": endpoint})
+        else:
+            plc = press.plc.model_copy(update={"host": "127.0.0.1", "port": plc_ports[press_id]})
         presses[press_id] = press.model_copy(update={"plc": plc, "gauges": gauges})
     return config.model_copy(update={"collector": collector, "presses": presses})
 
@@ -232,18 +251,12 @@ async def run_demo(config_dir: Path | None = None, duration: float | None = None
             broker_addr = ("127.0.0.1", local.port)
             out(f"demo: private Mosquitto on 127.0.0.1:{local.port}")
 
-        sims: dict[str, PressSimulator] = {}
+        sims: dict[str, Any] = {}  # PressSimulator or OpcuaPressSimulator
         gauges: dict[str, dict[str, GaugeSimulator]] = {}
         gauge_paths: dict[tuple[str, str], str] = {}
         for press_id, press in config.presses.items():
             part, die, lot = DEMO_JOBS.get(press_id, (next(iter(config.plans)), 1, "L0001"))
-            sim = PressSimulator(host="127.0.0.1", port=0)
-            await sim.start()
-            sim.set_part(part)
-            sim.set_die(die)
-            sim.set_lot(lot)
-            sim.set_spm(60)
-            sim.set_running(True)
+            sim = await start_simulator(press.plc.protocol, part, die, lot)
             sims[press_id] = sim
             gauges[press_id] = {}
             for g in press.gauges:
@@ -254,8 +267,8 @@ async def run_demo(config_dir: Path | None = None, duration: float | None = None
                 stack.callback(gsim.close)
                 gauges[press_id][g.id] = gsim
                 gauge_paths[(press_id, g.id)] = str(link)
-            out(f"demo: press {press_id} simulator on 127.0.0.1:{sim.port} part={part} die={die} "
-                f"lot={lot}; gauges {', '.join(gauges[press_id])} on ptys")
+            out(f"demo: press {press_id} {press.plc.protocol} simulator on 127.0.0.1:{sim.port} "
+                f"part={part} die={die} lot={lot}; gauges {', '.join(gauges[press_id])} on ptys")
         config = prepare_config(config, workdir, broker_addr,
                                 {p: s.port for p, s in sims.items()}, gauge_paths)
 

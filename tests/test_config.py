@@ -60,7 +60,7 @@ def expected_lines(case: Path) -> list[str]:
 def test_examples_validate() -> None:
     assert check(EXAMPLES) == []
     cfg = load_config(EXAMPLES)
-    assert sorted(cfg.presses) == ["p1", "p2", "p3"]
+    assert sorted(cfg.presses) == ["p1", "p2", "p3", "p4"]
     assert cfg.collector.site.name == "demo-plant"
     assert cfg.collector.site.topic_root == "demo-plant/press-shop"
     assert (cfg.collector.broker.host, cfg.collector.broker.port) == ("127.0.0.1", 1883)
@@ -70,7 +70,9 @@ def test_examples_validate() -> None:
 
 def test_examples_match_simulator_register_map() -> None:
     cfg = load_config(EXAMPLES)
-    for n, press in enumerate(sorted(cfg.presses.values(), key=lambda p: p.id), start=1):
+    modbus = [p for p in cfg.presses.values() if p.plc.protocol == "modbus_tcp"]
+    assert len(modbus) == 3  # p4 speaks OPC UA (tests/test_opcua.py checks it)
+    for n, press in enumerate(sorted(modbus, key=lambda p: p.id), start=1):
         plc = press.plc
         assert (plc.host, plc.port, plc.unit, plc.poll_interval_ms) == (
             "127.0.0.1", 5020 + n, 1, 100)
@@ -129,8 +131,8 @@ def test_example_plans_resolve() -> None:
 
 def test_summary_reports_counts() -> None:
     text = summary(EXAMPLES)
-    assert "3 presses, 30 tags, 6 gauges, 3 plans" in text
-    for press in ("p1", "p2", "p3"):
+    assert "4 presses, 37 tags, 8 gauges, 3 plans" in text
+    for press in ("p1", "p2", "p3", "p4"):
         assert f"press {press}" in text
     assert "plan BRK-100 rev B: 3 characteristics" in text
 

@@ -277,11 +277,11 @@ def test_example_opcua_press_config_validates(tmp_path: Path) -> None:
 
     repo = Path(__file__).resolve().parent.parent
     shutil.copytree(repo / "tests" / "config_cases" / "_base", tmp_path / "cfg")
-    shutil.copy(repo / "docs" / "examples" / "presses" / "p4-opcua.toml",
+    shutil.copy(repo / "config" / "presses" / "p4.toml",
                 tmp_path / "cfg" / "presses" / "p4.toml")
     cfg = load_config(tmp_path / "cfg")
     plc = cfg.presses["p4"].plc
     assert isinstance(plc, OpcuaPlcConfig)
     assert plc.role_tags()["strokes"] == "stroke_count"
     assert [t.mode for t in plc.tags].count("poll") == 1
-    assert "press p4 Press 4 (servo, OPC UA): opcua opc.tcp://127.0.0.1:4840/press" in summary(cfg)
+    assert "press p4 Press 4 (servo, OPC UA): opcua opc.tcp://127.0.0.1:5024/press" in summary(cfg)
