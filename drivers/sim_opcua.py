@@ -38,12 +38,13 @@ import logging
 import random
 import socket
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from asyncua import Server, ua
 from asyncua.crypto.permission_rules import User, UserRole
+
+from drivers.sim_strokes import press_arguments, stroke_loop
 
 log = logging.getLogger(__name__)
 
@@ -351,39 +352,14 @@ class OpcuaPressSimulator:
 
     async def _stroke_loop(self) -> None:
         """Stroke at ``spm`` on the monotonic clock while running and not in setup."""
-        next_at: float | None = None
-        while True:
-            self._wake.clear()
-            if not self._stroking():
-                next_at = None
-                await self._wake.wait()
-                continue
-            period = 60.0 / self._state["spm"]
-            now = time.monotonic()
-            if next_at is None or next_at - now > period:
-                next_at = now + period
-            if next_at > now:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), next_at - now)
-                    continue
-            self.stroke()
-            next_at = max(next_at + period, time.monotonic())
+        await stroke_loop(self._wake, self._stroking, lambda: self._state["spm"], self.stroke)
 
 
 # ---------------------------------------------------------------------- manual runs
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m drivers.sim_opcua", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=4840)
-    p.add_argument("--part", default="4711-A")
-    p.add_argument("--lot", default="LOT-0001")
-    p.add_argument("--die", type=int, default=1)
-    p.add_argument("--spm", type=int, default=30)
-    p.add_argument("--stopped", action="store_true", help="start with running=False")
-    p.add_argument("--setup", action="store_true", help="start in setup mode")
+    p = press_arguments("python -m drivers.sim_opcua", __doc__, 4840)
     p.add_argument("--secure", action="store_true", help="Basic256Sha256 only, self-signed cert")
     p.add_argument("--cert-dir", type=Path, default=None,
                    help="where to keep the server certificate (default: a temp dir)")

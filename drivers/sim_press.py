@@ -43,7 +43,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -53,6 +52,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.modbus_codec import TagSpec, encode_value
+from drivers.sim_strokes import press_arguments, stroke_loop
 
 log = logging.getLogger(__name__)
 
@@ -334,40 +334,15 @@ class PressSimulator:
 
     async def _stroke_loop(self) -> None:
         """Stroke at ``spm`` on the monotonic clock while running and not in setup."""
-        next_at: float | None = None
-        while True:
-            self._wake.clear()
-            if not self._stroking():
-                next_at = None
-                await self._wake.wait()
-                continue
-            period = 60.0 / self._spm
-            now = time.monotonic()
-            if next_at is None or next_at - now > period:
-                next_at = now + period
-            if next_at > now:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), next_at - now)
-                    continue  # state changed: re-evaluate before stroking
-            self.stroke()
-            next_at = max(next_at + period, time.monotonic())
+        await stroke_loop(self._wake, self._stroking, lambda: self._spm, self.stroke)
 
 
 # ---------------------------------------------------------------------- manual runs
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m drivers.sim_press", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5020)
-    p.add_argument("--part", default="4711-A")
-    p.add_argument("--lot", default="LOT-0001")
-    p.add_argument("--die", type=int, default=1)
-    p.add_argument("--spm", type=int, default=30)
+    p = press_arguments("python -m drivers.sim_press", __doc__, 5020)
     p.add_argument("--tonnage", type=float, default=800.0, help="nominal kN")
-    p.add_argument("--stopped", action="store_true", help="start with running=False")
-    p.add_argument("--setup", action="store_true", help="start in setup mode")
     return p.parse_args(argv)
 
 
