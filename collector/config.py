@@ -54,9 +54,11 @@ __all__ = [
     "ConfigProblem",
     "GaugeConfig",
     "LoadedConfig",
+    "MetricsConfig",
     "PlanConfig",
     "PlcConfig",
     "PressConfig",
+    "PressTelemetryConfig",
     "SiteConfig",
     "TagConfig",
     "TelemetryConfig",
@@ -294,11 +296,18 @@ class TelemetryConfig(_Model):
     publish: bool = True
 
 
+class MetricsConfig(_Model):
+    """Health (JSON) and Prometheus metrics on 127.0.0.1:port; 0 = off."""
+
+    port: int = Field(0, ge=0, le=65535)
+
+
 class CollectorConfig(_Model):
     site: SiteConfig
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     buffer: BufferConfig = Field(default_factory=BufferConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
 
 # presses/<id>.toml -----------------------------------------------------------
@@ -315,6 +324,11 @@ class TagConfig(_Model):
     scale: float = 1.0
     offset: float = 0.0
     role: Role | None = None
+    # Telemetry publish filter (the buffer keeps every reading whatever these say):
+    on_change: bool | None = None  # None: the press's [telemetry] on_change
+    deadband: float = Field(0.0, ge=0)  # publish when |v - last published| > deadband
+    deadband_pct: float = Field(0.0, ge=0, le=1000)  # ... or > pct % of |last published|
+    publish_every: int | None = Field(None, ge=1, le=100000)  # polls; None: the press's
 
     @model_validator(mode="before")
     @classmethod
@@ -354,6 +368,13 @@ class TagConfig(_Model):
             key = "scale" if self.scale != 1.0 else "offset"
             problems.append(((key,), f"scale and offset apply to numbers only "
                              f"(type is {_show(self.type)})"))
+        if self.type in ("bool", "string") and (self.deadband or self.deadband_pct):
+            key = "deadband" if self.deadband else "deadband_pct"
+            problems.append(((key,), f"a deadband applies to numbers only (type is "
+                             f"{_show(self.type)}; use on_change = true)"))
+        if not math.isfinite(self.deadband):
+            problems.append((("deadband",), f"{self.deadband} is not allowed "
+                             "(allowed: a finite number >= 0)"))
         if self.role is not None and self.type not in ROLE_TYPES[self.role]:
             problems.append((("role",), f"role {_show(self.role)} needs another type "
                              f"(got {_show(self.type)}; allowed: "
@@ -459,12 +480,20 @@ class WorkflowConfig(_Model):
     hold_on_measurement_fail: bool = False
 
 
+class PressTelemetryConfig(_Model):
+    """Per-press telemetry publish defaults (a tag's own keys win)."""
+
+    on_change: bool = False  # publish a tag only when its value changed (or left its deadband)
+    publish_every: int = Field(1, ge=1, le=100000)  # publish every Nth poll (N x poll interval)
+
+
 class PressConfig(_Model):
     id: str = Field(pattern=ID_PATTERN)
     name: str = ""
     plc: PlcConfig
     gauges: list[GaugeConfig] = Field(default_factory=list)
     workflow: WorkflowConfig = Field(default_factory=WorkflowConfig)
+    telemetry: PressTelemetryConfig = Field(default_factory=PressTelemetryConfig)
 
     @model_validator(mode="after")
     def _check(self) -> PressConfig:

@@ -26,6 +26,7 @@ from collector.config import LoadedConfig, PressConfig, to_workflow_settings
 from collector.messages import Topics
 from collector.press import PressRuntime
 from collector.publisher import Publisher
+from collector.telemetry_filter import TelemetryFilter
 from drivers.base import Backoff, Sink
 from drivers.modbus_codec import TagSpec
 from drivers.modbus_tcp import ModbusPoller
@@ -145,12 +146,17 @@ class Daemon:
                 for press in self.config.presses.values():
                     runtime = PressRuntime(press.id, role_tags(press),
                                            to_workflow_settings(press.workflow), plans, outbox,
-                                           topics, publish_telemetry=cfg.telemetry.publish)
+                                           topics, publish_telemetry=cfg.telemetry.publish,
+                                           telemetry_filter=TelemetryFilter.from_config(press))
                     self.presses[press.id] = runtime
                     for name, factory in build_drivers(press, runtime.sink).items():
                         driver_tasks.append(group.create_task(
                             supervise(name, factory, self.failures), name=name))
                 prune_task = group.create_task(self._prune_loop(), name="prune")
+                metrics_server = None
+                if cfg.metrics.port:
+                    from collector import metrics
+                    metrics_server = await metrics.serve(self.health, cfg.metrics.port)
                 self.ready.set()
                 notify_systemd("READY=1")
                 await self._stop.wait()
@@ -158,12 +164,25 @@ class Daemon:
                 for task in driver_tasks:
                     task.cancel()
                 prune_task.cancel()
+                if metrics_server is not None:
+                    metrics_server.close()
                 await asyncio.gather(*driver_tasks, return_exceptions=True)
                 await outbox.flush()
                 await publisher.drain(timeout=SHUTDOWN_DRAIN_S)
                 publisher_task.cancel()
         finally:
             outbox.close()
+
+    def health(self) -> dict[str, object]:
+        """Health document (``/health``, ``/metrics``): per press polls, late polls and poll
+        jitter, outbox and publisher counters, driver task failures."""
+        presses = {pid: {**rt.stats, **rt.timing.summary(), "state": rt.workflow.state,
+                         "plc_online": rt.plc_online}
+                   for pid, rt in self.presses.items()}
+        return {"presses": presses,
+                "outbox": self.outbox.stats() if self.outbox is not None else {},
+                "publisher": self.publisher.stats() if self.publisher is not None else {},
+                "task_failures": dict(self.failures)}
 
     async def _prune_loop(self) -> None:
         retention_s = self.config.collector.buffer.retention_h * 3600
