@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -28,6 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
 ROOT = "bench/pc"
 PLAN = REPO / "config" / "plans" / "brk-100.toml"
+COMMIT_MS = 5  # the daemon's buffer.commit_interval_ms in bench configs (--commit-ms)
 
 
 def wait_for(predicate, timeout: float, what: str, step: float = 0.02) -> None:
@@ -46,7 +48,8 @@ def write_config(cfg_dir: Path, ports: list[int], gauges: dict[str, str], broker
     max_gap 16) so that gauge lines become first_article / measurement events."""
     (cfg_dir / "presses").mkdir(parents=True, exist_ok=True)
     (cfg_dir / "plans").mkdir(exist_ok=True)
-    (cfg_dir / "plans" / PLAN.name).write_text(PLAN.read_text())
+    if gauges:  # a plan naming gauges that no press has is a config error
+        (cfg_dir / "plans" / PLAN.name).write_text(PLAN.read_text())
     (cfg_dir / "collector.toml").write_text(f"""
 [site]
 name = "bench"
@@ -124,7 +127,8 @@ class Samples:
 
 class Rig:
     def __init__(self, workdir: Path, presses: int, poll_ms: int = 100, gauge_presses: int = 0,
-                 max_inflight: int = 200, spm: int = 120) -> None:
+                 max_inflight: int = 200, spm: int = 120, commit_ms: int | None = None) -> None:
+        self.commit_ms = commit_ms or COMMIT_MS
         self.workdir = workdir
         self.presses = presses
         self.poll_ms = poll_ms
@@ -147,7 +151,9 @@ class Rig:
         return self.cfg_dir / "buffer.sqlite"
 
     def start_infra(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.workdir.exists():
+            shutil.rmtree(self.workdir)
+        self.workdir.mkdir(parents=True)
         self.broker.start()
         ready = self.workdir / "sims.ready"
         self.sims = subprocess.Popen(
@@ -158,7 +164,8 @@ class Rig:
         wait_for(ready.exists, 30, "simulators")
         self.sim_info = json.loads(ready.read_text())
         write_config(self.cfg_dir, self.sim_info["ports"], self.sim_info["gauges"],
-                     self.broker.port, self.metrics_port, self.poll_ms, self.max_inflight)
+                     self.broker.port, self.metrics_port, self.poll_ms, self.max_inflight,
+                     self.commit_ms)
         self.start_sub()
 
     def start_sub(self) -> None:
@@ -185,6 +192,9 @@ class Rig:
 
     def wait_health(self, timeout: float = 30) -> None:
         def ok() -> bool:
+            if self.daemon is not None and self.daemon.poll() is not None:
+                log = (self.workdir / "daemon.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"bench: the daemon exited ({self.daemon.returncode}):\n{log}")
             try:
                 self.health()
                 return True

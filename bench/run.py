@@ -18,6 +18,7 @@ from typing import Any
 
 import psutil
 
+from bench import rig as rig_module
 from bench import store_bench
 from bench.analysis import Capture, latency, ms, pct, window
 from bench.rig import REPO, Rig, wait_for
@@ -268,8 +269,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ceiling-step", type=float, default=15, help="s per ceiling step")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/press-collector-bench"))
     p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--commit-ms", type=int, default=5,
+                   help="buffer.commit_interval_ms of the daemon under test")
     p.add_argument("--keep", action="store_true", help="keep the work dir")
     args = p.parse_args(argv)
+    rig_module.COMMIT_MS = args.commit_ms
     for name in args.scenarios:
         if name not in SCENARIOS:
             p.error(f"unknown scenario {name!r} (allowed: {', '.join(SCENARIOS)})")

@@ -52,7 +52,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 2
-    asyncio.run(run_until_signalled(config))
+    from collector import loop
+
+    loop.run(run_until_signalled(config))
     return 0
 
 
