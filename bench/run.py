@@ -101,9 +101,9 @@ def steady(workdir: Path, presses: int, poll_ms: int, duration: float, warmup: f
 
 
 def scenario_line(args: argparse.Namespace) -> list[dict[str, Any]]:
-    duration = 8 if args.quick else args.duration
-    line, cap, _rig = steady(args.workdir / "line", 10, 100, duration, 3 if args.quick else 5,
-                             gauge_presses=2)
+    duration = args.duration or (8 if args.quick else 60)
+    line, cap, _rig = steady(args.workdir / "line", args.presses, 100, duration,
+                             1 if args.quick else 5, gauge_presses=min(2, args.presses))
     out = [{**line, **_context()}]
     # quality path: the same run's gauge lines -> first_article / measurement events
     quality = [m for m in cap.msgs if m.kind in ("first_article", "measurement")]
@@ -264,7 +264,9 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"any of {', '.join(SCENARIOS)} (default: all)")
     p.add_argument("--quick", action="store_true", help="seconds-long smoke sizes")
     p.add_argument("--long", action="store_true", help="outage of 10 minutes")
-    p.add_argument("--duration", type=float, default=60, help="line window, s")
+    p.add_argument("--duration", type=float, default=None,
+                   help="line window, s (default 60, --quick 8)")
+    p.add_argument("--presses", type=int, default=10, help="line: presses (default 10)")
     p.add_argument("--outage", type=float, default=30, help="broker down, s")
     p.add_argument("--ceiling-step", type=float, default=15, help="s per ceiling step")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/press-collector-bench"))
