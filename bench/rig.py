@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
 ROOT = "bench/pc"
 PLAN = REPO / "config" / "plans" / "brk-100.toml"
-COMMIT_MS = 5  # the daemon's buffer.commit_interval_ms in bench configs (--commit-ms)
+COMMIT_MS = 2  # the daemon's buffer.commit_interval_ms in bench configs (--commit-ms)
 
 
 def wait_for(predicate, timeout: float, what: str, step: float = 0.02) -> None:

@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ceiling-step", type=float, default=15, help="s per ceiling step")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/press-collector-bench"))
     p.add_argument("--results", type=Path, default=RESULTS)
-    p.add_argument("--commit-ms", type=int, default=5,
+    p.add_argument("--commit-ms", type=int, default=2,
                    help="buffer.commit_interval_ms of the daemon under test")
     p.add_argument("--keep", action="store_true", help="keep the work dir")
     args = p.parse_args(argv)
