@@ -279,6 +279,9 @@ class BrokerConfig(_Model):
     client_id: str = ""  # "" = "press-collector-{host_id}" (resolved by the daemon)
     keepalive_s: int = Field(30, ge=1, le=65535)
     max_inflight: int = Field(100, ge=1, le=1000)
+    # Longest wait between reconnect attempts (backoff doubles from 0.25 s up to this): the
+    # first live message after a broker outage comes at most this long after it is back.
+    reconnect_max_s: float = Field(1.0, ge=0.25, le=300)
     username: str = ""
     # The password comes from env PRESS_COLLECTOR_MQTT_PASSWORD or from this file
     # (a relative path is looked up in $CREDENTIALS_DIRECTORY by the daemon).

@@ -135,6 +135,7 @@ class Daemon:
             client_id=cfg.broker.client_id or f"press-collector-{host}",
             topic_status=topics.status(), keepalive=cfg.broker.keepalive_s,
             max_inflight=cfg.broker.max_inflight, username=cfg.broker.username or None,
+            reconnect_max_s=cfg.broker.reconnect_max_s,
             password=read_password(self.config),
             status_online=messages.encode_status(host, True),
             status_offline=messages.encode_status(host, False))
