@@ -230,7 +230,7 @@ def scenario_scale(args: argparse.Namespace) -> list[dict[str, Any]]:
     out.append({"scenario": "scale-cpu", "window_s": duration, "points": curve, **_context()})
     sizes = [100_000, 1_000_000] if args.quick else [1_000_000, 10_000_000, 50_000_000]
     points = store_bench.curve(args.workdir / "store", sizes,
-                               batch_rows=5_000 if args.quick else 20_000)
+                               batch_rows=5_000 if args.quick else 50_000)
     out.append({"scenario": "scale-store", "points": points, **_context()})
     backlog = 1_000_000 if args.quick else 10_000_000
     out.append(startup(args, 0) | startup(args, backlog, "backlog"))

@@ -9,6 +9,7 @@ for the insert rate, ``Publisher`` to a local Mosquitto for the drain rate.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -68,6 +69,7 @@ def fill(path: Path, readings: int, presses: int = 10, pending: bool = False,
     conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
+    os.sync()  # no kernel writeback of the fill competing with the measurement
     return rows
 
 
