@@ -57,10 +57,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         return EXIT_CONFIG
     from buffer.store import BufferFileError
+    from collector import loop
     from collector.security import StartupError
 
     try:
-        asyncio.run(run_until_signalled(config))
+        loop.run(run_until_signalled(config))
     except StartupError as exc:
         print(f"press-collector: cannot start: {exc}", file=sys.stderr)
         return EXIT_STARTUP

@@ -28,6 +28,7 @@ from collector.gauge_triggers import GaugeTriggers
 from collector.messages import Topics
 from collector.press import PressRuntime
 from collector.publisher import Publisher
+from collector.telemetry_filter import TelemetryFilter
 from drivers.base import Backoff, Sink
 from drivers.modbus_bus import ModbusBus, SerialLink, TcpLink
 from drivers.modbus_codec import TagSpec
@@ -158,7 +159,7 @@ class Daemon:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _topics: Topics = field(default_factory=lambda: Topics("", ""))
     bounds_every_s: float = BOUNDS_EVERY_S
-    health: dict[str, object] = field(default_factory=dict)  # metrics: buffer bound, alarm
+    bounds: dict[str, object] = field(default_factory=dict)  # buffer bound and its alarm
 
     def stop(self) -> None:
         self._stop.set()
@@ -196,7 +197,8 @@ class Daemon:
                 for press in self.config.presses.values():
                     runtime = PressRuntime(press.id, role_tags(press),
                                            to_workflow_settings(press.workflow), plans, outbox,
-                                           topics, publish_telemetry=cfg.telemetry.publish)
+                                           topics, publish_telemetry=cfg.telemetry.publish,
+                                           telemetry_filter=TelemetryFilter.from_config(press))
                     self.presses[press.id] = runtime
                     for name, factory in build_drivers(press, runtime.sink, buses).items():
                         driver_tasks.append(group.create_task(
@@ -205,6 +207,10 @@ class Daemon:
                 tick_task = group.create_task(self._tick_loop(), name="tick")
                 bounds_task = group.create_task(self._bounds_loop(topics), name="bounds")
                 watchdog_task = group.create_task(watchdog_loop(), name="watchdog")
+                metrics_server = None
+                if cfg.metrics.port:
+                    from collector import metrics
+                    metrics_server = await metrics.serve(self.health, cfg.metrics.port)
                 self.ready.set()
                 notify_systemd("READY=1")
                 await self._stop.wait()
@@ -215,6 +221,8 @@ class Daemon:
                 tick_task.cancel()
                 bounds_task.cancel()
                 watchdog_task.cancel()
+                if metrics_server is not None:
+                    metrics_server.close()
                 await asyncio.gather(*driver_tasks, return_exceptions=True)
                 await outbox.flush()
                 await publisher.drain(timeout=SHUTDOWN_DRAIN_S)
@@ -240,6 +248,17 @@ class Daemon:
             now = time.time()
             for runtime in self.presses.values():
                 runtime.tick(now)
+    def health(self) -> dict[str, object]:
+        """Health document (``/health``, ``/metrics``): per press polls, late polls and poll
+        jitter, outbox and publisher counters, driver task failures."""
+        presses = {pid: {**rt.stats, **rt.timing.summary(), "state": rt.workflow.state,
+                         "plc_online": rt.plc_online}
+                   for pid, rt in self.presses.items()}
+        return {"presses": presses,
+                "outbox": self.outbox.stats() if self.outbox is not None else {},
+                "publisher": self.publisher.stats() if self.publisher is not None else {},
+                "buffer_bound": dict(self.bounds),
+                "task_failures": dict(self.failures)}
 
     async def _prune_loop(self) -> None:
         retention_s = self.config.collector.buffer.retention_h * 3600
@@ -263,9 +282,9 @@ class Daemon:
             except Exception as exc:  # a busy or failing disk: try again next round
                 log.warning("buffer size check failed: %s", exc)
                 continue
-            self.health.update(buffer_used_bytes=report.used_bytes,
+            self.bounds.update(buffer_used_bytes=report.used_bytes,
                                buffer_max_bytes=max_bytes, buffer_full=report.quality_only)
-            self.health["telemetry_dropped"] = int(self.health.get("telemetry_dropped", 0)) \
+            self.bounds["telemetry_dropped"] = int(self.bounds.get("telemetry_dropped", 0)) \
                 + report.telemetry_dropped  # type: ignore[call-overload]
             if report.quality_only != active:
                 active = report.quality_only
@@ -276,8 +295,8 @@ class Daemon:
                               "them", report.used_bytes / 2**20, max_bytes // 2**20)
                 else:
                     log.warning("buffer back under max_mb (%.1f MiB)", report.used_bytes / 2**20)
-                self.health["buffer_full_alarms"] = \
-                    int(self.health.get("buffer_full_alarms", 0)) + int(active)  # type: ignore[call-overload]
+                self.bounds["buffer_full_alarms"] = \
+                    int(self.bounds.get("buffer_full_alarms", 0)) + int(active)  # type: ignore[call-overload]
                 emit_alarm(outbox, topics, "buffer_full", active,
                            {"used_bytes": report.used_bytes, "max_bytes": max_bytes,
                             "pending": outbox.pending_count(),

@@ -111,10 +111,13 @@ def encode_event(event: Event, press: str, seq: int, host: str) -> bytes:
 
 
 def encode_telemetry(press: str, seq: int, ts: float, host: str, values: Mapping[str, Any],
-                     errors: Mapping[str, str], context: Mapping[str, Any]) -> bytes:
+                     errors: Mapping[str, str], context: Mapping[str, Any],
+                     filtered: bool = False) -> bytes:
     data: dict[str, Any] = {"values": values}
     if errors:
         data["errors"] = errors
+    if filtered:
+        data["filtered"] = True  # tags held back by on_change / deadband / publish_every
     return dumps(envelope("telemetry", press, TELEMETRY_STREAM, seq, ts, host, context, data))
 
 

@@ -19,6 +19,8 @@ from buffer.store import Outbox, OutboxRow
 from collector import messages
 from collector.domain import Event, Plan, WorkflowSettings
 from collector.messages import EVENTS_STREAM, TELEMETRY_STREAM, Topics
+from collector.metrics import PollTiming
+from collector.telemetry_filter import TelemetryFilter
 from collector.workflow import CommandResult, PressWorkflow
 from drivers.base import ConnectionChange, DriverEvent, GaugeError, GaugeValue, PollResult
 
@@ -26,6 +28,8 @@ log = logging.getLogger(__name__)
 
 GAUGE_STREAM = "gauge"
 CMD_RESULT_STREAM = "cmd_result"
+# Every poll's full values when the telemetry filter held some back (history only).
+TELEMETRY_RAW_STREAM = "telemetry_raw"
 SNAPSHOT_EVERY_S = 1.0
 
 
@@ -39,8 +43,11 @@ class PressRuntime:
     def __init__(self, press_id: str, role_tags: Mapping[str, str], settings: WorkflowSettings,
                  plans: Mapping[str, Plan], outbox: Outbox, topics: Topics,
                  publish_telemetry: bool = True,
-                 on_state: Callable[[str, str], None] | None = None) -> None:
+                 on_state: Callable[[str, str], None] | None = None,
+                 telemetry_filter: TelemetryFilter | None = None) -> None:
         self.press = press_id
+        self.telemetry_filter = telemetry_filter
+        self.timing = PollTiming()
         self.role_tags = tuple(role_tags.items())  # (tag name, role)
         self.outbox = outbox
         self.topics = topics
@@ -49,7 +56,7 @@ class PressRuntime:
         self.plc_source = f"{press_id}/plc"
         self.plc_online = False
         self.stats: dict[str, int] = {"polls": 0, "events": 0, "gauge_values": 0,
-                                      "gauge_errors": 0, "poll_errors": 0}
+                                      "gauge_errors": 0, "poll_errors": 0, "late_polls": 0}
         snapshot = outbox.get_kv(snapshot_key(press_id))
         if snapshot:
             self.workflow = PressWorkflow.restore(press_id, settings, plans, snapshot)
@@ -72,18 +79,47 @@ class PressRuntime:
             self._on_connection(event)
 
     def _on_poll(self, result: PollResult) -> None:
-        self.stats["polls"] += 1
+        stats = self.stats
+        stats["polls"] += 1
+        stats["late_polls"] = result.late_polls
+        self.timing.add(result.started - result.scheduled)
         values = result.values
         if result.errors:
-            self.stats["poll_errors"] += 1
+            stats["poll_errors"] += 1
         roles = {role: values[tag] for tag, role in self.role_tags if tag in values}
         events = self.workflow.on_poll(result.ts, roles)
+        if self.telemetry_filter is not None and self.publish_telemetry:
+            self._filtered_telemetry(result)
+            self._emit(events, result.ts)
+            return
         seq = self.outbox.next_seq(self.press, TELEMETRY_STREAM)
         payload = messages.encode_telemetry(self.press, seq, result.ts, self.topics.host, values,
                                             result.errors, self._telemetry_context())
         self.outbox.add(OutboxRow(self.press, TELEMETRY_STREAM, seq, self._telemetry_topic,
                                   payload, durable=False, delivered=not self.publish_telemetry))
         self._emit(events, result.ts)
+
+    def _filtered_telemetry(self, result: PollResult) -> None:
+        """Every value into the history; only what the filter selects to subscribers."""
+        assert self.telemetry_filter is not None
+        values = result.values
+        publish = self.telemetry_filter.select(values)
+        ctx = self._telemetry_context()
+        if publish is not values:
+            raw_seq = self.outbox.next_seq(self.press, TELEMETRY_RAW_STREAM)
+            self.outbox.add(OutboxRow(
+                self.press, TELEMETRY_RAW_STREAM, raw_seq, self._telemetry_topic,
+                messages.encode_telemetry(self.press, raw_seq, result.ts, self.topics.host,
+                                          values, result.errors, ctx),
+                delivered=True))
+            if not publish and not result.errors:
+                return
+        seq = self.outbox.next_seq(self.press, TELEMETRY_STREAM)
+        payload = messages.encode_telemetry(self.press, seq, result.ts, self.topics.host,
+                                            publish, result.errors, ctx,
+                                            filtered=publish is not values)
+        self.outbox.add(OutboxRow(self.press, TELEMETRY_STREAM, seq, self._telemetry_topic,
+                                  payload))
 
     def _on_gauge(self, value: GaugeValue) -> None:
         self.stats["gauge_values"] += 1

@@ -30,6 +30,7 @@ class PollResult:
     errors: dict[str, str] = field(default_factory=dict)
     scheduled: float = 0.0
     started: float = 0.0
+    late_polls: int = 0  # the connection's skipped poll slots so far (cumulative)
 
 
 @dataclass(slots=True, frozen=True)

@@ -160,6 +160,7 @@ class ModbusPoller:
         self.stats = {"polls": 0, "late_polls": 0, "errors": 0, "reconnects": 0}
         self.online: bool | None = None  # None until the first verdict
         self._sink: Sink = _no_sink
+        self._late_in_burst = 0  # slots skipped in the current burst of late polls
 
     async def run(self, sink: Sink) -> None:
         """Connect, poll, reconnect, until cancelled; device trouble never escapes."""
@@ -199,6 +200,21 @@ class ModbusPoller:
                 missed = int(late // interval)
                 self.stats["late_polls"] += missed
                 slot += missed
+                self._late_burst(missed, late)
+            elif self._late_in_burst:
+                log.info("%s: polling on time again (%d slot(s) skipped in that burst, "
+                         "late_polls=%d)", self.source, self._late_in_burst,
+                         self.stats["late_polls"])
+                self._late_in_burst = 0
+
+    def _late_burst(self, missed: int, late: float) -> None:
+        """Log a burst of late polls once, when it starts (and once when it ends)."""
+        if not self._late_in_burst:
+            log.warning("%s: poll ended %.0f ms past its slot: %d poll slot(s) skipped "
+                        "(the PLC or this machine cannot keep %.0f ms; late_polls=%d)",
+                        self.source, late * 1000, missed, self.poll_interval_s * 1000,
+                        self.stats["late_polls"])
+        self._late_in_burst += missed
 
     async def _poll(self, readers: Sequence[Reader], scheduled: float) -> PollResult:
         started = time.monotonic()
@@ -212,7 +228,8 @@ class ModbusPoller:
             self.stats["errors"] += 1
             for tag in block.tags:
                 errors[tag.name] = error or "error"
-        return PollResult(self.source, time.time(), values, errors, scheduled, started)
+        return PollResult(self.source, time.time(), values, errors, scheduled, started,
+                          self.stats["late_polls"])
 
     def _deliver(self, result: PollResult) -> None:
         self.stats["polls"] += 1

@@ -74,7 +74,7 @@ async def test_buffer_full_of_quality_events_raises_an_alarm_and_keeps_them(
     topics = Topics(ROOT, "h1")
     task = asyncio.create_task(daemon._bounds_loop(topics))
     try:
-        while not daemon.health.get("buffer_full"):
+        while not daemon.bounds.get("buffer_full"):
             await asyncio.sleep(0.01)
         await outbox.flush()
     finally:

@@ -253,8 +253,11 @@ def test_highest_revision_wins(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- models
 
 def test_tag_fields_match_tagspec_contract() -> None:
-    assert list(TagConfig.model_fields) == ["name", "area", "address", "type", "order",
-                                            "length", "scale", "offset", "role"]
+    assert list(TagConfig.model_fields)[:9] == ["name", "area", "address", "type", "order",
+                                                "length", "scale", "offset", "role"]
+    # the rest are telemetry publish options (collector/telemetry_filter.py), not TagSpec
+    assert list(TagConfig.model_fields)[9:] == ["on_change", "deadband", "deadband_pct",
+                                                "publish_every"]
 
 
 def test_tag_type_defaults_by_area() -> None:

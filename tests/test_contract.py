@@ -91,6 +91,17 @@ def test_telemetry_state_and_status_honour_their_schemas() -> None:
     assert validation_errors("telemetry", telemetry)
 
 
+def test_filtered_telemetry_honours_its_schema() -> None:
+    """on_change / deadband / publish_every: a subset of values, flagged ``filtered``."""
+    context = {"state": "released", "part_number": None, "die_id": None, "material_lot": None}
+    telemetry = orjson.loads(messages.encode_telemetry("p1", 6, time.time(), "h", {"force": 3},
+                                                       {}, context, filtered=True))
+    assert telemetry["data"] == {"values": {"force": 3}, "filtered": True}
+    assert validate_message(f"{ROOT}/p1/telemetry", ROOT, telemetry) == []
+    telemetry["data"]["filtered"] = False  # only ever present as true
+    assert validation_errors("telemetry", telemetry)
+
+
 def test_timestamps_are_utc_with_milliseconds() -> None:
     assert messages.iso_utc(0.5) == "1970-01-01T00:00:00.500Z"
     assert messages.iso_utc(1_764_061_200.123) == "2025-11-25T09:00:00.123Z"

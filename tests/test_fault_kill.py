@@ -53,7 +53,7 @@ def write_config(dst: Path, broker_port: int, sims: dict[str, PressSimulator],
     text = toml.read_text()
     text = re.sub(r"(?m)^port = 1883", f"port = {broker_port}", text)
     text = re.sub(r"(?m)^max_inflight = \d+", f"max_inflight = {WINDOW}", text)
-    text = re.sub(r"(?m)^reconnect_max_s = \d+", "reconnect_max_s = 1.0", text)
+    text = re.sub(r"(?m)^reconnect_max_s = [0-9.]+", "reconnect_max_s = 1.0", text)
     text = text.replace('# host_id = "line-pc-1"', 'host_id = "kill-test"')
     toml.write_text(text)
     return dst

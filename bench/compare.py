@@ -1,0 +1,99 @@
+"""``make bench-compare``: Node-RED (both flows) and press-collector on the same harness.
+
+Runs ``../shared/nodered-bench/compare.sh`` (its simulator, broker, subscriber and
+analysis) with this daemon as ``PEER=cmd`` (bench/peer.sh renders its config from the
+harness's variables) and ``PAYLOAD_PARSER=bench/parse_batch.py:parse``. Prints the
+harness's JSON line per peer, then ``{"ratios": {...}}``: the daemon against each
+Node-RED flow, from this one run (the only comparison the harness README allows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+PEER_NAME = "press-collector"
+
+
+def find_harness() -> Path:
+    candidates = [os.environ.get("NODERED_BENCH", ""), REPO / ".." / "shared" / "nodered-bench",
+                  REPO / ".." / ".." / "shared" / "nodered-bench"]
+    for c in candidates:
+        if c and (Path(c) / "compare.sh").exists():
+            return Path(c).resolve()
+    raise SystemExit("nodered-bench not found: set NODERED_BENCH to the folder with compare.sh")
+
+
+def _ratio(a: Any, b: Any) -> float | None:
+    return round(a / b, 3) if isinstance(a, int | float) and isinstance(b, int | float) and b \
+        else None
+
+
+def _delta(a: Any, b: Any) -> float | None:
+    return round(a - b, 2) if isinstance(a, int | float) and isinstance(b, int | float) else None
+
+
+def ratios(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """The daemon's figures over each Node-RED flow's (cpu, rss, delivered: daemon / NR;
+    latency deltas: daemon - NR, in ms)."""
+    ours = next((x for x in lines if x.get("peer") == PEER_NAME), None)
+    out: dict[str, Any] = {}
+    if ours is None:
+        return {"error": "no press-collector run in the results"}
+    for peer in (x for x in lines if x.get("peer") != PEER_NAME):
+        name = peer.get("peer") or peer.get("flow")
+        out[f"vs_{name}"] = {
+            "cpu": _ratio(ours.get("peer_cpu_pct"), peer.get("peer_cpu_pct")),
+            "rss": _ratio(ours.get("peer_rss_peak_mb"), peer.get("peer_rss_peak_mb")),
+            "delivered": _ratio(ours.get("delivered_readings_per_s"),
+                                peer.get("delivered_readings_per_s")),
+            "latency_p99_delta_ms": _delta(ours.get("latency_p99_ms"), peer.get("latency_p99_ms")),
+            "latency_from_plc_p99_delta_ms": _delta(ours.get("latency_from_plc_p99_ms"),
+                                                    peer.get("latency_from_plc_p99_ms")),
+            "startup": _ratio(ours.get("startup_to_first_message_s"),
+                              peer.get("startup_to_first_message_s")),
+            "lost": [ours.get("lost_total"), peer.get("lost_total")],
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench/compare", description=__doc__)
+    p.add_argument("--workload", default="default", choices=["default", "t50", "t25", "heavy",
+                                                              "small"])
+    p.add_argument("--duration", type=int, default=60)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    harness = find_harness()
+    env = {**os.environ, "PEER_NAME": PEER_NAME, "PEER_CMD": str(REPO / "bench" / "peer.sh"),
+           "PAYLOAD_PARSER": f"{REPO / 'bench' / 'parse_batch.py'}:parse",
+           "PYTHON": os.environ.get("PYTHON", sys.executable)}
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = args.out or REPO / "bench" / "results" / f"compare-{args.workload}-{stamp}.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(
+        [str(harness / "compare.sh"), "--workload", args.workload, "--duration",
+         str(args.duration), "--repeats", str(args.repeats)],
+        env=env, cwd=REPO, stdout=subprocess.PIPE, text=True, check=False)
+    lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
+    with open(out, "w") as fh:
+        for line in lines:
+            print(json.dumps(line))
+            fh.write(json.dumps(line) + "\n")
+        final = {"ratios": ratios(lines), "workload": args.workload, "duration_s": args.duration,
+                 "same_run": True}
+        print(json.dumps(final))
+        fh.write(json.dumps(final) + "\n")
+    return proc.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
