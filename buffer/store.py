@@ -377,6 +377,7 @@ class Outbox:
         When that is not enough (only protected rows left), the next attempt waits until
         another 10 % of the bound has queued up, so a full queue costs no scan per add."""
         target = self.max_queued_bytes * 0.9
+        before = self._queued_bytes
         excess = self._queued_bytes - target
         keep_rows: list[OutboxRow] = []
         keep_created: list[float] = []
@@ -397,9 +398,10 @@ class Outbox:
         self._stats["telemetry_shed"] += shed
         if not self._shed_episode:
             log.error("buffer: %d bytes queued in memory while the buffer cannot be written "
-                      "(over the %d byte bound): dropping the oldest queued telemetry rows "
-                      "(quality events are kept); counted in telemetry_shed",
-                      self._queued_bytes, self.max_queued_bytes)
+                      "(over the %d byte bound, buffer.memory_max_mb): dropping the oldest "
+                      "queued telemetry rows (quality events are kept); counted in "
+                      "telemetry_shed, summary when commits work again",
+                      before, self.max_queued_bytes)
         self._shed_episode += shed
 
     def write_health(self) -> dict[str, Any]:
@@ -732,10 +734,11 @@ class Outbox:
                     if self._queued_bytes > self._shed_at:
                         self._shed_locked()
                     rows_kept = len(self._rows)
+                    other_kept = len(self._marks) + len(self._retained_q) + len(self._kv_q)
                 if str(exc) != last_error:
-                    log.error("buffer commit failed (%s): %d rows kept in memory, retrying "
-                              "with backoff up to %.0f s; nothing committed is lost",
-                              exc, rows_kept, BACKOFF_MAX_S)
+                    log.error("buffer commit failed (%s): %d rows and %d other updates kept "
+                              "in memory, retrying with backoff up to %.0f s; nothing committed "
+                              "is lost", exc, rows_kept, other_kept, BACKOFF_MAX_S)
                     last_error = str(exc)
                 with self._cond:
                     if self._closing and backoff >= BACKOFF_MAX_S:
