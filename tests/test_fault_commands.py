@@ -6,8 +6,9 @@ adds the rest against a *released* press: payloads that are JSON but not an obje
 empty payload, fields of the wrong type, unknown fields, over-long values, an empty
 operator, an unauthorised quality command that would be allowed in this state, a command
 that is out of state here (release while released), an invalid setup reason, an unknown
-command, and a command for a press this daemon does not have (no reply, logged). After all of them: no event at all, the
-same workflow state and context, the same retained state, and a good command still works.
+command, and a command for a press this daemon does not have (no reply, logged). After
+all of them: no event at all, the same workflow state and context, the same retained
+state, and a good command still works.
 """
 
 from __future__ import annotations
