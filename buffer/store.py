@@ -27,6 +27,14 @@ batch in memory (in order), logs once per distinct error and retries with capped
 exponential backoff; committed rows are never touched. ``stats()['write_errors']``
 counts failures. The writer thread never dies of a database error.
 
+Memory bound: while the disk stays full the queued batch grows. When its payload bytes
+pass ``max_queued_bytes``, the oldest queued rows of the ``sheddable`` streams
+(telemetry) are dropped until it is 10 % under the bound; quality events and history
+rows are never dropped, so memory then grows only with the event rate. Dropped rows are
+counted (``stats()['telemetry_shed']``), the first drop of an episode is logged, and the
+episode's total is logged when commits work again; their seq numbers stay taken (a
+visible gap in the telemetry stream, never in events).
+
 Schema (``PRAGMA application_id`` = 0x50435342 'PCSB', ``PRAGMA user_version`` =
 ``SCHEMA_VERSION``): see ``_SCHEMA``. A file that is not ours (not SQLite, or SQLite with
 another application id / foreign tables) is refused with :class:`BufferFileError` and
@@ -60,6 +68,8 @@ BACKOFF_MAX_S = 5.0
 # anyway): a mark lost to a crash only means a resend, so they need not cost a commit of
 # their own after every PUBACK burst.
 MARK_INTERVAL_S = 0.25
+MAX_QUEUED_BYTES = 64 * 1024 * 1024
+SHEDDABLE = ("telemetry",)
 
 _SCHEMA = """
 CREATE TABLE messages (
@@ -155,8 +165,15 @@ class Outbox:
     """SQLite WAL outbox + history. Create with :meth:`Outbox.open`."""
 
     def __init__(self, path: Path, commit_interval_s: float, readonly: bool,
-                 cache_mb: int) -> None:
+                 cache_mb: int, max_queued_bytes: int = MAX_QUEUED_BYTES,
+                 sheddable: Sequence[str] = SHEDDABLE) -> None:
         self.path = path
+        self.max_queued_bytes = max_queued_bytes
+        self.sheddable = frozenset(sheddable)
+        self._queued_bytes = 0  # payload bytes of self._rows (guarded by _lock)
+        self._shed_at = max_queued_bytes  # next shed check (raised when only events are left)
+        self._failing = False  # the last commit failed (the disk is full / unwritable)
+        self._shed_episode = 0  # rows shed since the last successful commit
         self.commit_interval_s = commit_interval_s
         self.readonly = readonly
         self._cache_kib = cache_mb * 1024
@@ -183,7 +200,8 @@ class Outbox:
         self._last_id = 0
         self._stats: dict[str, Any] = {"commits": 0, "commits_full": 0, "rows_written": 0,
                                        "marks_written": 0, "write_errors": 0,
-                                       "last_write_error": None, "last_commit_ms": 0.0}
+                                       "last_write_error": None, "last_commit_ms": 0.0,
+                                       "telemetry_shed": 0}
         self._read_lock = threading.Lock()
         self._rconn: sqlite3.Connection | None = None
         self._wconn: sqlite3.Connection | None = None
@@ -194,10 +212,11 @@ class Outbox:
     # ------------------------------------------------------------------ open/close
     @classmethod
     def open(cls, path: str | os.PathLike[str], commit_interval_s: float = 0.05, *,
-             readonly: bool = False, cache_mb: int = 16) -> Outbox:
+             readonly: bool = False, cache_mb: int = 16,
+             max_queued_bytes: int = MAX_QUEUED_BYTES) -> Outbox:
         """Open (or create) the buffer at ``path``; refuse a file that is not ours."""
         path = Path(path)
-        self = cls(path, commit_interval_s, readonly, cache_mb)
+        self = cls(path, commit_interval_s, readonly, cache_mb, max_queued_bytes)
         if readonly:
             if not path.exists():
                 raise BufferFileError(f"{path}: no such buffer file")
@@ -308,7 +327,10 @@ class Outbox:
         with self._cond:
             self._rows.append(row)
             self._created.append(now)
+            self._queued_bytes += len(row.payload)
             self._queued(1)
+            if self._queued_bytes > self._shed_at:
+                self._shed_locked()
 
     def add_many(self, rows: Sequence[OutboxRow]) -> None:
         self._check_writable()
@@ -318,7 +340,10 @@ class Outbox:
         with self._cond:
             self._rows.extend(rows)
             self._created.extend([now] * len(rows))
+            self._queued_bytes += sum(len(r.payload) for r in rows)
             self._queued(len(rows))
+            if self._queued_bytes > self._shed_at:
+                self._shed_locked()
 
     def put_retained(self, press: str, topic: str, payload: bytes) -> None:
         """Latest retained state of a press (coalesced: only the last value is written)."""
@@ -354,6 +379,47 @@ class Outbox:
         elif self._first_queued_at is None:
             self._first_queued_at = time.monotonic()
             self._cond.notify()
+
+    def _shed_locked(self) -> None:
+        """Over the memory bound (caller holds _cond): drop the oldest queued sheddable
+        rows until 10 % under it. Never an event, a gauge reading or a command reply.
+        When that is not enough (only protected rows left), the next attempt waits until
+        another 10 % of the bound has queued up, so a full queue costs no scan per add."""
+        target = self.max_queued_bytes * 0.9
+        before = self._queued_bytes
+        excess = self._queued_bytes - target
+        keep_rows: list[OutboxRow] = []
+        keep_created: list[float] = []
+        shed = 0
+        for r, ts in zip(self._rows, self._created, strict=True):
+            if excess > 0 and r.stream in self.sheddable:
+                excess -= len(r.payload)
+                self._queued_bytes -= len(r.payload)
+                shed += 1
+                continue
+            keep_rows.append(r)
+            keep_created.append(ts)
+        self._shed_at = max(self.max_queued_bytes,
+                            self._queued_bytes + self.max_queued_bytes // 10)
+        if not shed:
+            return
+        self._rows, self._created = keep_rows, keep_created
+        self._stats["telemetry_shed"] += shed
+        if not self._shed_episode:
+            log.error("buffer: %d bytes queued in memory while the buffer cannot be written "
+                      "(over the %d byte bound, buffer.memory_max_mb): dropping the oldest "
+                      "queued telemetry rows (quality events are kept); counted in "
+                      "telemetry_shed, summary when commits work again",
+                      before, self.max_queued_bytes)
+        self._shed_episode += shed
+
+    def write_health(self) -> dict[str, Any]:
+        """In-memory writer figures, no I/O (the daemon reads them every second)."""
+        with self._lock:
+            return {"failing": self._failing, "write_errors": self._stats["write_errors"],
+                    "last_write_error": self._stats["last_write_error"],
+                    "telemetry_shed": self._stats["telemetry_shed"],
+                    "queued_rows": len(self._rows), "queued_bytes": self._queued_bytes}
 
     def _check_writable(self) -> None:
         if self.readonly:
@@ -657,6 +723,8 @@ class Outbox:
                 marks, retained, kv = self._marks, self._retained_q, self._kv_q
                 self._rows, self._created, self._marks = [], [], []
                 self._retained_q, self._kv_q = {}, {}
+                batch_bytes, self._queued_bytes = self._queued_bytes, 0
+                self._shed_at = self.max_queued_bytes
                 target = self._queued_ops
                 self._first_queued_at = None
                 self._first_mark_at = None
@@ -668,6 +736,8 @@ class Outbox:
                     # put the batch back in front of anything queued meanwhile
                     self._rows = rows + self._rows
                     self._created = created + self._created
+                    self._queued_bytes += batch_bytes
+                    self._failing = True
                     self._marks = marks + self._marks
                     self._retained_q = {**retained, **self._retained_q}
                     self._kv_q = {**kv, **self._kv_q}
@@ -675,10 +745,14 @@ class Outbox:
                         self._first_queued_at = time.monotonic()
                     self._stats["write_errors"] += 1
                     self._stats["last_write_error"] = str(exc)
+                    if self._queued_bytes > self._shed_at:
+                        self._shed_locked()
+                    rows_kept = len(self._rows)
+                    other_kept = len(self._marks) + len(self._retained_q) + len(self._kv_q)
                 if str(exc) != last_error:
-                    log.error("buffer commit failed (%s): %d rows kept in memory, retrying "
-                              "with backoff up to %.0f s; nothing committed is lost",
-                              exc, len(rows), BACKOFF_MAX_S)
+                    log.error("buffer commit failed (%s): %d rows and %d other updates kept "
+                              "in memory, retrying with backoff up to %.0f s; nothing committed "
+                              "is lost", exc, rows_kept, other_kept, BACKOFF_MAX_S)
                     last_error = str(exc)
                 with self._cond:
                     if self._closing and backoff >= BACKOFF_MAX_S:
@@ -694,6 +768,11 @@ class Outbox:
                 last_error = None
             backoff = BACKOFF_MIN_S
             with self._cond:
+                self._failing = False
+                if self._shed_episode:
+                    log.warning("buffer: %d queued telemetry rows were dropped from memory "
+                                "while the buffer could not be written", self._shed_episode)
+                    self._shed_episode = 0
                 self._committed_ops = target
                 self._cond.notify_all()
                 ready = [w for w in self._waiters if w[0] <= target]

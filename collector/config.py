@@ -363,6 +363,9 @@ class BufferConfig(_Model):
     # oldest undelivered telemetry; undelivered quality events are never dropped (an
     # `alarm` event and the log say so, collection goes on).
     max_mb: int = Field(1024, ge=1, le=1_000_000)
+    # Memory bound of the rows queued while the buffer cannot be written (disk full): over
+    # it the oldest queued telemetry is dropped (counted, alarmed); quality events never.
+    memory_max_mb: float = Field(64.0, gt=0, le=65536)
 
 
 class TelemetryConfig(_Model):

@@ -45,6 +45,7 @@ SHUTDOWN_DRAIN_S = 3.0
 PRUNE_EVERY_S = 300.0
 TICK_S = 1.0  # the workflow clock: patrol due / overdue
 BOUNDS_EVERY_S = 10.0
+WRITE_HEALTH_EVERY_S = 1.0
 
 
 def host_id(config: LoadedConfig) -> str:
@@ -159,7 +160,9 @@ class Daemon:
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _topics: Topics = field(default_factory=lambda: Topics("", ""))
     bounds_every_s: float = BOUNDS_EVERY_S
-    bounds: dict[str, object] = field(default_factory=dict)  # buffer bound and its alarm
+    # buffer bound, write failures and their alarms (part of the /health document)
+    bounds: dict[str, object] = field(default_factory=dict)
+    write_health_every_s: float = WRITE_HEALTH_EVERY_S
 
     def stop(self) -> None:
         self._stop.set()
@@ -176,7 +179,8 @@ class Daemon:
 
             tls = tls_context(cfg.broker.tls, self.config.config_dir)
         self.outbox = outbox = Outbox.open(Path(cfg.buffer.path),
-                                           commit_interval_s=cfg.buffer.commit_interval_ms / 1000)
+                                           commit_interval_s=cfg.buffer.commit_interval_ms / 1000,
+                                           max_queued_bytes=int(cfg.buffer.memory_max_mb * 2**20))
         self._topics = topics
         self.publisher = publisher = Publisher(
             outbox, cfg.broker.host, cfg.broker.port,
@@ -206,6 +210,8 @@ class Daemon:
                 prune_task = group.create_task(self._prune_loop(), name="prune")
                 tick_task = group.create_task(self._tick_loop(), name="tick")
                 bounds_task = group.create_task(self._bounds_loop(topics), name="bounds")
+                write_task = group.create_task(self._write_health_loop(topics),
+                                               name="write-health")
                 watchdog_task = group.create_task(watchdog_loop(), name="watchdog")
                 metrics_server = None
                 if cfg.metrics.port:
@@ -220,6 +226,7 @@ class Daemon:
                 prune_task.cancel()
                 tick_task.cancel()
                 bounds_task.cancel()
+                write_task.cancel()
                 watchdog_task.cancel()
                 if metrics_server is not None:
                     metrics_server.close()
@@ -257,7 +264,7 @@ class Daemon:
         return {"presses": presses,
                 "outbox": self.outbox.stats() if self.outbox is not None else {},
                 "publisher": self.publisher.stats() if self.publisher is not None else {},
-                "buffer_bound": dict(self.bounds),
+                "buffer": dict(self.bounds),
                 "task_failures": dict(self.failures)}
 
     async def _prune_loop(self) -> None:
@@ -301,6 +308,32 @@ class Daemon:
                            {"used_bytes": report.used_bytes, "max_bytes": max_bytes,
                             "pending": outbox.pending_count(),
                             "telemetry_dropped": report.telemetry_dropped})
+
+    async def _write_health_loop(self, topics: Topics) -> None:
+        """Disk full / unwritable buffer: metrics every second, and an alarm raised when
+        commits start failing and cleared when they work again (both are queued events:
+        they reach the broker once the buffer can be written), with the telemetry dropped
+        from memory meanwhile."""
+        assert self.outbox is not None
+        outbox = self.outbox
+        active = False
+        shed_at_start = 0
+        while True:
+            await asyncio.sleep(self.write_health_every_s)
+            h = outbox.write_health()
+            shed = int(h["telemetry_shed"])
+            self.bounds.update(write_errors=h["write_errors"], buffer_write_failing=h["failing"],
+                               last_write_error=h["last_write_error"], telemetry_shed=shed,
+                               buffer_queued_rows=h["queued_rows"])
+            if h["failing"] == active:
+                continue
+            active = bool(h["failing"])
+            if active:
+                shed_at_start = shed
+            emit_alarm(outbox, topics, "buffer_write_failed", active,
+                       {"write_errors": int(h["write_errors"]),
+                        "error": str(h["last_write_error"] or ""),
+                        "telemetry_dropped": shed - shed_at_start})
 
 
 def emit_alarm(outbox: Outbox, topics: Topics, kind: str, active: bool,

@@ -190,3 +190,10 @@ def test_alarm_honours_its_schema() -> None:
     assert (alarm["press"], alarm["seq"]) == ("_collector", 3)
     alarm["data"]["kind"] = "disk_on_fire"
     assert validate_message(f"{ROOT}/_collector/h/alarm", ROOT, alarm) != []
+    write = orjson.loads(messages.encode_alarm(4, "h", "buffer_write_failed", True,
+                                               {"write_errors": 3,
+                                                "error": "database or disk is full",
+                                                "telemetry_dropped": 120}))
+    assert validate_message(f"{ROOT}/_collector/h/alarm", ROOT, write) == []
+    write["data"]["write_errors"] = -1
+    assert validate_message(f"{ROOT}/_collector/h/alarm", ROOT, write) != []
