@@ -320,10 +320,11 @@ I100 = WorkflowSettings(authorized={"production": ("*",), "quality": ("Q7",)},
                         inspection_100_max_unmeasured=3)
 
 
-def i100_press() -> Press:
+def i100_press(**kw: Any) -> Press:
     """C1 out of tolerance -> 100 % inspection only (production stays released)."""
+    kw = {"patrol_every_strokes": None, "patrol_every_min": None, **kw}
     p = Press(plan(reactions={"critical": Reaction(out_of_tolerance=("inspection_100",))},
-                   patrol_every_strokes=None, patrol_every_min=None))
+                   **kw))
     p.wf = PressWorkflow("p1", I100, {PART: p.plan})
     return p.release()
 
