@@ -133,6 +133,11 @@ class PressRuntime:
         if events:
             self._emit(events, ts)
 
+    def set_plans(self, plans: Mapping[str, Plan], ts: float) -> None:
+        """Reloaded plans (SIGHUP): a new revision of the running part is annotated now."""
+        self.workflow.set_plans(plans)
+        self.tick(ts)
+
     def command(self, ts: float, name: str, payload: bytes) -> CommandResult:
         """A command from MQTT: decode, run through the workflow, events, then the reply."""
         request_id: str | None = None

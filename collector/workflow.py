@@ -467,6 +467,15 @@ class PressWorkflow:
         self._i100: dict[str, Any] | None = None
         self._overdues: list[dict[str, Any]] = []  # the last MISSED_KEPT missed checks
 
+    def set_plans(self, plans: Mapping[str, Plan]) -> None:
+        """New plans while running (SIGHUP). A changed revision of the running part's plan
+        is annotated (``plan_change``, new phase) by the next input or tick."""
+        self._plans = {}
+        for key, plan in plans.items():
+            part = _to_id(key)
+            if part is not None:
+                self._plans[part] = plan
+
     # ---- read side ---------------------------------------------------------------
 
     @property
@@ -1013,6 +1022,11 @@ class PressWorkflow:
         self._lp = None
         self._last_meas = None
         self._patrol_last = -1
+        fa = self._fa
+        if fa is not None and plan is not None and (fa.part_number, fa.plan_revision) != key:
+            # judged by the new revision: measured again from the start, same attempt
+            self._fa = _FirstArticle(fa.attempt, fa.started_ts, plan.part_number,
+                                     plan.revision)
         if old is None or key is None or old[0] != key[0]:
             return []
         return [self._event("annotation", ts, {

@@ -264,3 +264,36 @@ async def test_100_percent_inspection_counts_unmeasured_pieces_until_release(
         assert line.contract_violations() == []
     finally:
         await line.close()
+
+
+async def test_sighup_reload_with_a_new_plan_revision_annotates_and_events_name_it(
+        tmp_path: Path, broker: LocalBroker) -> None:
+    config_dir = tmp_path / "etc"
+    subprocess.run(["cp", "-r", str(REPO_CONFIG), str(config_dir)], check=True)
+
+    def own_dir(config: LoadedConfig) -> LoadedConfig:
+        return config.model_copy(update={"config_dir": config_dir})
+
+    line = Line(tmp_path, broker, presses=("p1",), spm=0, adjust=own_dir)
+    try:
+        await line.start()
+        await released(line)
+        assert line.daemon is not None
+        plan_file = config_dir / "plans" / "brk-100.toml"
+        text = plan_file.read_text()
+        assert 'revision = "B"' in text
+        plan_file.write_text(text.replace('revision = "B"', 'revision = "B-broken'))
+        assert line.daemon.reload_plans() is False  # refused: the running plans stay
+        assert line.daemon.presses["p1"].workflow.context()["plan_revision"] == "B"
+        plan_file.write_text(text.replace('revision = "B"', 'revision = "C"'))
+        assert line.daemon.reload_plans() is True
+        note = await line.wait_event("p1", "annotation", type="plan_change")
+        assert note["data"]["previous"] == {"plan_revision": "B"}
+        assert note["data"]["new"] == {"plan_revision": "C"}
+        line.measure("p1", "g1", "25.001")
+        m = await line.wait_event("p1", "measurement", after=note["seq"])
+        assert m["context"]["plan_revision"] == "C"
+        assert m["context"]["phase"] == note["data"]["phase"]
+        assert line.contract_violations() == []
+    finally:
+        await line.close()

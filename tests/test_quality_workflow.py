@@ -434,3 +434,20 @@ def test_plan_revision_change_at_restart_annotates_and_events_name_the_new_revis
     m = one(p.gauge("g1", "10.002"), "measurement")
     assert m.context["plan_revision"] == "B" and m.context["phase"] == 2
     assert m.body["subgroup"]["id"] == "C1/2/1"  # a new phase: statistics start afresh
+
+
+def test_plans_replaced_while_running_annotate_and_restart_an_open_first_article() -> None:
+    p = Press()
+    p.poll()
+    p.gauge("g1", "10.000")  # first article open, judged by rev A so far
+    revised = Plan(PART, "B", p.plan.characteristics)
+    p.wf.set_plans({PART: revised})
+    events = p.gauge("g2", "5.00")
+    note = one(events, "annotation")
+    assert note.body["type"] == "plan_change" and note.body["new"] == {"plan_revision": "B"}
+    assert "first_article" not in kinds(events)  # C1 must be measured again under rev B
+    fa = one(p.gauge("g1", "10.000"), "first_article")
+    assert fa.context["plan_revision"] == "B" and fa.body["attempt"] == 1
+    p.wf.set_plans({PART: Plan(PART, "C", p.plan.characteristics)})
+    tick = p.wf.on_tick(p.ts + 1)  # the daemon's clock annotates without waiting for input
+    assert one(tick, "annotation").body["previous"] == {"plan_revision": "B"}
