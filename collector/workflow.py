@@ -1631,6 +1631,7 @@ def _result(
         "lsl": _dec(char.lsl),
         "usl": _dec(char.usl),
         "unit": char.unit,
+        "resolution": _dec(char.resolution),  # the plan's gauge step, for MSA / export
         "value": _dec(judged.value),
         "verdict": judged.verdict,
         "deviation": _dec(judged.deviation),

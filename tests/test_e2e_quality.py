@@ -293,6 +293,7 @@ async def test_sighup_reload_with_a_new_plan_revision_annotates_and_events_name_
         line.measure("p1", "g1", "25.001")
         m = await line.wait_event("p1", "measurement", after=note["seq"])
         assert m["context"]["plan_revision"] == "C"
+        assert m["data"]["resolution"] == "0.001"  # the plan's gauge step travels along
         assert m["context"]["phase"] == note["data"]["phase"]
         assert line.contract_violations() == []
     finally:

@@ -466,7 +466,8 @@ def test_first_article_pass() -> None:
     assert r1 == {
         "characteristic": "C1", "name": "name C1", "char_class": "standard",
         "nominal": "25.00", "lsl": "24.95", "usl": "25.05", "unit": "mm",
-        "value": "25.01", "verdict": "pass", "deviation": "0.01", "reading_id": "r-C1",
+        "resolution": None, "value": "25.01", "verdict": "pass", "deviation": "0.01",
+        "reading_id": "r-C1",
         "gauge": "g1", "channel": 1, "raw_value": "25.01", "raw_unit": "mm",
         "measured_ts": r1["measured_ts"],
     }
