@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply")
     cmd.add_argument("press", help="press id, e.g. p1")
     cmd.add_argument("name", help="set_material start_setup release hold repeat_measurement "
-                                  "start_first_article start_last_piece request_capability")
+                                  "start_first_article start_last_piece request_capability "
+                                  "missed_check_reason")
     cmd.add_argument("fields", nargs="*", metavar="key=value", help="command fields")
     cmd.set_defaults(func=cmd_cmd)
     probe = sub.add_parser("probe", help="commissioning probes: talk to one device, print "

@@ -801,6 +801,9 @@ class WorkflowConfig(_Model):
     # A reading from a gauge past its calibration due date is flagged in any case; with
     # this it is also refused for first article (unassigned_reading, calibration_overdue).
     refuse_overdue_for_first_article: bool = False
+    # Under 100 % inspection, strokes not yet matched by a measured piece (every
+    # characteristic) beyond this many raise an alarm (cause unmeasured_pieces).
+    inspection_100_max_unmeasured: int = Field(10, ge=0)
 
 
 class PressTelemetryConfig(_Model):
@@ -1093,7 +1096,9 @@ def to_workflow_settings(workflow: WorkflowConfig) -> domain.WorkflowSettings:
                                    hold_on_measurement_fail=workflow.hold_on_measurement_fail,
                                    authorized=authorized,
                                    refuse_overdue_for_first_article=(
-                                       workflow.refuse_overdue_for_first_article))
+                                       workflow.refuse_overdue_for_first_article),
+                                   inspection_100_max_unmeasured=(
+                                       workflow.inspection_100_max_unmeasured))
 
 
 def revision_key(revision: str) -> tuple[tuple[tuple[int, int, str], ...], str]:

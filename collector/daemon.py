@@ -167,6 +167,28 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
 
+    def reload_plans(self) -> bool:
+        """SIGHUP: read the config dir again and give every press the plans. A config
+        with errors is refused (logged) and the running one stays; other changes
+        (collector.toml, presses/*.toml) take effect at the next restart."""
+        from collector.config import ConfigError, load_config
+
+        try:
+            fresh = load_config(self.config.config_dir)
+        except ConfigError as exc:
+            log.error("SIGHUP: config has errors, nothing reloaded:\n%s", exc)
+            return False
+        now = time.time()
+        for runtime in self.presses.values():
+            runtime.set_plans(fresh.plans, now)
+        self.config = self.config.model_copy(update={
+            "plans": fresh.plans, "plans_all": fresh.plans_all,
+            "plan_files": fresh.plan_files})
+        log.info("SIGHUP: plans reloaded (%s); changes to collector.toml and presses/*.toml "
+                 "take effect at the next restart", ", ".join(
+                     f"{p.part_number} rev {p.revision}" for p in fresh.plans.values()))
+        return True
+
     async def run(self) -> None:
         cfg = self.config.collector
         host = host_id(self.config)
@@ -379,4 +401,5 @@ async def run_until_signalled(config: LoadedConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.stop)
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload_plans)
     await daemon.run()

@@ -139,6 +139,8 @@ class WorkflowSettings:
         default_factory=lambda: {"production": ("*",), "quality": ("*",)})
     # a reading from a gauge past its calibration due date is refused for first article
     refuse_overdue_for_first_article: bool = False
+    # under 100 % inspection: more strokes than this without a measured piece -> alarm
+    inspection_100_max_unmeasured: int = 10
 
 
 @dataclass(frozen=True, slots=True)

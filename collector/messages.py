@@ -149,8 +149,9 @@ def encode_status(host: str, online: bool, ts: float | None = None) -> bytes:
 
 def encode_cmd_result(press: str, ts: float, host: str, request_id: str | None, command: str,
                       ok: bool, code: str | None, message: str, events: list[str],
-                      state: str | None) -> bytes:
-    """The reply to a command on ``{root}/{press}/cmd_result``."""
+                      state: str | None, effect: Mapping[str, Any] | None = None) -> bytes:
+    """The reply to a command on ``{root}/{press}/cmd_result`` (``effect``: what an
+    accepted command did, e.g. the 100 % inspection totals of a release)."""
     out: dict[str, Any] = {
         "schema": SCHEMA_PREFIX + "cmd_result", "schema_version": SCHEMA_VERSION,
         "press": press, "ts": iso_utc(ts), "host": host, "request_id": request_id,
@@ -159,6 +160,8 @@ def encode_cmd_result(press: str, ts: float, host: str, request_id: str | None, 
     }
     if state is not None:
         out["state"] = state
+    if effect is not None:
+        out["effect"] = effect
     return dumps(out)
 def encode_alarm(seq: int, host: str, kind: str, active: bool, data: Mapping[str, Any],
                  ts: float | None = None) -> bytes:

@@ -63,6 +63,7 @@ class PressRuntime:
         else:
             self.workflow = PressWorkflow(press_id, settings, plans)
         self._last_state = ""
+        self._last_unmeasured: int | None = None  # 100 % inspection gap in the state
         self._last_snapshot = 0.0
         self._telemetry_topic = topics.telemetry(press_id)
 
@@ -168,6 +169,11 @@ class PressRuntime:
         if events:
             self._emit(events, ts)
 
+    def set_plans(self, plans: Mapping[str, Plan], ts: float) -> None:
+        """Reloaded plans (SIGHUP): a new revision of the running part is annotated now."""
+        self.workflow.set_plans(plans)
+        self.tick(ts)
+
     def command(self, ts: float, name: str, payload: bytes) -> CommandResult:
         """A command from MQTT: decode, run through the workflow, events, then the reply."""
         request_id: str | None = None
@@ -189,7 +195,8 @@ class PressRuntime:
         seq = self.outbox.next_seq(self.press, CMD_RESULT_STREAM)
         payload = messages.encode_cmd_result(
             self.press, ts, self.topics.host, request_id, name, result.ok, result.code,
-            result.message, [e.kind for e in result.events], self.workflow.state)
+            result.message, [e.kind for e in result.events], self.workflow.state,
+            result.effect)
         self.outbox.add(OutboxRow(self.press, CMD_RESULT_STREAM, seq,
                                   self.topics.cmd_result(self.press), payload, durable=True))
 
@@ -213,6 +220,10 @@ class PressRuntime:
         """Keep the retained state and the restart snapshot current, without a row per poll."""
         state = self.workflow.state
         now = time.monotonic()
+        unmeasured = self.workflow.unmeasured_pieces()
+        if unmeasured != self._last_unmeasured:  # the retained state shows the 100 % gap
+            self._last_unmeasured = unmeasured
+            force = True
         if not force and state == self._last_state and now - self._last_snapshot < SNAPSHOT_EVERY_S:
             return
         self._last_snapshot = now

@@ -42,6 +42,7 @@ COMMANDS: dict[str, CommandSpec] = {
     "start_first_article": CommandSpec("production", (), ("why",)),
     "start_last_piece": CommandSpec("production", (), ("why",)),
     "request_capability": CommandSpec("production", (), ("characteristic",)),
+    "missed_check_reason": CommandSpec("production", ("reason",), ("due_id",)),
 }
 ERROR_CODES = ("malformed", "unknown_command", "missing_field", "invalid_field",
                "not_allowed", "unauthorized")

@@ -399,6 +399,7 @@ def _dec(value: Decimal | None) -> str | None:
 # --------------------------------------------------------------------------------------
 
 SNAPSHOT_VERSION = 1
+MISSED_KEPT = 20  # missed checks kept for missed_check_reason (snapshot)
 
 
 @dataclass(slots=True)
@@ -418,6 +419,7 @@ class CommandResult:
     code: str | None
     message: str
     events: list[Event]
+    effect: dict[str, Any] | None = None  # an accepted command's effect (as in its event)
 
 
 class PressWorkflow:
@@ -460,6 +462,19 @@ class PressWorkflow:
         self._last_pieces: dict[str, dict[str, Any]] = {}  # by die id
         self._compare_die: str | None = None  # die whose last piece the next FA compares
         self._plc_ids: set[str] = set()  # id roles the PLC has reported
+        # 100 % inspection bookkeeping while the mode is on (None = off): strokes of
+        # released production vs values per characteristic (docs/quality.md)
+        self._i100: dict[str, Any] | None = None
+        self._overdues: list[dict[str, Any]] = []  # the last MISSED_KEPT missed checks
+
+    def set_plans(self, plans: Mapping[str, Plan]) -> None:
+        """New plans while running (SIGHUP). A changed revision of the running part's plan
+        is annotated (``plan_change``, new phase) by the next input or tick."""
+        self._plans = {}
+        for key, plan in plans.items():
+            part = _to_id(key)
+            if part is not None:
+                self._plans[part] = plan
 
     # ---- read side ---------------------------------------------------------------
 
@@ -485,8 +500,30 @@ class PressWorkflow:
             "unreleased_strokes": self._unreleased,
             "phase": self._phase,
             "inspection_100": self._inspection_100,
+            "unmeasured_pieces": self.unmeasured_pieces(),
             "operator": self._operator,
         }
+
+    def unmeasured_pieces(self) -> int | None:
+        """Strokes of released production under 100 % inspection not yet matched by a
+        measured piece (a piece = one value of every characteristic); None = mode off."""
+        totals = self._i100_totals()
+        return None if totals is None else totals["unmeasured_pieces"]
+
+    def _i100_totals(self) -> dict[str, Any] | None:
+        track = self._i100
+        if track is None:
+            return None
+        plan = self.plan()
+        counts = track["measured"]
+        chars = [c.id for c in plan.characteristics] if plan is not None else []
+        pieces = min((counts.get(c, 0) for c in chars), default=0)
+        return {"since_ts": track["since_ts"], "strokes": track["strokes"],
+                "pieces_measured": pieces,
+                "unmeasured_pieces": max(0, track["strokes"] - pieces),
+                "per_characteristic": {c: counts.get(c, 0) for c in chars},
+                "max_unmeasured": self.settings.inspection_100_max_unmeasured,
+                "alarms": track["alarms"]}
 
     # ---- helpers -----------------------------------------------------------------
 
@@ -608,6 +645,9 @@ class PressWorkflow:
     def _poll_act(self, ts: float, setup_mode: bool | None, delta: int,
                   count: int | None) -> list[Event]:
         events: list[Event] = []
+        if delta > 0 and self._i100 is not None and self._state in (RELEASED, STOPPED):
+            self._i100["strokes"] += delta
+            events += self._i100_check(ts)
         if self._state == SETUP and setup_mode is not True:
             self._append(events, self._go(ts, "setup_mode_off"))
         if delta > 0:
@@ -790,6 +830,11 @@ class PressWorkflow:
         char = plan.characteristics[index]
         changes: list[Event] = []
         actions: list[str] = []
+        counted = self._i100 is not None  # a piece measured under 100 % inspection
+        if self._i100 is not None:
+            measured = self._i100["measured"]
+            measured[char.id] = measured.get(char.id, 0) + 1
+            self._i100_check(ts)  # catching up re-arms the unmeasured alarm
         if result["verdict"] == "fail" and self.settings.hold_on_measurement_fail:
             self._append(changes, self._go(ts, "measurement_fail"))
             actions.append("hold")
@@ -811,7 +856,8 @@ class PressWorkflow:
             if done is not None:
                 records += self._on_subgroup(ts, plan, char, spc_state, done, changes, alarms)
         self._last_meas = {"kind": "patrol", "characteristic": char.id,
-                           "reading_id": result["reading_id"], "value": result["value"]}
+                           "reading_id": result["reading_id"], "value": result["value"],
+                           "inspection_100": counted}
         action = ("hold_and_inspection_100" if {"hold", "inspection_100"} <= set(actions)
                   else actions[0] if actions else "none")
         events = [self._event("measurement", ts, {
@@ -882,10 +928,31 @@ class PressWorkflow:
             applied.append("hold")  # already on hold (an earlier alarm of this input)
         if "inspection_100" in wanted:
             self._inspection_100 = True
+            if self._i100 is None:
+                self._i100 = {"since_ts": ts, "strokes": 0, "measured": {}, "alarmed": False,
+                              "alarms": 0}
             applied.append("inspection_100")
         return {"cause": cause, "characteristic": char.id, "name": char.name,
                 "char_class": char.char_class, "actions": applied, "evidence": evidence,
                 "reading_ids": list(reading_ids), "phase": self._phase}
+
+    def _i100_check(self, ts: float) -> list[Event]:
+        """Alarm once when more strokes than ``inspection_100_max_unmeasured`` are not
+        matched by measured pieces; re-armed when the measuring has caught up."""
+        track, totals = self._i100, self._i100_totals()
+        if track is None or totals is None:
+            return []
+        if totals["unmeasured_pieces"] <= self.settings.inspection_100_max_unmeasured:
+            track["alarmed"] = False
+            return []
+        if track["alarmed"]:
+            return []
+        track["alarmed"] = True
+        track["alarms"] += 1
+        totals["alarms"] = track["alarms"]
+        return [self._event("alarm", ts, {
+            "cause": "unmeasured_pieces", "characteristic": None, "char_class": None,
+            "actions": [], "evidence": totals, "reading_ids": [], "phase": self._phase})]
 
     # ---- last piece --------------------------------------------------------------
 
@@ -955,6 +1022,11 @@ class PressWorkflow:
         self._lp = None
         self._last_meas = None
         self._patrol_last = -1
+        fa = self._fa
+        if fa is not None and plan is not None and (fa.part_number, fa.plan_revision) != key:
+            # judged by the new revision: measured again from the start, same attempt
+            self._fa = _FirstArticle(fa.attempt, fa.started_ts, plan.part_number,
+                                     plan.revision)
         if old is None or key is None or old[0] != key[0]:
             return []
         return [self._event("annotation", ts, {
@@ -1002,6 +1074,10 @@ class PressWorkflow:
                 "inspection_100": self._inspection_100})]
         if not due["overdue"] and ts - due["ts"] > plan.overdue_grace_min * 60.0:
             due["overdue"] = True
+            self._overdues = [*self._overdues, {
+                "due_id": due["id"], "due_ts": due["ts"], "overdue_ts": ts,
+                "due_reason": due["reason"], "missing": list(due["pending"]),
+                "operator_reason": None, "operator": None}][-MISSED_KEPT:]
             return [self._event("overdue", ts, {
                 "due_id": due["id"], "due_ts": due["ts"], "grace_min": plan.overdue_grace_min,
                 "missing": list(due["pending"]),
@@ -1116,9 +1192,11 @@ class PressWorkflow:
                                          "inspection)")
             if state == HOLD and (self._unreleased > 0 and self._attempt == 0):
                 raise self._refuse(name, "no first article yet since the setup")
-            effect = {"from_state": state, "ended_inspection_100": self._inspection_100}
+            effect = {"from_state": state, "ended_inspection_100": self._inspection_100,
+                      "inspection_100": self._i100_totals()}
             self._operator = f["operator"]
             self._inspection_100 = False
+            self._i100 = None
             if state == HOLD:
                 self._append(changes, self._go(ts, "quality_release"))
                 self._patrol_base = (self._stroke_count, ts)
@@ -1132,6 +1210,9 @@ class PressWorkflow:
         elif name == "repeat_measurement":
             effect = self._void_last(name)
             self._operator = f["operator"]
+            after = self._i100_check(ts)
+        elif name == "missed_check_reason":
+            effect = self._missed_reason(name, f)
         elif name == "start_first_article":
             if state not in (RELEASED, STOPPED, HOLD) or plan is None:
                 raise self._refuse(name, "a first article is already pending or there is "
@@ -1175,7 +1256,26 @@ class PressWorkflow:
                                                     if k not in quality.COMMON_FIELDS},
             "state_before": state, "effect": effect})
         events = [*pre, audit, *after, *changes]
-        return CommandResult(True, None, "ok", events)
+        return CommandResult(True, None, "ok", events, effect)
+
+    def _missed_reason(self, name: str, f: dict[str, str]) -> dict[str, Any]:
+        """Attach the operator's reason to a missed check (``due_id``, default the last)."""
+        if not self._overdues:
+            raise self._refuse(name, "no missed patrol check on record")
+        wanted = f.get("due_id")
+        found = [r for r in self._overdues if wanted in (None, r["due_id"])]
+        if not found:
+            known = ", ".join(r["due_id"] for r in self._overdues)
+            raise CommandError("invalid_field", f"due_id {wanted!r} is not a missed check "
+                               f"on record (known: {known})")
+        record = found[-1]
+        previous = record["operator_reason"]
+        record["operator_reason"], record["operator"] = f["reason"], f["operator"]
+        self._operator = f["operator"]
+        return {"due_id": record["due_id"], "due_ts": record["due_ts"],
+                "overdue_ts": record["overdue_ts"], "due_reason": record["due_reason"],
+                "missing": list(record["missing"]), "reason": f["reason"],
+                "previous_reason": previous}
 
     def _void_last(self, name: str) -> dict[str, Any]:
         last = self._last_meas
@@ -1188,6 +1288,10 @@ class PressWorkflow:
             st = self._spc.get(last["characteristic"])
             if st is not None:
                 st.void(last["reading_id"])
+            if last.get("inspection_100") and self._i100 is not None:
+                measured = self._i100["measured"]
+                cid = last["characteristic"]
+                measured[cid] = max(0, measured.get(cid, 0) - 1)
             plan = self.plan()
             if plan is not None:
                 ids = [c.id for c in plan.characteristics]
@@ -1243,6 +1347,9 @@ class PressWorkflow:
                 "last_pieces": self._last_pieces,
                 "compare_die": self._compare_die,
                 "plc_ids": sorted(self._plc_ids),
+                "i100": None if self._i100 is None else {
+                    **self._i100, "measured": dict(self._i100["measured"])},
+                "overdues": [dict(r) for r in self._overdues],
             },
         }
 
@@ -1344,6 +1451,7 @@ class PressWorkflow:
             self._patrol_base = self._due = self._last_meas = self._lp = None
             self._due_seq, self._last_pieces, self._compare_die = 0, {}, None
             self._plc_ids = set()
+            self._i100, self._overdues = None, []
             return
         phase = raw["phase"]
         _want(isinstance(phase, int) and phase >= 1, "phase")
@@ -1375,6 +1483,13 @@ class PressWorkflow:
         die = raw["compare_die"]
         self._compare_die = die if isinstance(die, str) else None
         self._plc_ids = {k for k in raw["plc_ids"] if k in _IDS}
+        self._i100 = _load_i100(raw.get("i100")) if self._inspection_100 else None
+        if self._inspection_100 and self._i100 is None:  # older snapshot: count from now
+            self._i100 = {"since_ts": None, "strokes": 0, "measured": {}, "alarmed": False,
+                          "alarms": 0}
+        overdues = raw.get("overdues", [])
+        _want(isinstance(overdues, list), "overdues")
+        self._overdues = [_load_overdue(r) for r in overdues][-MISSED_KEPT:]
 
     def _load_first_article(self, raw: Any, plan: Plan | None) -> _FirstArticle | None:
         if not isinstance(raw, Mapping) or plan is None:
@@ -1406,6 +1521,35 @@ class PressWorkflow:
 
 class _BadSnapshot(ValueError):
     pass
+
+
+def _load_i100(raw: Any) -> dict[str, Any] | None:
+    """The 100 % inspection track of a snapshot (``ValueError`` when malformed)."""
+    if raw is None:
+        return None
+    since = raw["since_ts"]
+    measured = raw["measured"]
+    _want(since is None or isinstance(since, (int, float)), "i100.since_ts")
+    _want(isinstance(measured, Mapping), "i100.measured")
+    track = {"since_ts": None if since is None else float(since),
+             "strokes": int(raw["strokes"]), "alarmed": bool(raw["alarmed"]),
+             "alarms": int(raw["alarms"]),
+             "measured": {str(k): int(v) for k, v in measured.items()}}
+    _want(track["strokes"] >= 0 and min(track["measured"].values(), default=0) >= 0,
+          "i100 counts")
+    return track
+
+
+def _load_overdue(raw: Any) -> dict[str, Any]:
+    """One missed-check record of a snapshot (``ValueError`` when malformed)."""
+    _want(isinstance(raw, Mapping) and isinstance(raw["due_id"], str), "overdues")
+    reason, operator = raw["operator_reason"], raw["operator"]
+    _want(reason is None or isinstance(reason, str), "overdues.operator_reason")
+    _want(operator is None or isinstance(operator, str), "overdues.operator")
+    return {"due_id": raw["due_id"], "due_ts": float(raw["due_ts"]),
+            "overdue_ts": float(raw["overdue_ts"]), "due_reason": str(raw["due_reason"]),
+            "missing": [str(c) for c in raw["missing"]], "operator_reason": reason,
+            "operator": operator}
 
 
 def _want(condition: bool, what: str) -> None:
@@ -1487,6 +1631,7 @@ def _result(
         "lsl": _dec(char.lsl),
         "usl": _dec(char.usl),
         "unit": char.unit,
+        "resolution": _dec(char.resolution),  # the plan's gauge step, for MSA / export
         "value": _dec(judged.value),
         "verdict": judged.verdict,
         "deviation": _dec(judged.deviation),

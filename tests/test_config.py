@@ -222,6 +222,8 @@ def test_to_workflow_settings() -> None:
                                                    hold_on_measurement_fail=True))
     assert settings == domain.WorkflowSettings(long_stop_s=1800.0, stopped_after_s=45.0,
                                                hold_on_measurement_fail=True)
+    gap = to_workflow_settings(WorkflowConfig(inspection_100_max_unmeasured=0))
+    assert gap.inspection_100_max_unmeasured == 0
 
 
 def test_revision_order_is_natural() -> None:

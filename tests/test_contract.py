@@ -182,6 +182,29 @@ def test_capability_review_and_cmd_result_honour_their_schemas() -> None:
     assert validate_message(f"{ROOT}/p1/cmd/hold", ROOT,
                             {"request_id": "r-1", "operator": "Q7", "why": "x"}) == []
     assert validate_message(f"{ROOT}/p1/cmd/hold", ROOT, {"operator": "Q7"}) != []
+def test_100_percent_inspection_and_missed_check_messages_honour_their_schemas() -> None:
+    from tests.test_quality_workflow import i100_press
+
+    p = i100_press(patrol_every_strokes=100)
+    events = p.gauge("g1", "10.060") + p.strokes(20)  # 100 %, then the unmeasured alarm
+    events += p.strokes(100) + p.wf.on_tick(p.ts + 10_000)  # due, overdue
+    reason = p.cmd("missed_check_reason", operator="OP1", reason="coil change")
+    release = p.cmd("release", why="sorted")
+    events += reason.events + release.events
+    causes = {e.body.get("cause") for e in events if e.kind == "alarm"}
+    assert "unmeasured_pieces" in causes and "overdue" in {e.kind for e in events}
+    for topic, payload in encoded(events):
+        assert validate_message(topic, ROOT, payload) == [], (topic, payload["data"])
+    reply = orjson.loads(messages.encode_cmd_result(
+        "p1", 1.0, "h", "r-2", "release", True, None, "ok", ["command"], "released",
+        release.effect))
+    assert reply["effect"]["inspection_100"] is not None
+    assert validate_message(f"{ROOT}/p1/cmd_result", ROOT, reply) == []
+    bad = next(m for _, m in encoded(events) if m["data"].get("cause") == "unmeasured_pieces")
+    bad["context"]["unmeasured_pieces"] = -1
+    assert validate_message(f"{ROOT}/p1/events/alarm", ROOT, bad) != []
+
+
 def test_alarm_honours_its_schema() -> None:
     alarm = orjson.loads(messages.encode_alarm(3, "h", "buffer_full", True,
                                                {"used_bytes": 10, "max_bytes": 5,

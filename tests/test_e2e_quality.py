@@ -195,3 +195,106 @@ async def test_last_piece_is_compared_at_the_next_setup_of_the_die(line: Line) -
     assert line.contract_violations() == []
     assert all(validate_message(f"{line.root}/p1/events/{k}", line.root, e) == []
                for k in ("last_piece",) for e in line.events(press="p1", kind=k))
+
+
+def inspection_config(config: LoadedConfig) -> LoadedConfig:
+    """BRK-100: C1 (critical) out of tolerance -> 100 % inspection only, no patrol;
+    more than 3 unmeasured strokes -> alarm; quality commands only for Q7."""
+    config = quality_config(config)
+    plan = dataclasses.replace(
+        config.plans["BRK-100"], patrol_every_strokes=None, patrol_every_min=None,
+        reactions={"critical": Reaction(out_of_tolerance=("inspection_100",))})
+    press = config.presses["p1"]
+    workflow = press.workflow.model_copy(update={"inspection_100_max_unmeasured": 3})
+    presses = {**config.presses, "p1": press.model_copy(update={"workflow": workflow})}
+    return config.model_copy(update={"plans": {**config.plans, "BRK-100": plan},
+                                     "presses": presses})
+
+
+async def retained_state(line: Line, **context: object) -> dict:
+    """The first retained state message of p1 whose context has these values."""
+    assert line.sub is not None
+    topic = f"{line.root}/p1/state"
+
+    def found(msgs) -> list[dict]:
+        states = [orjson.loads(m.payload) for m in msgs if m.topic == topic]
+        return [s for s in states if all(s["context"].get(k) == v for k, v in context.items())]
+
+    return found(await line.sub.wait_for(lambda msgs: bool(found(msgs)), 15))[0]
+
+
+async def test_100_percent_inspection_counts_unmeasured_pieces_until_release(
+        tmp_path: Path, broker: LocalBroker) -> None:
+    line = Line(tmp_path, broker, presses=("p1",), spm=0, adjust=inspection_config)
+    try:
+        await line.start()
+        await released(line)
+        sim = line.sims["p1"]
+        line.measure("p1", "g1", "25.080")  # C1 out of tolerance
+        alarm = await line.wait_event("p1", "alarm", cause="out_of_tolerance")
+        assert alarm["data"]["actions"] == ["inspection_100"]
+        assert alarm["context"]["inspection_100"] is True
+        assert alarm["context"]["unmeasured_pieces"] == 0
+        sim.stroke(2)  # pressed, not measured
+        await retained_state(line, unmeasured_pieces=2, state="released")
+        sim.stroke(2)
+        gap = await line.wait_event("p1", "alarm", cause="unmeasured_pieces")
+        evidence = gap["data"]["evidence"]
+        assert (evidence["strokes"], evidence["pieces_measured"],
+                evidence["unmeasured_pieces"], evidence["max_unmeasured"]) == (4, 0, 4, 3)
+        for gauge, value in BRK100_PASS:  # one piece: every characteristic
+            line.measure("p1", gauge, value)
+        last = await line.wait_event("p1", "measurement", characteristic="C3")
+        assert last["data"]["purpose"] == "inspection_100"
+        assert last["context"]["unmeasured_pieces"] == 3
+
+        request_id = send(line, "release", {"operator": "Q7", "why": "sorted 4 parts"})
+        answer = await reply(line, request_id)
+        assert answer["ok"] is True and answer["state"] == "released"
+        totals = answer["effect"]["inspection_100"]
+        assert (totals["strokes"], totals["pieces_measured"], totals["unmeasured_pieces"],
+                totals["alarms"]) == (4, 1, 3, 1)
+        assert totals["per_characteristic"] == {"C1": 1, "C2": 1, "C3": 1}
+        audit = await line.wait_event("p1", "command", command="release")
+        assert audit["data"]["effect"]["inspection_100"] == totals
+        assert audit["context"]["inspection_100"] is False
+        assert audit["context"]["unmeasured_pieces"] is None
+        await retained_state(line, unmeasured_pieces=None, inspection_100=False,
+                             operator="Q7")
+        assert line.contract_violations() == []
+    finally:
+        await line.close()
+
+
+async def test_sighup_reload_with_a_new_plan_revision_annotates_and_events_name_it(
+        tmp_path: Path, broker: LocalBroker) -> None:
+    config_dir = tmp_path / "etc"
+    subprocess.run(["cp", "-r", str(REPO_CONFIG), str(config_dir)], check=True)
+
+    def own_dir(config: LoadedConfig) -> LoadedConfig:
+        return config.model_copy(update={"config_dir": config_dir})
+
+    line = Line(tmp_path, broker, presses=("p1",), spm=0, adjust=own_dir)
+    try:
+        await line.start()
+        await released(line)
+        assert line.daemon is not None
+        plan_file = config_dir / "plans" / "brk-100.toml"
+        text = plan_file.read_text()
+        assert 'revision = "B"' in text
+        plan_file.write_text(text.replace('revision = "B"', 'revision = "B-broken'))
+        assert line.daemon.reload_plans() is False  # refused: the running plans stay
+        assert line.daemon.presses["p1"].workflow.context()["plan_revision"] == "B"
+        plan_file.write_text(text.replace('revision = "B"', 'revision = "C"'))
+        assert line.daemon.reload_plans() is True
+        note = await line.wait_event("p1", "annotation", type="plan_change")
+        assert note["data"]["previous"] == {"plan_revision": "B"}
+        assert note["data"]["new"] == {"plan_revision": "C"}
+        line.measure("p1", "g1", "25.001")
+        m = await line.wait_event("p1", "measurement", after=note["seq"])
+        assert m["context"]["plan_revision"] == "C"
+        assert m["data"]["resolution"] == "0.001"  # the plan's gauge step travels along
+        assert m["context"]["phase"] == note["data"]["phase"]
+        assert line.contract_violations() == []
+    finally:
+        await line.close()

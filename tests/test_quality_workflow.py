@@ -312,3 +312,142 @@ def test_snapshot_round_trip_keeps_quality_state() -> None:
     fresh = PressWorkflow.restore("p1", SETTINGS, {PART: p.plan}, broken)
     assert fresh.state == "released"  # the press state survives a bad quality block
     assert fresh.snapshot()["quality"]["spc"]["C1"]["groups"] == []
+
+
+# ---- 100 % inspection, missed-check reasons, plan change (issue 5, second part) ------
+
+I100 = WorkflowSettings(authorized={"production": ("*",), "quality": ("Q7",)},
+                        inspection_100_max_unmeasured=3)
+
+
+def i100_press(**kw: Any) -> Press:
+    """C1 out of tolerance -> 100 % inspection only (production stays released)."""
+    kw = {"patrol_every_strokes": None, "patrol_every_min": None, **kw}
+    p = Press(plan(reactions={"critical": Reaction(out_of_tolerance=("inspection_100",))},
+                   **kw))
+    p.wf = PressWorkflow("p1", I100, {PART: p.plan})
+    return p.release()
+
+
+def test_100_percent_inspection_counts_strokes_against_measured_pieces() -> None:
+    p = i100_press()
+    assert p.wf.context()["unmeasured_pieces"] is None  # mode off
+    alarm = next(e for e in p.gauge("g1", "10.060") if e.kind == "alarm")
+    assert alarm.body["actions"] == ["inspection_100"] and p.wf.state == "released"
+    assert alarm.context["unmeasured_pieces"] == 0
+    assert p.strokes(2) == [] and p.wf.context()["unmeasured_pieces"] == 2
+    m = one(p.gauge("g1", "10.000"), "measurement")
+    assert m.body["purpose"] == "inspection_100" and m.context["unmeasured_pieces"] == 2
+    assert one(p.gauge("g2", "5.00"), "measurement").context["unmeasured_pieces"] == 1
+    assert p.strokes(2) == []  # 4 strokes, 1 piece: 3 unmeasured, at the tolerance
+    gap = one(p.strokes(1), "alarm")  # 4 > 3
+    assert gap.body["cause"] == "unmeasured_pieces" and gap.body["characteristic"] is None
+    ev = gap.body["evidence"]
+    assert (ev["strokes"], ev["pieces_measured"], ev["unmeasured_pieces"]) == (5, 1, 4)
+    assert ev["per_characteristic"] == {"C1": 1, "C2": 1} and ev["max_unmeasured"] == 3
+    assert gap.context["unmeasured_pieces"] == 4
+    assert p.strokes(5) == []  # raised once while the gap stays open
+    for g, v in (("g1", "10.000"), ("g2", "5.00")) * 7:  # catch up: 8 pieces, 10 strokes
+        p.gauge(g, v)
+    assert p.wf.context()["unmeasured_pieces"] == 2  # within the tolerance: re-armed
+    assert p.strokes(1) == []
+    assert one(p.strokes(1), "alarm").body["evidence"]["alarms"] == 2
+    # a voided value is not a measured piece
+    before = p.wf.context()["unmeasured_pieces"]
+    p.gauge("g1", "10.000")
+    p.gauge("g2", "5.00")
+    assert p.wf.context()["unmeasured_pieces"] == before - 1
+    voided = p.cmd("repeat_measurement", operator="OP1", reason="not seated")
+    assert p.wf.context()["unmeasured_pieces"] == before
+    assert kinds(voided.events) == ["command", "alarm"]  # back above the tolerance
+    # the quality release reports the totals and ends the mode
+    result = p.cmd("release", why="sorted, all measured")
+    totals = result.events[0].body["effect"]["inspection_100"]
+    assert result.effect is not None and result.effect["inspection_100"] == totals
+    assert (totals["strokes"], totals["pieces_measured"], totals["alarms"]) == (12, 8, 3)
+    assert totals["unmeasured_pieces"] == 4 and totals["per_characteristic"] == {
+        "C1": 9, "C2": 8}  # the voided C2 value is not counted
+    assert p.wf.context()["unmeasured_pieces"] is None
+    assert p.strokes(50) == []  # no longer counted
+
+
+def test_100_percent_inspection_survives_a_restart_and_counts_only_released_strokes() -> None:
+    p = i100_press()
+    p.gauge("g1", "10.060")
+    p.strokes(2)
+    snap = p.wf.snapshot()
+    p.wf = PressWorkflow.restore("p1", I100, {PART: p.plan}, snap)
+    assert p.wf.snapshot() == snap and p.wf.context()["unmeasured_pieces"] == 2
+    assert p.cmd("hold", why="containment").ok
+    p.strokes(10)  # strokes on hold are unreleased strokes, not unmeasured pieces
+    assert p.wf.context()["unmeasured_pieces"] == 2
+    assert p.wf.context()["unreleased_strokes"] == 10
+
+
+def test_missed_check_reason_attaches_to_the_overdue_record() -> None:
+    p = Press().release()
+    refused = p.cmd("missed_check_reason", operator="OP1", reason="coil change")
+    assert (refused.ok, refused.code) == (False, "not_allowed")  # nothing missed yet
+    first = one(p.strokes(100), "measurement_due").body["due_id"]
+    one(p.wf.on_tick(p.ts + 601), "overdue")
+    p.ts += 601
+    for g, v in (("g1", "10.000"), ("g2", "5.00")):
+        p.gauge(g, v)  # the late check closes the due
+    second = one(p.strokes(100), "measurement_due").body["due_id"]
+    one(p.wf.on_tick(p.ts + 601), "overdue")
+    before = json.dumps(p.wf.snapshot(), sort_keys=True)
+    for payload, code in (({"due_id": "p1/due/99", "reason": "x"}, "invalid_field"),
+                          ({"due_id": second}, "missing_field"),  # no reason
+                          ({"due_id": second, "reason": " "}, "missing_field"),
+                          ({"due_id": second, "reason": "x", "extra": "1"}, "invalid_field")):
+        bad = p.cmd("missed_check_reason", operator="OP1", **payload)
+        assert (bad.ok, bad.code, bad.events) == (False, code, []), payload
+    assert json.dumps(p.wf.snapshot(), sort_keys=True) == before
+    last = p.cmd("missed_check_reason", operator="OP1", reason="die jam, press stopped")
+    assert last.ok and kinds(last.events) == ["command"]
+    effect = last.events[0].body["effect"]
+    assert effect["due_id"] == second and effect["missing"] == ["C1", "C2"]
+    assert effect["reason"] == "die jam, press stopped" and effect["previous_reason"] is None
+    earlier = p.cmd("missed_check_reason", operator="OP2", due_id=first, reason="gauge broken")
+    assert earlier.ok and earlier.events[0].body["effect"]["due_id"] == first
+    assert earlier.events[0].context["operator"] == "OP2"
+    again = p.cmd("missed_check_reason", operator="OP2", due_id=first, reason="gauge at lab")
+    assert again.events[0].body["effect"]["previous_reason"] == "gauge broken"
+    snap = p.wf.snapshot()
+    assert [r["operator_reason"] for r in snap["quality"]["overdues"]] == [
+        "gauge at lab", "die jam, press stopped"]
+    assert PressWorkflow.restore("p1", SETTINGS, {PART: p.plan}, snap).snapshot() == snap
+
+
+def test_plan_revision_change_at_restart_annotates_and_events_name_the_new_revision() -> None:
+    p = Press().release()
+    p.gauge("g1", "10.001")
+    assert p.wf.context()["plan_revision"] == "A"
+    revised = Plan(PART, "B", p.plan.characteristics, patrol_every_strokes=100)
+    p.wf = PressWorkflow.restore("p1", SETTINGS, {PART: revised}, p.wf.snapshot())
+    events = p.poll()
+    note = one(events, "annotation")
+    assert note.body["type"] == "plan_change" and note.body["source"] == "config"
+    assert note.body["previous"] == {"plan_revision": "A"}
+    assert note.body["new"] == {"plan_revision": "B"} and note.context["plan_revision"] == "B"
+    assert p.wf.state == "released" and p.poll() == []  # annotated once
+    m = one(p.gauge("g1", "10.002"), "measurement")
+    assert m.context["plan_revision"] == "B" and m.context["phase"] == 2
+    assert m.body["subgroup"]["id"] == "C1/2/1"  # a new phase: statistics start afresh
+
+
+def test_plans_replaced_while_running_annotate_and_restart_an_open_first_article() -> None:
+    p = Press()
+    p.poll()
+    p.gauge("g1", "10.000")  # first article open, judged by rev A so far
+    revised = Plan(PART, "B", p.plan.characteristics)
+    p.wf.set_plans({PART: revised})
+    events = p.gauge("g2", "5.00")
+    note = one(events, "annotation")
+    assert note.body["type"] == "plan_change" and note.body["new"] == {"plan_revision": "B"}
+    assert "first_article" not in kinds(events)  # C1 must be measured again under rev B
+    fa = one(p.gauge("g1", "10.000"), "first_article")
+    assert fa.context["plan_revision"] == "B" and fa.body["attempt"] == 1
+    p.wf.set_plans({PART: Plan(PART, "C", p.plan.characteristics)})
+    tick = p.wf.on_tick(p.ts + 1)  # the daemon's clock annotates without waiting for input
+    assert one(tick, "annotation").body["previous"] == {"plan_revision": "B"}

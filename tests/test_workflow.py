@@ -174,7 +174,7 @@ def test_offline_until_first_poll_then_job_start() -> None:
         "part_number": PART, "plan_revision": "C", "die_id": "D1", "material_lot": "L1",
         "heat_number": "H1", "stroke_count": 100, "state": "awaiting_first_article",
         "first_article_attempt": 0, "unreleased_strokes": 0,
-        "phase": 1, "inspection_100": False, "operator": None,
+        "phase": 1, "inspection_100": False, "unmeasured_pieces": None, "operator": None,
     }
 
 
@@ -466,7 +466,8 @@ def test_first_article_pass() -> None:
     assert r1 == {
         "characteristic": "C1", "name": "name C1", "char_class": "standard",
         "nominal": "25.00", "lsl": "24.95", "usl": "25.05", "unit": "mm",
-        "value": "25.01", "verdict": "pass", "deviation": "0.01", "reading_id": "r-C1",
+        "resolution": None, "value": "25.01", "verdict": "pass", "deviation": "0.01",
+        "reading_id": "r-C1",
         "gauge": "g1", "channel": 1, "raw_value": "25.01", "raw_unit": "mm",
         "measured_ts": r1["measured_ts"],
     }
@@ -934,7 +935,7 @@ def test_every_event_is_durable_json_and_stamped_with_the_input_time() -> None:
             assert set(e.context) == {
                 "part_number", "plan_revision", "die_id", "material_lot", "heat_number",
                 "stroke_count", "state", "first_article_attempt", "unreleased_strokes",
-                "phase", "inspection_100", "operator"}
+                "phase", "inspection_100", "unmeasured_pieces", "operator"}
             all_kinds.add(e.kind)
             if e.kind == "setup":
                 assert set(e.body["reasons"]) <= set(SETUP_REASONS)
