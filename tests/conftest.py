@@ -20,3 +20,16 @@ def broker(tmp_path: Path) -> Iterator[LocalBroker]:
         yield b
     finally:
         b.stop()
+
+
+@pytest.fixture
+async def line(tmp_path: Path, broker: LocalBroker):
+    """Press p1 of the example config with its simulator, gauges, the daemon and a
+    subscriber (tests/support/line.py). A test module may override it."""
+    from tests.support.line import Line
+
+    started = Line(tmp_path, broker, presses=("p1",))
+    try:
+        yield await started.start()
+    finally:
+        await started.close()

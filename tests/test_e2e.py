@@ -13,28 +13,9 @@ import sys
 from pathlib import Path
 
 import orjson
-import pytest
 
 from collector.demo import REPO_CONFIG
-from collector.local_broker import LocalBroker
-from tests.support.line import Line, contiguous
-
-BRK100_PASS = [("g1", "25.010"), ("g2", "12.480"), ("g2", "0.020")]
-
-
-@pytest.fixture
-async def line(tmp_path: Path, broker: LocalBroker):
-    started = Line(tmp_path, broker, presses=("p1",))
-    try:
-        yield await started.start()
-    finally:
-        await started.close()
-
-
-async def wait_gauges_online(line: Line, press: str, after: int = 0) -> None:
-    """A pty gauge drops what it sent before the port was open: wait for each to be read."""
-    for gauge in line.gauges[press]:
-        await line.wait_event(press, "gauge_connection", gauge=gauge, online=True, after=after)
+from tests.support.line import BRK100_PASS, Line, contiguous, wait_gauges_online
 
 
 async def first_article(line: Line, press: str, values: list[tuple[str, str]]) -> None:

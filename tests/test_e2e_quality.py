@@ -22,9 +22,7 @@ from collector.contract import validate_message
 from collector.demo import REPO_CONFIG
 from collector.domain import Reaction, SpcOptions
 from collector.local_broker import LocalBroker
-from tests.support.line import Line
-
-BRK100_PASS = [("g1", "25.010"), ("g2", "12.480"), ("g2", "0.020")]
+from tests.support.line import BRK100_PASS, Line
 
 
 def quality_config(config: LoadedConfig) -> LoadedConfig:

@@ -15,25 +15,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from pathlib import Path
 
 import orjson
 import pytest
 
 from collector.contract import validate_message
-from collector.local_broker import LocalBroker
-from tests.support.line import Line
-
-BRK100_PASS = [("g1", "25.010"), ("g2", "12.480"), ("g2", "0.020")]
-
-
-@pytest.fixture
-async def line(tmp_path: Path, broker: LocalBroker):
-    started = Line(tmp_path, broker, presses=("p1",))
-    try:
-        yield await started.start()
-    finally:
-        await started.close()
+from tests.support.line import BRK100_PASS, Line
 
 
 def publish(line: Line, press: str, name: str, payload: bytes) -> None:

@@ -30,21 +30,12 @@ from hypothesis import strategies as st
 from collector.local_broker import LocalBroker
 from drivers.gauge_parsers import format_mitutoyo
 from drivers.sim_gauge import GaugeSimulator
-from tests.support.line import Line
+from tests.support.line import BRK100_PASS, Line
 
-BRK100_PASS = [("g1", "25.010"), ("g2", "12.480"), ("g2", "0.020")]
 RECORD = re.compile(rb"\s*0\dA[+-]\d+(?:\.\d+)?\s*")  # a Mitutoyo value line (test's oracle)
 ERROR_PREFIXES = (b"ERR", b"E0")  # p2/g2's error_strings (config/presses/p2.toml)
 VALUE_KINDS = ("first_article", "measurement", "unassigned_reading", "gauge_error")
 
-
-@pytest.fixture
-async def line(tmp_path: Path, broker: LocalBroker):
-    started = Line(tmp_path, broker, presses=("p1",))
-    try:
-        yield await started.start()
-    finally:
-        await started.close()
 
 
 async def test_gauge_unplugged_and_replugged_offline_online_values_flow(line: Line) -> None:

@@ -24,6 +24,9 @@ from drivers.sim_gauge import GaugeSimulator
 from drivers.sim_press import PressSimulator
 from tests.support.subscriber import Received, Subscriber
 
+# a first article of part BRK-100 that passes (gauge, value) in plan order
+BRK100_PASS = [("g1", "25.010"), ("g2", "12.480"), ("g2", "0.020")]
+
 JOBS = {"p1": ("BRK-100", 7, "L2411-01"), "p2": ("BRK-200", 12, "L2411-07"),
         "p3": ("CLP-300", 21, "L2410-33")}
 
@@ -164,3 +167,9 @@ def contiguous(seqs: list[int]) -> tuple[list[int], int]:
     unique = sorted(set(seqs))
     missing = sorted(set(range(unique[0], unique[-1] + 1)) - set(unique)) if unique else []
     return missing, len(seqs) - len(unique)
+
+
+async def wait_gauges_online(line: Line, press: str, after: int = 0) -> None:
+    """A pty gauge drops what it sent before the port was open: wait for each to be read."""
+    for gauge in line.gauges[press]:
+        await line.wait_event(press, "gauge_connection", gauge=gauge, online=True, after=after)
