@@ -1107,7 +1107,7 @@ def revision_key(revision: str) -> tuple[tuple[tuple[int, int, str], ...], str]:
     Runs of digits compare as numbers, other text as strings (for single-letter
     revisions this is plain string order); digits sort before letters ('9' < 'A').
     """
-    parts = tuple((0, int(p), "") if p.isdigit() else (1, 0, p)
+    parts = tuple((0, int(p), "") if p.isascii() and p.isdigit() else (1, 0, p)
                   for p in re.findall(r"\d+|\D+", revision))
     return parts, revision
 

@@ -382,7 +382,9 @@ def _to_count(value: Any) -> int | None:
 def _to_channel(value: Any) -> int | None:
     if isinstance(value, str):
         text = value.strip()
-        value = int(text) if text.lstrip("+-").isdigit() and len(text) < 12 else None
+        digits = text.lstrip("+-")
+        # isascii: '¹' and other Unicode digits pass isdigit() but not int()
+        value = int(text) if digits.isascii() and digits.isdigit() and len(text) < 12 else None
     elif isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value = int(value)
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**31:

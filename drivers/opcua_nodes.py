@@ -57,7 +57,7 @@ def parse_node(text: str, *, allow_index: bool = False) -> NodeRef:
                          "restarts")
     identifier: str | int = ident
     if kind == "i":
-        if not ident.isdigit() or int(ident) > 0xFFFFFFFF:
+        if not (ident.isascii() and ident.isdigit()) or int(ident) > 0xFFFFFFFF:
             raise ValueError(f"{text!r}: i= needs a number 0..4294967295")
         identifier = int(ident)
     elif kind == "g":

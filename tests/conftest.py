@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from collector.local_broker import LocalBroker
+
+# CI runs the same examples every time (a red CI must be reproducible, and a long shrink
+# must not eat the CI budget); developers get fresh random examples on every run.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture

@@ -277,3 +277,9 @@ def test_characteristic_accepts_class_alias_only() -> None:
     ch = CharacteristicConfig.model_validate({"id": "C1", "lsl": "1", "usl": "2",
                                               "class": "significant"})
     assert ch.char_class == "significant"
+
+
+def test_revision_key_takes_unicode_digits_as_text() -> None:
+    from collector.config import revision_key
+
+    assert revision_key("B¹")[0] == ((1, 0, "B¹"),)

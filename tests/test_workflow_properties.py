@@ -285,3 +285,11 @@ def test_restore_of_any_snapshot_never_raises(snap: dict[str, Any]) -> None:
     assert wf.state in STATES
     wf.on_poll(1.0, {"part_number": "4711-A", "stroke_count": 1})
     wf.on_gauge(2.0, "g1", 1, "25.0", "mm")
+
+
+def test_unicode_digit_channel_is_no_channel_not_a_crash() -> None:
+    """Found by test_garbage_inputs_never_raise: '¹'.isdigit() is True but int('¹') fails."""
+    from collector.workflow import _to_channel
+
+    assert _to_channel("¹") is None
+    assert _to_channel(" 3 ") == 3
