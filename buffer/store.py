@@ -413,6 +413,29 @@ class Outbox:
                 "WHERE delivered IS NULL AND id > ? ORDER BY id LIMIT ?",
                 (after_id, limit)).fetchall()
 
+    def pending_lane(self, after_id: int = 0, limit: int = 1000
+                     ) -> list[tuple[int, str, str, bytes]]:
+        """Like :meth:`pending` with the stream: ``(id, stream, topic, payload)``; the
+        publisher's backlog lane sorts rows by stream (live telemetry vs replay)."""
+        with self._read_lock:
+            assert self._rconn is not None
+            return self._rconn.execute(
+                "SELECT id, stream, topic, payload FROM messages INDEXED BY messages_pending "
+                "WHERE delivered IS NULL AND id > ? ORDER BY id LIMIT ?",
+                (after_id, limit)).fetchall()
+
+    def pending_streams(self, streams: Sequence[str], after_id: int = 0, limit: int = 1000
+                        ) -> list[tuple[int, str, bytes]]:
+        """Pending rows of the given streams with id > after_id, in id order. Walks the
+        pending index from ``after_id`` (only rows committed after it), never the history."""
+        marks = ",".join("?" * len(streams))
+        with self._read_lock:
+            assert self._rconn is not None
+            return self._rconn.execute(
+                "SELECT id, topic, payload FROM messages INDEXED BY messages_pending "
+                f"WHERE delivered IS NULL AND id > ? AND stream IN ({marks}) "
+                "ORDER BY id LIMIT ?", (after_id, *streams, limit)).fetchall()
+
     def pending_count(self) -> int:
         """Rows waiting for delivery (committed ones minus queued marks, plus queued rows)."""
         with self._lock:
