@@ -171,13 +171,15 @@ async def test_after_an_outage_live_telemetry_goes_first_backlog_replays_in_orde
             produce(100, 10)
             await outbox.flush()
             await sub.wait_for(lambda m: sum(x.topic == events_topic for x in m) >= 10, 10)
+            before_top = outbox.last_seq("p1", "telemetry")
             broker.stop()
             produce(3000, 100)  # the backlog: 3 s of replay at 1,000 msgs/s
             await outbox.flush()
             backlog_top = outbox.last_seq("p1", "telemetry")
             broker.start()
-            # the publisher is back once the replay has begun
-            await sub.wait_for(lambda m: any(x.topic == replay_topic for x in m), 15)
+            # the publisher is back once the replay of the outage has begun
+            await sub.wait_for(lambda m: any(x.topic == replay_topic and seq_of(x) > before_top
+                                             for x in m), 15)
             produce(20, 2)
             await outbox.flush()
             got = await sub.wait_for(lambda m: any(
