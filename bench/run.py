@@ -163,9 +163,6 @@ def scenario_outage(args: argparse.Namespace) -> list[dict[str, Any]]:
     first_any = min((m.recv for m in cap.msgs if m.recv >= t_up), default=None)
     backlog_done = max((m.recv for m in tele if t_down <= m.ts < t_up_req), default=None)
     replayed = sum(1 for m in tele if m.replay)
-    # the daemon's own reconnect: its retained status 'online' (backoff <= reconnect_max_s)
-    online = min((m.recv for m in cap.msgs if m.kind == "status" and m.ts >= t_up - 0.001),
-                 default=None)
     if first_any is not None and backlog_done is not None:
         drained_at = backlog_done
     draining = [m for m in live if drained_at is not None and m.recv <= drained_at]
@@ -180,9 +177,6 @@ def scenario_outage(args: argparse.Namespace) -> list[dict[str, Any]]:
         "first_live_after_broker_up_s": None if first_live is None
         else round(first_live - t_up, 3),
         "reconnect_after_broker_up_s": None if first_any is None else round(first_any - t_up, 3),
-        "daemon_online_after_broker_up_s": None if online is None else round(online - t_up, 3),
-        "first_live_after_online_s": None if online is None or first_live is None
-        else round(first_live - online, 3),
         "drain_s": None if drain_s is None else round(drain_s, 2),
         "drain_readings_per_s": None if not drain_s else round(backlog * per_msg / drain_s),
         "drain_x_realtime": None if not drain_s else round(outage_s / drain_s, 1),
