@@ -28,6 +28,11 @@ class Msg:
     ts: float
     n: int
 
+    @property
+    def replay(self) -> bool:
+        """Came on ``{press}/telemetry/replay`` (the backlog of an outage)."""
+        return self.kind == "telemetry_replay"
+
 
 @dataclass
 class Capture:
@@ -47,7 +52,8 @@ class Capture:
         return out
 
     def telemetry(self) -> list[Msg]:
-        return [m for m in self.msgs if m.kind == "telemetry"]
+        """Both telemetry topics (live and replay)."""
+        return [m for m in self.msgs if m.kind in ("telemetry", "telemetry_replay")]
 
     def integrity(self) -> dict[str, int]:
         """Duplicates and gaps of the telemetry stream over the whole run, per press seq."""

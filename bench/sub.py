@@ -47,6 +47,8 @@ def main() -> None:
         kind = schema.rsplit("/", 1)[-1] if schema else "other"
         data = d.get("data") or {}
         n = len(data.get("values", ())) if kind == "telemetry" else 0
+        if kind == "telemetry" and msg.topic.endswith("/replay"):
+            kind = "telemetry_replay"  # the backlog after an outage (docs/delivery.md)
         out.write(f"{now:.6f}\t{kind}\t{d.get('press', '-')}\t{d.get('seq', 0)}\t"
                   f"{d.get('ts', '-')}\t{n}\n")
 

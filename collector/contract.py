@@ -44,6 +44,8 @@ def schema_name_for(topic: str, root: str) -> str:
     parts = rest.split("/")
     if len(parts) == 2 and parts[1] in ("state", "telemetry", "cmd_result"):
         return parts[1]
+    if len(parts) == 3 and parts[1:] == ["telemetry", "replay"]:
+        return "telemetry"  # the backlog after an outage: same payload, own topic
     if len(parts) == 3 and parts[1] == "cmd":
         return "command_request"
     if len(parts) == 3 and parts[1] == "events":

@@ -43,6 +43,19 @@ and the retained press states are published after paho's resend (not inside
 overwrites a newer one. After a process restart the window is gone: the drain restarts
 from the first pending row (again: only the last window can be duplicated).
 
+Live first after an outage: two lanes
+-------------------------------------
+At a connect that finds more than one window of rows not yet handed to paho (an outage,
+a restart with a backlog), rows of the ``live_streams`` (telemetry) among them become
+*backlog*: they are replayed in id order on ``{topic}/replay`` (same payload),
+throttled by ``replay_rate``. Telemetry committed after the connect goes out at once on its
+own topic (the *live lane*, read first, never throttled), so a long backlog never delays
+the current values. Every other stream (quality/workflow events) stays on the one ordered
+lane with the backlog: strictly in id order, so in seq order per press. Each topic is in
+seq order on its own; the two telemetry topics together carry every seq (duplicates only
+from the resent window). When the backlog is drained and both cursors meet, the lanes
+merge back into one cursor (one query per refill, as before the outage).
+
 Reconnect uses capped exponential backoff; a failure reason is logged once per change,
 not per retry. Passwords are never logged.
 """
@@ -88,7 +101,8 @@ class Publisher:
                  reconnect_min_s: float = 0.25, reconnect_max_s: float = 30.0,
                  connect_timeout_s: float = 10.0, replay_rate: float = 0.0,
                  command_topic: str | None = None,
-                 on_command: Callable[[str, bytes], None] | None = None) -> None:
+                 on_command: Callable[[str, bytes], None] | None = None,
+                 live_streams: tuple[str, ...] = ("telemetry",)) -> None:
         if not 1 <= max_inflight <= 20000:
             raise ValueError("max_inflight must be 1..20000")
         self.outbox = outbox
@@ -127,6 +141,13 @@ class Publisher:
         self._other_mids: set[int] = set()  # status / retained publishes
         self._acked: list[int] = []
         self._retained_dirty: set[str] = set()
+        # two lanes after a connect with a backlog (see the module docstring)
+        self.live_streams = frozenset(live_streams)
+        self._split = False  # live lane active
+        self._live_cursor = 0  # highest live-stream id handed over (or skipped) by it
+        self._live_fetched: deque[tuple[int, str, bytes]] = deque()
+        self._replay: deque[tuple[int, int]] = deque()  # live-stream ids (lo, hi] to replay
+        self._replay_top = 0  # backlog rows (throttled) have id <= this
         self._wake_scheduled = False
         self._wake_lock = threading.Lock()
         self._idle = asyncio.Event()
@@ -136,7 +157,8 @@ class Publisher:
         self._last_error: str | None = None
         self._stats: dict[str, Any] = {"published": 0, "acked": 0, "retained_published": 0,
                                        "connects": 0, "connect_failures": 0,
-                                       "rejected": 0, "throttled": 0, "last_error": None}
+                                       "rejected": 0, "throttled": 0, "replayed": 0, "splits": 0,
+                                       "last_error": None}
 
     # ------------------------------------------------------------------ public
     @property
@@ -146,7 +168,8 @@ class Publisher:
     def stats(self) -> dict[str, Any]:
         return {**self._stats, "reconnects": max(0, self._stats["connects"] - 1),
                 "inflight": len(self._inflight), "connected": self._connected,
-                "cursor": self._cursor, "pending": self.outbox.pending_count()}
+                "cursor": self._cursor, "live_cursor": self._live_cursor,
+                "lanes": 2 if self._split else 1, "pending": self.outbox.pending_count()}
 
     def publish_retained_now(self, press: str | None = None) -> None:
         """Publish the committed retained state of ``press`` (all presses: None) at once,
@@ -377,6 +400,7 @@ class Publisher:
                 self._client.subscribe(self.command_topic, qos=1)
             self._retained_dirty.update(self.outbox.get_retained_all())
             self._publish_retained()
+            self._split_lanes()
         if self._acked:
             acked, self._acked = self._acked, []
             self._stats["acked"] += len(acked)
@@ -428,27 +452,43 @@ class Publisher:
             return
         self._other_mids.add(info.mid)
 
+    def _split_lanes(self) -> None:
+        """On connect: live-stream rows committed so far and not handed over become the
+        replay backlog; later ones go out live."""
+        if not self.live_streams:
+            return
+        hi = self.outbox.last_id
+        lo = self._live_cursor if self._split else self._cursor
+        if hi <= lo or (not self._split and hi - lo <= self.max_inflight):
+            return  # nothing, or less than a window: one round trip, keep one lane
+        self._replay.append((lo, hi))
+        self._replay_top = hi
+        self._live_cursor = hi
+        if not self._split:
+            self._split = True
+            self._stats["splits"] += 1
+
     def _pump(self) -> None:
-        """Fill the window from the outbox, in id order."""
+        """Fill the window: the live lane first, then the ordered (backlog) lane."""
         client = self._client
         if (client is None or not self._connected or self._after_connect_pending
                 or self._stopping):
             return
         window = self.max_inflight
         inflight = self._inflight
-        fetched = self._fetched
+        live_empty = False  # one empty live query per refill, not one per backlog row
         while len(inflight) < window:
-            if self.replay_rate > 0 and not self._take_token():
-                break
-            if not fetched:
-                hi = self.outbox.last_id  # read before the query: see _drained
-                rows = self.outbox.pending(self._cursor, window * FETCH_WINDOWS)
-                if not rows:
-                    self._cursor = max(self._cursor, hi)
+            lane = None
+            if self._split and not live_empty:
+                if self._next_live():
+                    lane = self._live_fetched
+                else:
+                    live_empty = True
+            if lane is None:
+                if not self._next_backlog():
                     break
-                fetched.extend(rows)
-                self._cursor = rows[-1][0]
-            row_id, topic, payload = fetched.popleft()
+                lane = self._fetched
+            row_id, topic, payload = lane.popleft()
             try:
                 info = client.publish(topic, payload, qos=1)
             except ValueError as exc:  # invalid topic / payload: never blocks the queue
@@ -458,13 +498,74 @@ class Publisher:
                 self.outbox.mark_delivered([row_id])
                 continue
             if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:  # mid collision: cannot happen with
-                fetched.appendleft((row_id, topic, payload))  # a window << 65,535
+                lane.appendleft((row_id, topic, payload))  # a window << 65,535
                 break
             inflight[info.mid] = row_id
             self._stats["published"] += 1
-            self._tokens -= 1.0
+        if self._split:
+            self._maybe_merge()
         if self._drained():
             self._idle.set()
+
+    def _next_live(self) -> bool:
+        """True when the live lane has a row ready (fetching a few windows if needed)."""
+        if self._live_fetched:
+            return True
+        hi = self.outbox.last_id  # read before the query: see _drained
+        rows = self.outbox.pending_streams(tuple(self.live_streams), self._live_cursor,
+                                           self.max_inflight * FETCH_WINDOWS)
+        if not rows:
+            self._live_cursor = max(self._live_cursor, hi)
+            return False
+        self._live_fetched.extend(rows)
+        self._live_cursor = rows[-1][0]
+        return True
+
+    def _next_backlog(self) -> bool:
+        """True when the ordered lane has a row ready and, if it is backlog, a token."""
+        fetched = self._fetched
+        while not fetched:
+            hi = self.outbox.last_id  # read before the query: see _drained
+            n = self.max_inflight * FETCH_WINDOWS
+            if not self._split:
+                rows = self.outbox.pending(self._cursor, n)
+                if not rows:
+                    self._cursor = max(self._cursor, hi)
+                    return False
+                fetched.extend(rows)
+                self._cursor = rows[-1][0]
+                break
+            lane_rows = self.outbox.pending_lane(self._cursor, n)
+            if not lane_rows:
+                self._cursor = max(self._cursor, hi)
+                return False
+            live, replay = self.live_streams, self._replay
+            for row_id, stream, topic, payload in lane_rows:
+                if stream not in live:
+                    fetched.append((row_id, topic, payload))
+                    continue
+                while replay and row_id > replay[0][1]:
+                    replay.popleft()
+                if replay and row_id > replay[0][0]:
+                    fetched.append((row_id, topic + "/replay", payload))
+                    self._stats["replayed"] += 1
+                # else: the live lane's row
+            self._cursor = lane_rows[-1][0]
+        if self.replay_rate > 0 and fetched[0][0] <= self._replay_top:
+            if not self._take_token():
+                return False
+            self._tokens -= 1.0
+        return True
+
+    def _maybe_merge(self) -> None:
+        """Back to one cursor once the backlog is out and both lanes stand at one id."""
+        replay = self._replay
+        while replay and replay[0][1] <= self._cursor:
+            replay.popleft()
+        if (not self._replay and not self._fetched and not self._live_fetched
+                and self._cursor == self._live_cursor
+                and self._cursor >= self._replay_top):
+            self._split = False
 
     def _take_token(self) -> bool:
         """Refill the bucket (monotonic clock); False = wait: a timer pumps again."""
@@ -485,8 +586,11 @@ class Publisher:
         self._kick()
 
     def _drained(self) -> bool:
-        return (not self._inflight and not self._fetched
-                and self._cursor >= self.outbox.last_id and self.outbox.queued_rows() == 0)
+        last = self.outbox.last_id
+        return (not self._inflight and not self._fetched and not self._live_fetched
+                and self._cursor >= last
+                and (not self._split or self._live_cursor >= last)
+                and self.outbox.queued_rows() == 0)
 
     def _note_error(self, text: str) -> None:
         self._stats["last_error"] = text

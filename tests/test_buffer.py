@@ -12,6 +12,7 @@ import pytest
 
 from buffer.store import (
     APPLICATION_ID,
+    MAX_COMMIT_ROWS,
     SCHEMA_VERSION,
     BufferFileError,
     Committed,
@@ -83,6 +84,28 @@ def test_group_commit_batches_many_rows_in_one_transaction(db: Path) -> None:
         assert ob.get_kv("workflow/p1") == {"i": 1999}
         assert ob.get_kv("nothing", 7) == 7
         assert ob.get_retained_all() == {"p1": ("root/p1/state", b"1999")}
+
+
+def test_a_long_queue_commits_in_bounded_transactions_in_order(db: Path) -> None:
+    """A burst longer than MAX_COMMIT_ROWS goes in several transactions back to back (each
+    inside the page cache), in order; a flush returns only when all of them are in."""
+    n = MAX_COMMIT_ROWS * 2 + 7
+    with Outbox.open(db, commit_interval_s=0.2) as ob:
+        assert ob._exec_in_writer("PRAGMA wal_autocheckpoint") == [(0,)]  # checkpointer's job
+        rows = [row(ob, stream="telemetry", payload=b"x" * 2000) for _ in range(n)]
+        with ob._cond:  # queue everything before the writer may take any of it
+            ob._rows.extend(rows)
+            ob._created.extend([1.0] * n)
+            ob._queued(n)
+        ob.flush_sync()
+        st = ob.stats()
+        assert st["rows_written"] == n and st["commits"] == 3
+        assert ob._rconn is not None
+        seqs = [s for (s,) in ob._rconn.execute("SELECT seq FROM messages ORDER BY id")]
+        assert seqs == list(range(1, n + 1))
+    assert ob._stats["checkpoints"] >= 1  # the WAL went to the file on the checkpoint thread
+    with Outbox.open(db) as again:
+        assert again.stats()["rows"] == n
 
 
 def test_durable_batch_is_committed_with_synchronous_full(db: Path) -> None:

@@ -85,6 +85,7 @@ def test_telemetry_state_and_status_honour_their_schemas() -> None:
     state = orjson.loads(messages.encode_state("p1", now, "h", "released", True, context))
     status = orjson.loads(messages.encode_status("h", False))
     assert validate_message(f"{ROOT}/p1/telemetry", ROOT, telemetry) == []
+    assert validate_message(f"{ROOT}/p1/telemetry/replay", ROOT, telemetry) == []
     assert validate_message(f"{ROOT}/p1/state", ROOT, state) == []
     assert validate_message(f"{ROOT}/_collector/h/status", ROOT, status) == []
     telemetry["stream"] = "events"

@@ -87,7 +87,8 @@ async def test_sigkill_ten_times_every_committed_record_arrives(tmp_path: Path,
     config_dir = write_config(tmp_path / "cfg", broker.port, sims, links)
     log = tmp_path / "daemon.log"
     root = "demo-plant/press-shop"
-    sub = Subscriber("127.0.0.1", broker.port, [f"{root}/+/events/#", f"{root}/+/telemetry"],
+    sub = Subscriber("127.0.0.1", broker.port, [f"{root}/+/events/#", f"{root}/+/telemetry",
+                                                     f"{root}/+/telemetry/replay"],
                      client_id="kill-test-sub").start()
     proc: subprocess.Popen[bytes] | None = None
     started = time.monotonic()
@@ -118,6 +119,7 @@ async def test_sigkill_ten_times_every_committed_record_arrives(tmp_path: Path,
             out: dict[tuple[str, str], list[dict]] = defaultdict(list)
             for m in msgs:
                 p = orjson.loads(m.payload)
+                p["_replay"] = m.topic.endswith("/replay")
                 out[(p["press"], p["stream"])].append(p)
             return out
 
@@ -136,6 +138,12 @@ async def test_sigkill_ten_times_every_committed_record_arrives(tmp_path: Path,
                 else:
                     first[p["seq"]] = p["id"]
                     order.append(p["seq"])
+            # telemetry after a backlog: live and /replay topics, each in order on its own
+            for replay in (False, True):
+                one = list(dict.fromkeys(p["seq"] for p in got[key] if p["_replay"] == replay))
+                assert one == sorted(one), f"{key} (replay={replay}): reordered"
+            if key[1] == "telemetry":
+                order.sort()
             assert order == list(range(1, last + 1)), f"{key}: gaps or reordering"
             sent += last
             received += len(got[key])

@@ -148,6 +148,66 @@ async def test_broker_outage_mid_stream_loses_nothing_and_keeps_order(
     outbox.close()
 
 
+async def test_after_an_outage_live_telemetry_goes_first_backlog_replays_in_order(
+        broker: LocalBroker, tmp_path: Path) -> None:
+    """Two lanes: telemetry committed after the reconnect is published at once on its
+    topic while the throttled backlog replays on ``/telemetry/replay``; events keep one
+    ordered lane; every telemetry seq arrives across the two topics."""
+    outbox = Outbox.open(tmp_path / "b.sqlite", commit_interval_s=0.01)
+    publisher = Publisher(outbox, "127.0.0.1", broker.port, "pc-test-lanes", STATUS,
+                          max_inflight=50, reconnect_min_s=1.5, reconnect_max_s=1.5,
+                          replay_rate=1000)
+    live_topic, replay_topic = f"{ROOT}/p1/telemetry", f"{ROOT}/p1/telemetry/replay"
+    events_topic = f"{ROOT}/p1/events"
+
+    def produce(telemetry: int, events: int) -> None:
+        for _ in range(events):
+            outbox.add_many(make_rows(outbox, "p1", telemetry // events, stream="telemetry",
+                                      size=40) + make_rows(outbox, "p1", 1))
+
+    with Subscriber("127.0.0.1", broker.port, [f"{ROOT}/p1/#"],
+                    client_id="test-sub-lanes") as sub:
+        async with running(publisher):
+            produce(100, 10)
+            await outbox.flush()
+            await sub.wait_for(lambda m: sum(x.topic == events_topic for x in m) >= 10, 10)
+            before_top = outbox.last_seq("p1", "telemetry")
+            broker.stop()
+            produce(3000, 100)  # the backlog: 3 s of replay at 1,000 msgs/s
+            await outbox.flush()
+            backlog_top = outbox.last_seq("p1", "telemetry")
+            broker.start()
+            # the publisher is back once the replay of the outage has begun
+            await sub.wait_for(lambda m: any(x.topic == replay_topic and seq_of(x) > before_top
+                                             for x in m), 15)
+            produce(20, 2)
+            await outbox.flush()
+            got = await sub.wait_for(lambda m: any(
+                x.topic == live_topic and seq_of(x) > backlog_top for x in m), 10)
+            replayed_then = {seq_of(x) for x in got if x.topic == replay_topic}
+            assert len(replayed_then) < 3000, "live telemetry waited for the whole backlog"
+            assert await publisher.drain(30)
+            total_t, total_e = outbox.last_seq("p1", "telemetry"), outbox.last_seq("p1", "events")
+            await sub.wait_for(lambda m: len({(x.topic, x.payload) for x in m})
+                               >= total_t + total_e, 15)
+            st = publisher.stats()
+        msgs = sub.snapshot()
+    assert check_stream(msgs, events_topic, total_e) <= 2 * publisher.max_inflight
+    seen: dict[int, int] = {}
+    for topic in (live_topic, replay_topic):
+        seqs = [seq_of(m) for m in msgs if m.topic == topic]
+        firsts = list(dict.fromkeys(seqs))
+        assert firsts == sorted(firsts), f"{topic} out of seq order"
+        for s in seqs:
+            seen[s] = seen.get(s, 0) + 1
+    assert sorted(seen) == list(range(1, total_t + 1))  # every seq, on one topic or both
+    assert sum(n - 1 for n in seen.values()) <= 2 * publisher.max_inflight
+    assert st["replayed"] >= 2900 and st["throttled"] > 0
+    await outbox.flush()
+    assert outbox.stats()["pending"] == 0
+    outbox.close()
+
+
 async def test_retained_state_is_prompt_and_visible_to_a_late_subscriber(
         broker: LocalBroker, tmp_path: Path) -> None:
     outbox = Outbox.open(tmp_path / "b.sqlite")

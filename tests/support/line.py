@@ -148,12 +148,17 @@ class Line:
         return problems
 
     def seqs(self, stream_suffix: str) -> dict[str, list[int]]:
-        """seq numbers per press as received, for 'events' or 'telemetry'."""
+        """seq numbers per press as received, for 'events', 'telemetry' (live and replayed
+        after an outage, in arrival order), or one telemetry topic: 'telemetry/live',
+        'telemetry/replay'."""
         assert self.sub is not None
         seqs: dict[str, list[int]] = defaultdict(list)
+        live = stream_suffix in ("telemetry", "telemetry/live")
+        replay = stream_suffix in ("telemetry", "telemetry/replay")
         for m in self.sub.snapshot():
             if (stream_suffix == "events" and "/events/" in m.topic) or \
-                    (stream_suffix == "telemetry" and m.topic.endswith("/telemetry")):
+                    (live and m.topic.endswith("/telemetry")) or \
+                    (replay and m.topic.endswith("/telemetry/replay")):
                 p = orjson.loads(m.payload)
                 seqs[p["press"]].append(p["seq"])
         return seqs
