@@ -66,8 +66,9 @@ def ratios(lines: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="bench/compare", description=__doc__)
-    p.add_argument("--workload", default="default", choices=["default", "t50", "t25", "heavy",
-                                                              "small"])
+    p.add_argument("--workload", default="default",
+                   choices=["default", "t50", "t25", "heavy", "small", "custom"],
+                   help="custom: P= R= T= from the environment (the harness's lib.sh)")
     p.add_argument("--duration", type=int, default=60)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--out", type=Path, default=None)
