@@ -269,7 +269,9 @@ async def test_starts_with_broker_down_and_delivers_when_it_comes(tmp_path: Path
                           reconnect_min_s=0.05, reconnect_max_s=0.2)
     try:
         async with running(publisher):
-            await asyncio.sleep(0.5)
+            async with asyncio.timeout(10):  # until it has been refused twice (backoff)
+                while publisher.stats()["connect_failures"] < 2:
+                    await asyncio.sleep(0.02)
             st = publisher.stats()
             assert not st["connected"] and st["connect_failures"] >= 2
             assert "refused" in (st["last_error"] or "").lower()
