@@ -532,26 +532,7 @@ class PlcConfig(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> PlcConfig:
-        problems: list[tuple[Loc, str]] = []
-        names: dict[str, int] = {}
-        roles: dict[str, int] = {}
-        for i, tag in enumerate(self.tags):
-            if tag.name in names:
-                problems.append((("tags", i, "name"), f"{_show(tag.name)} is already used by "
-                                 f"plc.tags[{names[tag.name]}] (tag names must be unique "
-                                 "per press)"))
-            else:
-                names[tag.name] = i
-            if tag.role is None:
-                continue
-            if tag.role in roles:
-                first = self.tags[roles[tag.role]].name
-                problems.append((("tags", i, "role"), f"role {_show(tag.role)} is already "
-                                 f"given to tag {_show(first)} (each role at most once "
-                                 "per press)"))
-            else:
-                roles[tag.role] = i
-        _raise_problems(problems)
+        _raise_problems(_tag_problems(self.tags))
         return self
 
     def role_tags(self) -> dict[str, str]:
