@@ -13,7 +13,7 @@ So after subscribing the collector publishes a small probe to
 ``{root}/_collector/cmd/probe/{host}`` (inside the command filter ``{root}/+/cmd/#``; no
 press is called ``_collector``) and expects it back within ``probe_timeout_s``. A refused
 SUBACK or a probe that does not come back is logged at ERROR, once per change, naming the
-ACL lines the broker needs, and shows in ``/health`` (``publisher.commands_deaf`` = 1).
+ACL lines the broker needs, and shows in ``/health`` (``commands.deaf`` = 1).
 """
 
 from __future__ import annotations
@@ -56,23 +56,28 @@ class CommandSubscription:
         self._timer: asyncio.TimerHandle | None = None
         self._logged = OK  # the last state reported in the log (start quiet)
         self._sent_at = 0.0
+        self.changed = asyncio.Event()  # set at every settled state (ok, refused, deaf)
 
     @property
     def deaf(self) -> bool:
         return self.state in (REFUSED, DEAF)
 
-    def start(self, client: Any, loop: asyncio.AbstractEventLoop,
-              publish: Callable[[str, bytes, bool], None]) -> None:
-        """After CONNACK: SUBSCRIBE, then the probe (the broker handles them in order)."""
+    def start(self, subscribe: Callable[[], int | None],
+              publish: Callable[[str, bytes], None], loop: asyncio.AbstractEventLoop) -> None:
+        """After CONNACK (event loop thread): SUBSCRIBE (``subscribe`` returns its mid, None
+        when the connection is already gone), then the probe; the broker handles the two
+        in order."""
         self.stop()
-        _, self._mid = client.subscribe(self.topic, qos=1)
+        self._mid = subscribe()
+        if self._mid is None:
+            return
         self.state = PENDING
         if self.probe_topic is None:
             return
         self._nonce = os.urandom(8).hex()
         host = self.probe_topic.rsplit("/", 1)[-1]
         self._sent_at = time.monotonic()
-        publish(self.probe_topic, probe_payload(host, self._nonce), False)
+        publish(self.probe_topic, probe_payload(host, self._nonce))
         self._timer = loop.call_later(self.probe_timeout_s, self._timeout)
 
     def stop(self) -> None:
@@ -112,8 +117,23 @@ class CommandSubscription:
                       f"{self.account!r} read {self.topic} and write {self.probe_topic} "
                       "(deploy/etc/mosquitto/press-collector.acl)")
 
+    def reset(self) -> None:
+        """Disconnected: nothing is known about the next connection's subscription."""
+        self.stop()
+        if self.state == PENDING:
+            self.state = OFF
+
+    async def settled(self, timeout: float = 10.0) -> str:
+        """Wait until the current subscription is ok, refused or deaf (tests, health)."""
+        async with asyncio.timeout(timeout):
+            while self.state in (OFF, PENDING):
+                self.changed.clear()
+                await self.changed.wait()
+        return self.state
+
     def _set(self, state: str, why: str) -> None:
         self.state = state
+        self.changed.set()
         if state == self._logged:
             return
         self._logged = state

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from buffer.commands import CommandLog
 from buffer.store import Outbox
 from collector import messages, text_safety
+from collector.command_client import CommandClient
 from collector.command_gate import CommandGate, parse_command_topic, policy_from_config
 from collector.config import LoadedConfig, PlcConfig, PressConfig, to_workflow_settings
 from collector.gauge_triggers import GaugeTriggers
@@ -156,6 +157,7 @@ class Daemon:
     config: LoadedConfig
     outbox: Outbox | None = None
     publisher: Publisher | None = None
+    commands: CommandClient | None = None
     presses: dict[str, PressRuntime] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -215,9 +217,14 @@ class Daemon:
             password=password, tls=tls, replay_rate=cfg.broker.replay_rate,
             reconnect_max_s=cfg.broker.reconnect_max_s,
             status_online=messages.encode_status(host, True),
-            status_offline=messages.encode_status(host, False),
-            command_topic=topics.commands(), on_command=self._on_command,
-            command_probe_topic=topics.command_probe())
+            status_offline=messages.encode_status(host, False))
+        self.commands = commands = CommandClient(
+            cfg.broker.host, cfg.broker.port,
+            client_id=f"{cfg.broker.client_id or f'press-collector-{host}'}-cmd",
+            topic=topics.commands(), probe_topic=topics.command_probe(),
+            on_command=self._on_command, username=cfg.broker.username or None,
+            password=password, tls=tls, keepalive=cfg.broker.keepalive_s,
+            reconnect_max_s=cfg.broker.reconnect_max_s)
         command_log = CommandLog.open(cfg.buffer.path)
         plans = self.config.plans
         driver_tasks: list[asyncio.Task[None]] = []
@@ -225,10 +232,11 @@ class Daemon:
         try:
             async with asyncio.TaskGroup() as group:
                 publisher_task = group.create_task(publisher.run(), name="publisher")
+                commands_task = group.create_task(commands.run(), name="commands")
                 for press in self.config.presses.values():
                     gate = CommandGate(press.id, topics.root,
                                        policy_from_config(press.workflow.commands),
-                                       command_log, publisher.clear_retained, time.time())
+                                       command_log, commands.clear_retained, time.time())
                     runtime = PressRuntime(press.id, role_tags(press),
                                            to_workflow_settings(press.workflow), plans, outbox,
                                            topics, publish_telemetry=cfg.telemetry.publish,
@@ -255,6 +263,7 @@ class Daemon:
                 for task in driver_tasks:
                     task.cancel()
                 prune_task.cancel()
+                commands_task.cancel()
                 tick_task.cancel()
                 bounds_task.cancel()
                 write_task.cancel()
@@ -302,6 +311,7 @@ class Daemon:
         return {"presses": presses,
                 "outbox": self.outbox.stats() if self.outbox is not None else {},
                 "publisher": self.publisher.stats() if self.publisher is not None else {},
+                "commands": self.commands.stats() if self.commands is not None else {},
                 "buffer": dict(self.bounds),
                 "task_failures": dict(self.failures)}
 

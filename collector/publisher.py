@@ -76,7 +76,6 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from buffer.store import Committed, Outbox
-from collector.command_watch import CommandSubscription
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +101,8 @@ class Publisher:
                  reconnect_min_s: float = 0.25, reconnect_max_s: float = 30.0,
                  connect_timeout_s: float = 10.0, replay_rate: float = 0.0,
                  command_topic: str | None = None,
-                 on_command: Callable[[str, bytes, bool], None] | None = None,
-                 live_streams: tuple[str, ...] = ("telemetry",),
-                 command_probe_topic: str | None = None) -> None:
+                 on_command: Callable[[str, bytes], None] | None = None,
+                 live_streams: tuple[str, ...] = ("telemetry",)) -> None:
         if not 1 <= max_inflight <= 20000:
             raise ValueError("max_inflight must be 1..20000")
         self.outbox = outbox
@@ -116,13 +114,10 @@ class Publisher:
         self.status_online, self.status_offline = status_online, status_offline
         self.reconnect_min_s, self.reconnect_max_s = reconnect_min_s, reconnect_max_s
         self.connect_timeout_s = connect_timeout_s
-        # Inbound commands: subscribed (QoS 1) on every connect, the SUBACK checked and a
-        # loop-back probe proving delivery (collector/command_watch.py); each message is
-        # handed to ``on_command(topic, payload, retained)`` on the event loop thread.
+        # Inbound commands: subscribed (QoS 1) on every connect; each message is handed to
+        # ``on_command(topic, payload)`` on the event loop thread (inside loop_read).
         self.command_topic = command_topic
         self.on_command = on_command
-        self.commands = (CommandSubscription(command_topic, command_probe_topic, username or "")
-                         if command_topic is not None else None)
         # Token bucket over outbox rows (0 = unlimited): a long backlog is replayed at
         # ``replay_rate`` msgs/s with bursts of one window; status and retained state are
         # never throttled (they go out ahead of the backlog).
@@ -174,9 +169,7 @@ class Publisher:
         return {**self._stats, "reconnects": max(0, self._stats["connects"] - 1),
                 "inflight": len(self._inflight), "connected": self._connected,
                 "cursor": self._cursor, "live_cursor": self._live_cursor,
-                "lanes": 2 if self._split else 1, "pending": self.outbox.pending_count(),
-                **({"commands_subscription": self.commands.state,
-                    "commands_deaf": self.commands.deaf} if self.commands is not None else {})}
+                "lanes": 2 if self._split else 1, "pending": self.outbox.pending_count()}
 
     def publish_retained_now(self, press: str | None = None) -> None:
         """Publish the committed retained state of ``press`` (all presses: None) at once,
@@ -249,7 +242,6 @@ class Publisher:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
-        client.on_subscribe = self._on_subscribe
         client.on_socket_close = self._on_socket_close
         client.on_socket_register_write = self._on_register_write
         client.on_socket_unregister_write = self._on_unregister_write
@@ -288,8 +280,6 @@ class Publisher:
             self._client._sock_close()  # no public close-without-DISCONNECT in paho
 
     def _after_disconnect(self) -> None:
-        if self.commands is not None:
-            self.commands.stop()
         if self._misc_task is not None:
             self._misc_task.cancel()
             self._misc_task = None
@@ -391,25 +381,12 @@ class Publisher:
     _offline_mid = -1
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        if self.commands is not None and self.commands.on_message(msg.topic, msg.payload):
-            return  # the subscription's own probe
         if self.on_command is None:
             return
         try:
-            self.on_command(msg.topic, bytes(msg.payload), bool(msg.retain))
+            self.on_command(msg.topic, bytes(msg.payload))
         except Exception:  # a bug in a handler must not break the network loop
-            log.exception("command handler failed for %s", msg.topic[:200])
-
-    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
-                      reason_codes: list[Any], properties: Any) -> None:
-        if self.commands is not None:
-            self.commands.on_suback(mid, reason_codes)
-
-    def clear_retained(self, topic: str) -> None:
-        """Ask the broker to forget a retained message (an empty retained publish). The
-        broker drops it silently when this account may not write ``topic``."""
-        if self._connected and self._client is not None:
-            self._publish_other(topic, b"", retain=True)
+            log.exception("command handler failed for %s", msg.topic)
 
     def _after_io(self) -> None:
         if self._after_connect_pending and self._connected:
@@ -419,9 +396,8 @@ class Publisher:
             log.info("connected to %s:%d as %s (%d messages resent by paho)", self.host,
                      self.port, self.client_id, len(self._inflight))
             self._publish_other(self.topic_status, self.status_online, retain=True)
-            if self.commands is not None and self._client is not None \
-                    and self._loop is not None:
-                self.commands.start(self._client, self._loop, self._publish_other)
+            if self.command_topic is not None and self._client is not None:
+                self._client.subscribe(self.command_topic, qos=1)
             self._retained_dirty.update(self.outbox.get_retained_all())
             self._publish_retained()
             self._split_lanes()
