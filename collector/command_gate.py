@@ -60,6 +60,7 @@ GATE_ERROR_CODES = ("retained", "rate_limited", "too_large", "wrong_topic",
                     "signature_required", "bad_signature")
 RETAINED_SEEN_MAX = 256
 LIMITED_REPLY_EVERY_S = 1.0
+CLEARED = "empty retained message (a clear)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +214,7 @@ class CommandGate:
         decision = self._decide(ts, topic, role, name, payload, retained)
         if isinstance(decision, Refuse):
             self.stats["commands_refused"] += 1
-        elif isinstance(decision, Drop):
+        elif isinstance(decision, Drop) and decision.why != CLEARED:
             self.stats["commands_dropped"] += 1
         elif isinstance(decision, Replay):
             self.stats["commands_replayed"] += 1
@@ -221,6 +222,8 @@ class CommandGate:
 
     def _decide(self, ts: float, topic: str, role: str | None, name: str, payload: bytes,
                 retained: bool) -> Decision:
+        if retained and not payload:
+            return Drop(CLEARED)  # a clear of a retained command (ours, or anyone's)
         if retained:
             return self._retained(topic, payload)
         if not self.bucket.take(ts):
@@ -318,8 +321,6 @@ class CommandGate:
         while len(self._retained_seen) > RETAINED_SEEN_MAX:
             self._retained_seen.popitem(last=False)
         self.stats["commands_retained"] += 1
-        if not payload:
-            return Drop("empty retained message (a clear)")
         log.warning("press %s: retained command on %s NOT executed (a command is a request, "
                     "not a state); asking the broker to clear it", self.press, topic)
         if self.clear_retained is not None:
