@@ -172,6 +172,11 @@ def _send(config_dir: Path, press: str, name: str, fields: list[str], operator: 
         if not reason.is_failure:
             client.subscribe(reply_topic, qos=1)
 
+    def on_disconnect(client, userdata, flags, reason, properties):
+        if "connack" not in got:  # closed before accepting us (TLS 1.3: a missing
+            got["closed"] = reason  # client certificate is refused after the handshake)
+            connected.set()
+
     def on_subscribe(client, userdata, mid, reasons, properties):
         got["suback"] = reasons[0] if reasons else None
         subscribed.set()
@@ -198,6 +203,7 @@ def _send(config_dir: Path, press: str, name: str, fields: list[str], operator: 
         client.tls_set_context(tls)
     client.on_connect, client.on_subscribe = on_connect, on_subscribe
     client.on_publish, client.on_message = on_publish, on_message
+    client.on_disconnect = on_disconnect
     who = repr(identity.username) if identity.username else "anonymous"
     where = f"{broker.host}:{broker.port}"
     try:
@@ -213,6 +219,11 @@ def _send(config_dir: Path, press: str, name: str, fields: list[str], operator: 
     try:
         if not connected.wait(timeout):
             raise CliError(f"no answer (CONNACK) from {where} within {timeout:g} s")
+        if "closed" in got:
+            hint = " (does it require a client certificate? --cert / --cert-key)" \
+                if tls is not None and not identity.cert_file else ""
+            raise CliError(f"the broker {where} closed the connection before accepting the "
+                           f"login as {who}{hint}")
         if got["connack"].is_failure:
             raise CliError(f"the broker {where} refused the login as {who}: {got['connack']} "
                            "(check --username / --password-file / --cert)")
