@@ -15,7 +15,7 @@ from typing import Any
 
 from buffer.store import Outbox, OutboxRow
 from collector import messages, text_safety
-from collector.command_gate import CommandGate, Drop, Refuse, Replay
+from collector.command_gate import CLEARED, CommandGate, Drop, Refuse, Replay
 from collector.domain import Event, Plan, WorkflowSettings
 from collector.messages import EVENTS_STREAM, TELEMETRY_STREAM, Topics
 from collector.metrics import PollTiming
@@ -203,9 +203,11 @@ class PressRuntime:
         """A command from MQTT: the gate (collector/command_gate.py), then the workflow,
         its events, then the reply (recorded in the command log first). None: nothing
         was executed (a repeat answered again, or a flood dropped)."""
-        self.stats["commands"] = self.stats.get("commands", 0) + 1
         decision = self.gate.admit(ts, topic, role, name, payload, retained)
         self.stats.update(self.gate.stats)
+        if isinstance(decision, Drop) and decision.why == CLEARED:
+            return None  # an empty retained message: the clear of a retained command
+        self.stats["commands"] = self.stats.get("commands", 0) + 1
         if isinstance(decision, Drop):
             return None
         if isinstance(decision, Replay):
