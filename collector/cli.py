@@ -42,6 +42,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{len(problems)} problem(s) in {args.config_dir}", file=sys.stderr)
         return 1
     print(summary(args.config_dir))
+    from collector.command_gate import command_warnings
+    from collector.config import load_config
+
+    for line in command_warnings(load_config(args.config_dir)):
+        print(f"warning: {line}", file=sys.stderr)
     return 0
 
 
@@ -97,10 +102,19 @@ def cmd_buffer_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_cmd(args: argparse.Namespace) -> int:
-    from collector.commands_cli import send_command
+    from collector.commands_cli import Identity, send_command
 
+    identity = Identity(username=args.username, password_file=args.password_file,
+                        cert_file=args.cert, key_file=args.cert_key)
     return send_command(args.config_dir, args.press, args.name, args.fields,
-                        operator=args.operator, timeout=args.timeout)
+                        operator=args.operator, timeout=args.timeout, identity=identity,
+                        key_file=args.key)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from collector.commands_cli import generate_key
+
+    return generate_key(args.out, args.name, args.role)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,19 +143,37 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     cmd = sub.add_parser("cmd", help="send a command to a press and wait for the reply",
-                         description="Publish {root}/{press}/cmd/{name} and print the reply "
-                                     "from {root}/{press}/cmd_result (exit 0: accepted, "
-                                     "1: refused, 2: no reply). Example: press-collector cmd "
-                                     "--operator Q7 p1 release why='sorted, all good'")
+                         description="Publish {root}/{press}/cmd/{role}/{name} and print the "
+                                     "reply from {root}/{press}/cmd_result (exit 0: accepted, "
+                                     "1: refused, 2: not sent or no reply). Connects with its "
+                                     "own broker account, never the collector's. Example: "
+                                     "press-collector cmd --username qs-lab --password-file "
+                                     "~/.mqtt-pw --operator Q7 p1 release why='sorted'")
     cmd.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR)
     cmd.add_argument("--operator", default=None, help="operator id (or operator=... field)")
     cmd.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply")
+    cmd.add_argument("--username", default=None, help="this terminal's broker account")
+    cmd.add_argument("--password-file", default=None,
+                     help="file holding its password (else $PRESS_COLLECTOR_CMD_PASSWORD)")
+    cmd.add_argument("--cert", default=None, help="client certificate (PEM) for mTLS")
+    cmd.add_argument("--cert-key", default=None, help="the client certificate's private key")
+    cmd.add_argument("--key", default=None, help="Ed25519 signing key (PEM, from keygen; "
+                                                 "else $PRESS_COLLECTOR_CMD_KEY)")
     cmd.add_argument("press", help="press id, e.g. p1")
     cmd.add_argument("name", help="set_material start_setup release hold repeat_measurement "
                                   "start_first_article start_last_piece request_capability "
                                   "missed_check_reason")
     cmd.add_argument("fields", nargs="*", metavar="key=value", help="command fields")
     cmd.set_defaults(func=cmd_cmd)
+
+    keygen = sub.add_parser("keygen", help="make an Ed25519 key pair for signed commands",
+                            description="Write a new private key (PEM, mode 0600) and print "
+                                        "the [[workflow.commands.keys]] table for the press "
+                                        "configs (docs/security.md, Signed commands)")
+    keygen.add_argument("--out", type=Path, required=True, help="private key file to create")
+    keygen.add_argument("--name", default="operator terminal", help="who holds the key")
+    keygen.add_argument("--role", choices=("production", "quality"), default="quality")
+    keygen.set_defaults(func=cmd_keygen)
     probe = sub.add_parser("probe", help="commissioning probes: talk to one device, print "
                                          "what it says")
     from collector.probe import add_probe_commands

@@ -763,15 +763,69 @@ class GaugeConfig(_Model):
         return GAUGE_PRESETS[self.preset].poll
 
 
-class CommandsConfig(_Model):
-    """Operator ids allowed per command class; "*" = any non-empty operator id.
+class CommandKeyConfig(_Model):
+    """``[[workflow.commands.keys]]``: an Ed25519 public key allowed to sign commands of
+    one role (docs/security.md, "Signed commands"); ``press-collector keygen`` prints it."""
 
+    name: str = Field(min_length=1, max_length=64)  # who holds the key, for the audit
+    role: Literal["production", "quality"]
+    public_key: str  # base64 of the 32 raw bytes
+
+    @field_validator("public_key")
+    @classmethod
+    def _public_key(cls, value: str) -> str:
+        from collector.signing import SigningError, load_public_key
+
+        try:
+            load_public_key(value)
+        except SigningError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+
+class CommandsConfig(_Model):
+    """Who may command this press, and how a command must look (docs/security.md).
+
+    Operator ids allowed per command class; "*" = any non-empty operator id; an empty
+    list (the default) refuses every command of that class (fail closed).
     production: set_material, start_setup, start_first_article, start_last_piece,
-    repeat_measurement, request_capability; quality: release, hold.
+    repeat_measurement, request_capability, missed_check_reason; quality: release, hold.
     """
 
-    production: list[str] = Field(default_factory=lambda: ["*"])
-    quality: list[str] = Field(default_factory=lambda: ["*"])
+    production: list[str] = Field(default_factory=list)
+    quality: list[str] = Field(default_factory=list)
+    require_signature: bool = False  # true: unsigned / badly signed commands are refused
+    max_age_s: float = Field(300.0, gt=0, le=86400)  # older issued_at: refused (expired)
+    max_future_s: float = Field(30.0, ge=0, le=3600)  # issued_at ahead of our clock
+    rate_per_min: float = Field(60.0, gt=0, le=6000)  # token bucket refill per press
+    burst: int = Field(20, ge=1, le=1000)  # token bucket size
+    keys: list[CommandKeyConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CommandsConfig:
+        from collector.text_safety import problem
+
+        problems: list[tuple[Loc, str]] = []
+        for role in ("production", "quality"):
+            for i, operator in enumerate(getattr(self, role)):
+                bad = problem(operator)
+                if not operator.strip() or len(operator) > 200:
+                    problems.append(((role, i), f"{_show(operator)} is not an operator id "
+                                     "(1..200 characters)"))
+                elif bad is not None:
+                    problems.append(((role, i), f"the operator id {bad}"))
+        if self.require_signature and not self.keys:
+            problems.append((("require_signature",), "true needs at least one "
+                             "[[workflow.commands.keys]] entry (press-collector keygen "
+                             "prints one)"))
+        seen: dict[str, int] = {}
+        for i, key in enumerate(self.keys):
+            if key.public_key in seen:
+                problems.append((("keys", i, "public_key"),
+                                 f"the same key as keys[{seen[key.public_key]}]"))
+            seen.setdefault(key.public_key, i)
+        _raise_problems(problems)
+        return self
 
 
 class WorkflowConfig(_Model):

@@ -39,14 +39,16 @@ def _validators() -> dict[str, Any]:
 def schema_name_for(topic: str, root: str) -> str:
     """Which schema governs a topic below the root."""
     rest = topic[len(root) + 1:]
+    parts = rest.split("/")
+    if parts[:3] == ["_collector", "cmd", "probe"] and len(parts) == 4:
+        return "command_probe"  # the collector's check of its command subscription
     if rest.startswith("_collector/"):
         return "collector_alarm" if rest.endswith("/alarm") else "status"
-    parts = rest.split("/")
     if len(parts) == 2 and parts[1] in ("state", "telemetry", "cmd_result"):
         return parts[1]
     if len(parts) == 3 and parts[1:] == ["telemetry", "replay"]:
         return "telemetry"  # the backlog after an outage: same payload, own topic
-    if len(parts) == 3 and parts[1] == "cmd":
+    if len(parts) == 4 and parts[1] == "cmd" and parts[2] in ("production", "quality"):
         return "command_request"
     if len(parts) == 3 and parts[1] == "events":
         return parts[2]

@@ -21,8 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from buffer.commands import CommandLog
 from buffer.store import Outbox
-from collector import messages
+from collector import messages, text_safety
+from collector.command_client import CommandClient
+from collector.command_gate import CommandGate, parse_command_topic, policy_from_config
 from collector.config import LoadedConfig, PlcConfig, PressConfig, to_workflow_settings
 from collector.gauge_triggers import GaugeTriggers
 from collector.messages import Topics
@@ -154,6 +157,7 @@ class Daemon:
     config: LoadedConfig
     outbox: Outbox | None = None
     publisher: Publisher | None = None
+    commands: CommandClient | None = None
     presses: dict[str, PressRuntime] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -163,6 +167,7 @@ class Daemon:
     # buffer bound, write failures and their alarms (part of the /health document)
     bounds: dict[str, object] = field(default_factory=dict)
     write_health_every_s: float = WRITE_HEALTH_EVERY_S
+    _unknown_presses: set[str] = field(default_factory=set)  # command log lines, bounded
 
     def stop(self) -> None:
         self._stop.set()
@@ -212,19 +217,31 @@ class Daemon:
             password=password, tls=tls, replay_rate=cfg.broker.replay_rate,
             reconnect_max_s=cfg.broker.reconnect_max_s,
             status_online=messages.encode_status(host, True),
-            status_offline=messages.encode_status(host, False),
-            command_topic=topics.commands(), on_command=self._on_command)
+            status_offline=messages.encode_status(host, False))
+        self.commands = commands = CommandClient(
+            cfg.broker.host, cfg.broker.port,
+            client_id=f"{cfg.broker.client_id or f'press-collector-{host}'}-cmd",
+            topic=topics.commands(), probe_topic=topics.command_probe(),
+            on_command=self._on_command, username=cfg.broker.username or None,
+            password=password, tls=tls, keepalive=cfg.broker.keepalive_s,
+            reconnect_max_s=cfg.broker.reconnect_max_s)
+        command_log = CommandLog.open(cfg.buffer.path)
         plans = self.config.plans
         driver_tasks: list[asyncio.Task[None]] = []
         buses: dict[str, ModbusBus] = {}  # one per RTU serial port / host:port
         try:
             async with asyncio.TaskGroup() as group:
                 publisher_task = group.create_task(publisher.run(), name="publisher")
+                commands_task = group.create_task(commands.run(), name="commands")
                 for press in self.config.presses.values():
+                    gate = CommandGate(press.id, topics.root,
+                                       policy_from_config(press.workflow.commands),
+                                       command_log, commands.clear_retained, time.time())
                     runtime = PressRuntime(press.id, role_tags(press),
                                            to_workflow_settings(press.workflow), plans, outbox,
                                            topics, publish_telemetry=cfg.telemetry.publish,
-                                           telemetry_filter=TelemetryFilter.from_config(press))
+                                           telemetry_filter=TelemetryFilter.from_config(press),
+                                           gate=gate)
                     self.presses[press.id] = runtime
                     for name, factory in build_drivers(press, runtime.sink, buses).items():
                         driver_tasks.append(group.create_task(
@@ -246,6 +263,7 @@ class Daemon:
                 for task in driver_tasks:
                     task.cancel()
                 prune_task.cancel()
+                commands_task.cancel()
                 tick_task.cancel()
                 bounds_task.cancel()
                 write_task.cancel()
@@ -257,19 +275,25 @@ class Daemon:
                 await publisher.drain(timeout=SHUTDOWN_DRAIN_S)
                 publisher_task.cancel()
         finally:
+            command_log.close()
             outbox.close()
 
-    def _on_command(self, topic: str, payload: bytes) -> None:
-        """``{root}/{press}/cmd/{name}`` -> the press runtime (on the event loop thread)."""
-        rest = topic[len(self._topics.root) + 1:].split("/")
-        if len(rest) != 3 or rest[1] != "cmd":
+    def _on_command(self, topic: str, payload: bytes, retained: bool = False) -> None:
+        """``{root}/{press}/cmd/{role}/{name}`` -> the press runtime (event loop thread)."""
+        parsed = parse_command_topic(self._topics.root, topic)
+        if parsed is None:
             return
-        press, name = rest[0], rest[2]
-        runtime = self.presses.get(press)
+        # the name is echoed in the reply: bounded and without control / bidi characters
+        name = text_safety.sanitise(parsed.name[:64])[0]
+        runtime = self.presses.get(parsed.press)
         if runtime is None:
-            log.warning("command %s for unknown press %r ignored", name, press)
+            unknown = self._unknown_presses
+            if parsed.press not in unknown and len(unknown) < 100:
+                unknown.add(parsed.press)
+                log.warning("command %s for unknown press %r ignored (logged once per press)",
+                            name, parsed.press[:64])
             return
-        runtime.command(time.time(), name, payload)
+        runtime.command(time.time(), topic, parsed.role, name, payload, retained)
 
     async def _tick_loop(self) -> None:
         while True:
@@ -281,11 +305,13 @@ class Daemon:
         """Health document (``/health``, ``/metrics``): per press polls, late polls and poll
         jitter, outbox and publisher counters, driver task failures."""
         presses = {pid: {**rt.stats, **rt.timing.summary(), "state": rt.workflow.state,
-                         "plc_online": rt.plc_online}
+                         "plc_online": rt.plc_online,
+                         "sanitised_by_tag": dict(rt.sanitised_by_tag)}
                    for pid, rt in self.presses.items()}
         return {"presses": presses,
                 "outbox": self.outbox.stats() if self.outbox is not None else {},
                 "publisher": self.publisher.stats() if self.publisher is not None else {},
+                "commands": self.commands.stats() if self.commands is not None else {},
                 "buffer": dict(self.bounds),
                 "task_failures": dict(self.failures)}
 

@@ -133,10 +133,11 @@ class WorkflowSettings:
     stopped_after_s: float = 60.0    # released press idle longer than this shows 'stopped'
     # an out-of-tolerance patrol value puts the press on hold
     hold_on_measurement_fail: bool = False
-    # operator ids allowed per command class ('production', 'quality'); a class that is
-    # missing, or lists "*", accepts any non-empty operator id
+    # operator ids allowed per command class ('production', 'quality'); "*" accepts any
+    # non-empty operator id; a class that is missing or empty refuses every command of
+    # that class (fail closed, docs/security.md)
     authorized: dict[str, tuple[str, ...]] = field(
-        default_factory=lambda: {"production": ("*",), "quality": ("*",)})
+        default_factory=lambda: {"production": (), "quality": ()})
     # a reading from a gauge past its calibration due date is refused for first article
     refuse_overdue_for_first_article: bool = False
     # under 100 % inspection: more strokes than this without a measured piece -> alarm

@@ -50,6 +50,11 @@ class Topics:
     def commands(self) -> str:
         """What the collector subscribes to: every command to every press."""
         return f"{self.root}/+/cmd/#"
+
+    def command_probe(self) -> str:
+        """The collector's own loop-back message proving its command subscription
+        delivers (a broker ACL may accept the subscription and deliver nothing)."""
+        return f"{self.root}/{COLLECTOR_PRESS}/cmd/probe/{self.host}"
     def alarm(self) -> str:
         return f"{self.root}/_collector/{self.host}/alarm"
 

@@ -79,10 +79,15 @@ def prometheus_text(health: dict[str, Any]) -> str:
     for press, st in sorted(health.get("presses", {}).items()):
         label = f'{{press="{press}"}}'
         for key, value in st.items():
+            if isinstance(value, dict):  # per tag, e.g. sanitised_by_tag
+                for tag, n in sorted(value.items()):
+                    emit(f"press_collector_press_{key}", n,
+                         f'{{press="{press}",tag="{tag}"}}', "counter")
+                continue
             kind = "counter" if key in ("polls", "late_polls", "events", "poll_errors",
                                         "gauge_values", "gauge_errors") else "gauge"
             emit(f"press_collector_press_{key}", value, label, kind)
-    for section in ("outbox", "publisher"):
+    for section in ("outbox", "publisher", "commands"):
         for key, value in health.get(section, {}).items():
             emit(f"press_collector_{section}_{key}", value)
     for name, n in health.get("task_failures", {}).items():

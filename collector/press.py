@@ -13,10 +13,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import orjson
-
 from buffer.store import Outbox, OutboxRow
-from collector import messages
+from collector import messages, text_safety
+from collector.command_gate import CLEARED, CommandGate, Drop, Refuse, Replay
 from collector.domain import Event, Plan, WorkflowSettings
 from collector.messages import EVENTS_STREAM, TELEMETRY_STREAM, Topics
 from collector.metrics import PollTiming
@@ -31,6 +30,8 @@ CMD_RESULT_STREAM = "cmd_result"
 # Every poll's full values when the telemetry filter held some back (history only).
 TELEMETRY_RAW_STREAM = "telemetry_raw"
 SNAPSHOT_EVERY_S = 1.0
+# PLC strings that land in every event's context: sanitised (collector/text_safety.py)
+ID_ROLES = ("part_number", "die_id", "material_lot", "heat_number")
 
 
 def snapshot_key(press: str) -> str:
@@ -44,11 +45,16 @@ class PressRuntime:
                  plans: Mapping[str, Plan], outbox: Outbox, topics: Topics,
                  publish_telemetry: bool = True,
                  on_state: Callable[[str, str], None] | None = None,
-                 telemetry_filter: TelemetryFilter | None = None) -> None:
+                 telemetry_filter: TelemetryFilter | None = None,
+                 gate: CommandGate | None = None) -> None:
         self.press = press_id
+        self.gate = gate if gate is not None else CommandGate(press_id, topics.root)
         self.telemetry_filter = telemetry_filter
         self.timing = PollTiming()
         self.role_tags = tuple(role_tags.items())  # (tag name, role)
+        self._id_role_tags = tuple((t, r) for t, r in self.role_tags if r in ID_ROLES)
+        self.sanitised_by_tag: dict[str, int] = {}  # PLC strings with unsafe characters
+        self._sanitised_last: dict[str, str] = {}
         self.outbox = outbox
         self.topics = topics
         self.publish_telemetry = publish_telemetry
@@ -88,6 +94,10 @@ class PressRuntime:
         if result.errors:
             stats["poll_errors"] += 1
         roles = {role: values[tag] for tag, role in self.role_tags if tag in values}
+        for tag, role in self._id_role_tags:
+            value = roles.get(role)
+            if value.__class__ is str and not value.isprintable():
+                roles[role] = self._sanitise(tag, value)
         events = self.workflow.on_poll(result.ts, roles)
         if self.telemetry_filter is not None and self.publish_telemetry:
             self._filtered_telemetry(result)
@@ -99,6 +109,20 @@ class PressRuntime:
         self.outbox.add(OutboxRow(self.press, TELEMETRY_STREAM, seq, self._telemetry_topic,
                                   payload, durable=False, delivered=not self.publish_telemetry))
         self._emit(events, result.ts)
+
+    def _sanitise(self, tag: str, value: str) -> str:
+        """A PLC id string with control / bidi characters: each becomes U+FFFD, counted
+        per tag (``sanitised_by_tag``, /metrics), logged when the raw value changes."""
+        clean, replaced = text_safety.sanitise(value)
+        if replaced:
+            self.stats["plc_strings_sanitised"] = self.stats.get("plc_strings_sanitised", 0) + 1
+            self.sanitised_by_tag[tag] = self.sanitised_by_tag.get(tag, 0) + 1
+            if self._sanitised_last.get(tag) != value:
+                self._sanitised_last[tag] = value
+                log.warning("press %s: tag %s delivered %r with %d control/bidi "
+                            "character(s); the event context gets %r", self.press, tag,
+                            value[:80], replaced, clean[:80])
+        return clean
 
     def _filtered_telemetry(self, result: PollResult) -> None:
         """Every value into the history; only what the filter selects to subscribers."""
@@ -174,29 +198,49 @@ class PressRuntime:
         self.workflow.set_plans(plans)
         self.tick(ts)
 
-    def command(self, ts: float, name: str, payload: bytes) -> CommandResult:
-        """A command from MQTT: decode, run through the workflow, events, then the reply."""
-        request_id: str | None = None
-        try:
-            data = orjson.loads(payload)
-        except orjson.JSONDecodeError as exc:
-            result = CommandResult(False, "malformed", f"not JSON: {exc}", [])
-        else:
-            if isinstance(data, dict) and isinstance(data.get("request_id"), str):
-                request_id = data["request_id"]
-            result = self.workflow.on_command(ts, name, data)
+    def command(self, ts: float, topic: str, role: str | None, name: str, payload: bytes,
+                retained: bool = False) -> CommandResult | None:
+        """A command from MQTT: the gate (collector/command_gate.py), then the workflow,
+        its events, then the reply (recorded in the command log first). None: nothing
+        was executed (a repeat answered again, or a flood dropped)."""
+        decision = self.gate.admit(ts, topic, role, name, payload, retained)
+        self.stats.update(self.gate.stats)
+        if isinstance(decision, Drop) and decision.why == CLEARED:
+            return None  # an empty retained message: the clear of a retained command
         self.stats["commands"] = self.stats.get("commands", 0) + 1
+        if isinstance(decision, Drop):
+            return None
+        if isinstance(decision, Replay):
+            self._queue_reply(decision.reply)
+            return None
+        if isinstance(decision, Refuse):
+            result = CommandResult(False, decision.code, decision.message, [])
+            self.reply(ts, decision.request_id, name, result)
+            return result
+        result = self.workflow.on_command(ts, name, decision.data)
+        for event in result.events:
+            if event.kind == "command":  # the audit record says how it was authorised
+                event.body["auth"] = decision.auth
         if result.events:
             self._emit(result.events, ts)
-        self.reply(ts, request_id, name, result)
+        reply = self._reply_payload(ts, decision.request_id, name, result)
+        self.gate.answered(decision, ts, reply)
+        self.stats.update(self.gate.stats)
+        self._queue_reply(reply)
         return result
 
     def reply(self, ts: float, request_id: str | None, name: str, result: CommandResult) -> None:
-        seq = self.outbox.next_seq(self.press, CMD_RESULT_STREAM)
-        payload = messages.encode_cmd_result(
+        self._queue_reply(self._reply_payload(ts, request_id, name, result))
+
+    def _reply_payload(self, ts: float, request_id: str | None, name: str,
+                       result: CommandResult) -> bytes:
+        return messages.encode_cmd_result(
             self.press, ts, self.topics.host, request_id, name, result.ok, result.code,
             result.message, [e.kind for e in result.events], self.workflow.state,
             result.effect)
+
+    def _queue_reply(self, payload: bytes) -> None:
+        seq = self.outbox.next_seq(self.press, CMD_RESULT_STREAM)
         self.outbox.add(OutboxRow(self.press, CMD_RESULT_STREAM, seq,
                                   self.topics.cmd_result(self.press), payload, durable=True))
 

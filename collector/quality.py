@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from collector import spc
+from collector import spc, text_safety
 from collector.domain import Characteristic, Plan, SpcOptions
 
 # --------------------------------------------------------------------------------------
@@ -82,12 +82,18 @@ def validate_command(name: str, payload: Any, authorized: Mapping[str, tuple[str
         text = str(value).strip()
         if len(text) > 200:
             raise CommandError("invalid_field", f"{key} is longer than 200 characters")
+        bad = text_safety.problem(text)
+        if bad is not None:  # it would land in every event's context (docs/security.md)
+            raise CommandError("invalid_field", f"{key} {bad}")
         if text:
             out[key] = text
     for key in (*COMMON_FIELDS, *spec.required):
         if key not in out:
             raise CommandError("missing_field", f"{key} is required for {name}")
-    ids = authorized.get(spec.cls, ("*",))
+    ids = authorized.get(spec.cls, ())  # fail closed: no list, nobody (docs/security.md)
+    if not ids:
+        raise CommandError("unauthorized", f"nobody may send {spec.cls} commands ({name}) "
+                           f"to this press: its [workflow.commands] {spec.cls} list is empty")
     if "*" not in ids and out["operator"] not in ids:
         raise CommandError("unauthorized", f"operator {out['operator']!r} may not send "
                            f"{spec.cls} commands ({name})")

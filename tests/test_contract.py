@@ -114,6 +114,9 @@ def test_timestamps_are_utc_with_milliseconds() -> None:
     (f"{ROOT}/p1/state", "state"),
     (f"{ROOT}/_collector/line-pc-1/status", "status"),
     (f"{ROOT}/_collector/line-pc-1/alarm", "collector_alarm"),
+    (f"{ROOT}/p1/cmd/quality/release", "command_request"),
+    (f"{ROOT}/p1/cmd/production/set_material", "command_request"),
+    (f"{ROOT}/_collector/cmd/probe/line-pc-1", "command_probe"),
 ])
 def test_topic_to_schema(topic: str, name: str) -> None:
     assert schema_name_for(topic, ROOT) == name
@@ -180,9 +183,15 @@ def test_capability_review_and_cmd_result_honour_their_schemas() -> None:
     reply = orjson.loads(messages.encode_cmd_result("p1", 1.0, "h", "r-1", "hold", False,
                                                     "not_allowed", "not now", [], "released"))
     assert validate_message(f"{ROOT}/p1/cmd_result", ROOT, reply) == []
-    assert validate_message(f"{ROOT}/p1/cmd/hold", ROOT,
-                            {"request_id": "r-1", "operator": "Q7", "why": "x"}) == []
-    assert validate_message(f"{ROOT}/p1/cmd/hold", ROOT, {"operator": "Q7"}) != []
+    hold = f"{ROOT}/p1/cmd/quality/hold"
+    ok = {"request_id": "r-1", "operator": "Q7", "why": "x",
+          "issued_at": "2026-11-25T09:00:00.000Z"}
+    assert validate_message(hold, ROOT, ok) == []
+    assert validate_message(hold, ROOT, {"operator": "Q7"}) != []
+    assert validate_message(hold, ROOT, {**ok, "request_id": "x" * 65}) != []
+    assert validate_message(hold, ROOT, {k: v for k, v in ok.items() if k != "issued_at"})
+    with pytest.raises(ValueError):  # the layout without a role level is not a command
+        schema_name_for(f"{ROOT}/p1/cmd/hold", ROOT)
 def test_100_percent_inspection_and_missed_check_messages_honour_their_schemas() -> None:
     from tests.test_quality_workflow import i100_press
 

@@ -22,6 +22,7 @@ from collector.contract import validate_message
 from collector.demo import REPO_CONFIG
 from collector.domain import Reaction, SpcOptions
 from collector.local_broker import LocalBroker
+from tests.support.commands import command_topic, stamped
 from tests.support.line import BRK100_PASS, Line
 
 
@@ -65,8 +66,8 @@ def send(line: Line, name: str, payload: dict | bytes) -> str:
     assert line.sub is not None
     request_id = uuid.uuid4().hex[:8]
     if isinstance(payload, dict):
-        payload = orjson.dumps({"request_id": request_id, **payload})
-    line.sub.client.publish(f"{line.root}/p1/cmd/{name}", payload, qos=1)
+        payload = orjson.dumps(stamped({"request_id": request_id, **payload}))
+    line.sub.client.publish(command_topic(line.root, "p1", name), payload, qos=1)
     return request_id
 
 

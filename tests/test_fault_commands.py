@@ -20,12 +20,13 @@ import orjson
 import pytest
 
 from collector.contract import validate_message
+from tests.support.commands import command_topic, stamped
 from tests.support.line import BRK100_PASS, Line
 
 
 def publish(line: Line, press: str, name: str, payload: bytes) -> None:
     assert line.sub is not None
-    line.sub.client.publish(f"{line.root}/{press}/cmd/{name}", payload, qos=1)
+    line.sub.client.publish(command_topic(line.root, press, name), payload, qos=1)
 
 
 def replies(line: Line) -> list[dict]:
@@ -53,7 +54,7 @@ async def test_bad_commands_are_refused_with_a_reply_and_change_nothing(
 
     def req(**fields: object) -> tuple[str, bytes]:
         rid = uuid.uuid4().hex[:8]
-        return rid, orjson.dumps({"request_id": rid, **fields})
+        return rid, orjson.dumps(stamped({"request_id": rid, **fields}))
 
     cases: list[tuple[str, str | None, bytes, str]] = []  # (command, request id, payload, code)
     for payload in (b"[1, 2]", b'"release"', b"", b"null", b"\xff\xfe"):

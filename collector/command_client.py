@@ -1,0 +1,199 @@
+"""The collector's own MQTT 5 connection for commands (docs/security.md).
+
+Commands do not ride on the publisher's connection (MQTT 3.1.1, persistent session, tuned
+for the outbox) because three guarantees need MQTT 5:
+
+- **retain as published** (subscription option): every delivery carries the retain flag
+  the sender set, also for a message published while we are subscribed (MQTT 3.1.1
+  clears it then), so a retained command is recognised and never executed;
+- **clean start, no session expiry**: the broker queues nothing for us while the daemon
+  is down, so commands sent meanwhile do not run when it comes back (the sender gets no
+  reply and sends again; the request id makes the retry safe). The issue-time check is
+  the second line for any other path;
+- **maximum packet size** (CONNECT property, ``MAX_PACKET_BYTES``): the broker never
+  sends us a bigger message, so a 100 MB "command" costs the daemon nothing (bigger than
+  the gate's 8 KiB but under this: refused with ``too_large``);
+- reason codes: a refused SUBACK and a refused "clear this retained message" PUBACK are
+  reported as such.
+
+paho's network thread (``loop_start``) reconnects by itself; every callback hops to the
+event loop (``call_soon_threadsafe``), so the command gate and the presses run on the
+loop thread as everything else. ``collector/command_watch.py`` checks the subscription
+on each connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from collector.command_watch import CommandSubscription
+
+log = logging.getLogger(__name__)
+
+MAX_PACKET_BYTES = 65536
+
+
+class CommandClient:
+    """Receives ``topic`` (QoS 1) and hands each message to ``on_command(topic, payload,
+    retained)`` on the event loop; ``await run()`` until cancelled."""
+
+    def __init__(self, host: str, port: int, client_id: str, topic: str,
+                 probe_topic: str | None, on_command: Callable[[str, bytes, bool], None],
+                 username: str | None = None, password: str | None = None,
+                 tls: ssl.SSLContext | None = None, keepalive: int = 30,
+                 reconnect_min_s: float = 0.25, reconnect_max_s: float = 30.0,
+                 max_packet_bytes: int = MAX_PACKET_BYTES) -> None:
+        self.host, self.port = host, port
+        self.client_id = client_id
+        self.topic = topic
+        self.on_command = on_command
+        self.username, self._password, self._tls = username, password, tls
+        self.keepalive = keepalive
+        self.reconnect = (max(1, round(reconnect_min_s)), max(1, round(reconnect_max_s)))
+        self.max_packet_bytes = max_packet_bytes
+        self.watch = CommandSubscription(topic, probe_topic, username or "")
+        self._client: mqtt.Client | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._clearing: dict[int, str] = {}  # mid -> topic of a retained-message clear
+        self._last_error: str | None = None
+        self._stopping = False
+        self._stats: dict[str, Any] = {"connects": 0, "received": 0, "probes": 0,
+                                       "clear_refused": 0}
+
+    def stats(self) -> dict[str, Any]:
+        return {**self._stats, "subscription": self.watch.state, "deaf": self.watch.deaf}
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        client = self._client = self._make_client()
+        client.connect_async(self.host, self.port, self.keepalive, clean_start=True,
+                             properties=self._connect_properties())
+        client.loop_start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self._stopping = True
+            self.watch.reset()
+            with contextlib.suppress(Exception):
+                client.disconnect()
+            await asyncio.to_thread(client.loop_stop)
+
+    def clear_retained(self, topic: str) -> None:
+        """Ask the broker to forget a retained command (an empty retained publish); a
+        refusal (the shipped ACL: the collector may not write command topics) is logged."""
+        client = self._client
+        if client is None or not client.is_connected():
+            return
+        info = client.publish(topic, b"", qos=1, retain=True)
+        self._clearing[info.mid] = topic
+
+    # -- paho side (network thread) ------------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                             protocol=mqtt.MQTTv5)
+        client.reconnect_delay_set(*self.reconnect)
+        if self.username:
+            client.username_pw_set(self.username, self._password)
+        if self._tls is not None:
+            client.tls_set_context(self._tls)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        return client
+
+    def _connect_properties(self) -> Properties:
+        props = Properties(PacketTypes.CONNECT)
+        props.MaximumPacketSize = self.max_packet_bytes
+        props.SessionExpiryInterval = 0
+        return props
+
+    def _hop(self, fn: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+                loop.call_soon_threadsafe(fn, *args)
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        self._hop(self._connected, str(reason), bool(reason.is_failure))
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        self._hop(self._disconnected, str(reason))
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
+                      reason_codes: list[Any], properties: Any) -> None:
+        self._hop(self.watch.on_suback, mid, list(reason_codes))
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        self._hop(self._deliver, msg.topic, bytes(msg.payload), bool(msg.retain))
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
+                    properties: Any) -> None:
+        if mid in self._clearing:
+            self._hop(self._cleared, self._clearing.pop(mid), bool(reason.is_failure),
+                      str(reason))
+
+    # -- event loop side -----------------------------------------------------------------
+    def _connected(self, reason: str, failed: bool) -> None:
+        if failed:
+            self._error(f"command connection to {self.host}:{self.port} refused: {reason}")
+            return
+        self._stats["connects"] += 1
+        if self._last_error is not None:
+            log.info("command connection to %s:%d back", self.host, self.port)
+            self._last_error = None
+        client = self._client
+        assert client is not None and self._loop is not None
+
+        def subscribe() -> int | None:
+            _, mid = client.subscribe(self.topic, options=SubscribeOptions(
+                qos=1, retainAsPublished=True))
+            return mid  # None: the connection is gone again; the next connect subscribes
+
+        def publish(topic: str, payload: bytes) -> None:
+            self._stats["probes"] += 1
+            client.publish(topic, payload, qos=1)
+
+        self.watch.start(subscribe, publish, self._loop)
+
+    def _disconnected(self, reason: str) -> None:
+        self.watch.reset()
+        if self._stats["connects"] and not self._stopping:
+            self._error(f"command connection to {self.host}:{self.port} lost: {reason}")
+
+    def _deliver(self, topic: str, payload: bytes, retained: bool) -> None:
+        if self.watch.on_message(topic, payload):
+            return
+        self._stats["received"] += 1
+        try:
+            self.on_command(topic, payload, retained)
+        except Exception:  # a bug in a handler must not stop command reception
+            log.exception("command handler failed for %s", topic[:200])
+
+    def _cleared(self, topic: str, failed: bool, reason: str) -> None:
+        if failed:
+            self._stats["clear_refused"] += 1
+            log.warning("the broker refused to clear the retained command on %s (%s): this "
+                        "account may not write command topics (as the shipped ACL wants); "
+                        "clear it with a %s account: mosquitto_pub -r -n -t '%s'", topic,
+                        reason, topic.split("/")[-2], topic)
+        else:
+            log.info("retained command on %s cleared", topic)
+
+    def _error(self, text: str) -> None:
+        if text != self._last_error:
+            self._last_error = text
+            log.warning("%s (retrying)", text)
