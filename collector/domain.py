@@ -144,6 +144,36 @@ class WorkflowSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class GaugeReading:
+    """One gauge value as the workflow takes it, every field travelling together.
+
+    The workflow hands this one frozen value from path to path (plan sync, routing,
+    first article, patrol, last piece) instead of a list of arguments, so no path can
+    drop a field on the way (issue 11: a re-entry after a plan reload once dropped
+    ``calibration_overdue`` and accepted an overdue gauge for first article).
+    Build it with ``collector.workflow.reading`` (it normalises ids and channel).
+
+    ``value`` is the decimal string as the gauge sent it; ``calibration_overdue``: the
+    gauge was past its calibration due date; ``flag``: the gauge's own tolerance flag
+    (carried for the event; the workflow judges against the plan, never the flag).
+    """
+
+    ts: float
+    gauge: str | None
+    channel: int | None
+    value: str
+    unit: str
+    reading_id: str | None = None
+    calibration_overdue: bool = False
+    flag: str | None = None
+
+    def as_body(self) -> dict[str, Any]:
+        """The reading's fields as they appear in ``unassigned_reading`` events."""
+        return {"gauge": self.gauge, "channel": self.channel, "value": self.value,
+                "unit": self.unit, "reading_id": self.reading_id}
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """Something subscribers get: a kind, the acquisition time, a body and the context.
 

@@ -21,7 +21,7 @@ from collector.domain import Event, Plan, WorkflowSettings
 from collector.messages import EVENTS_STREAM, TELEMETRY_STREAM, Topics
 from collector.metrics import PollTiming
 from collector.telemetry_filter import TelemetryFilter
-from collector.workflow import CommandResult, PressWorkflow
+from collector.workflow import CommandResult, PressWorkflow, reading
 from drivers.base import ConnectionChange, DriverEvent, GaugeError, GaugeValue, PollResult
 
 log = logging.getLogger(__name__)
@@ -136,9 +136,10 @@ class PressRuntime:
         self.outbox.add(OutboxRow(self.press, GAUGE_STREAM, seq,
                                   f"{self.topics.root}/{self.press}/gauge/{value.gauge}",
                                   payload, durable=True, delivered=True))
-        events = self.workflow.on_gauge(value.ts, value.gauge, value.channel, value.value,
-                                        value.unit, reading_id=reading_id,
-                                        calibration_overdue=value.calibration_overdue)
+        events = self.workflow.on_reading(reading(
+            value.ts, value.gauge, value.channel, value.value, value.unit,
+            reading_id=reading_id, calibration_overdue=value.calibration_overdue,
+            flag=value.flag))
         self._emit(events, value.ts)
 
     def _on_gauge_error(self, error: GaugeError) -> None:

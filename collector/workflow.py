@@ -150,7 +150,14 @@ from decimal import Decimal
 from typing import Any
 
 from collector import quality
-from collector.domain import STATES, Characteristic, Event, Plan, WorkflowSettings
+from collector.domain import (
+    STATES,
+    Characteristic,
+    Event,
+    GaugeReading,
+    Plan,
+    WorkflowSettings,
+)
 from collector.quality import COMMANDS, CharSpc, CommandError
 from collector.tolerance import UnitError, check, parse_value
 
@@ -394,6 +401,20 @@ def _to_channel(value: Any) -> int | None:
 
 def _dec(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
+
+
+def reading(ts: float, gauge: Any, channel: Any, value: Any, unit: Any,
+            reading_id: Any = None, calibration_overdue: bool = False,
+            flag: str | None = None) -> GaugeReading:
+    """A ``GaugeReading`` from driver values: ids and channel normalised as everywhere in
+    the workflow, value and unit stripped strings."""
+    return GaugeReading(
+        ts=float(ts), gauge=_to_id(gauge), channel=_to_channel(channel),
+        value=value.strip() if isinstance(value, str) else str(value),
+        unit=unit.strip() if isinstance(unit, str) else str(unit),
+        reading_id=None if reading_id is None else str(reading_id),
+        calibration_overdue=bool(calibration_overdue),
+        flag=None if flag is None else str(flag))
 
 
 # --------------------------------------------------------------------------------------
@@ -755,27 +776,35 @@ class PressWorkflow:
         unit: str,
         reading_id: str | None = None,
         calibration_overdue: bool = False,
+        flag: str | None = None,
     ) -> list[Event]:
-        """``calibration_overdue``: the gauge was past its calibration due date; the
-        result is flagged, and refused for first article when the settings say so."""
-        reading = {
-            "gauge": _to_id(gauge),
-            "channel": _to_channel(channel),
-            "value": value.strip() if isinstance(value, str) else str(value),
-            "unit": unit.strip() if isinstance(unit, str) else str(unit),
-            "reading_id": None if reading_id is None else str(reading_id),
-        }
+        """A gauge value given field by field: builds the typed ``GaugeReading`` and
+        hands it to ``on_reading`` (the one path every reading takes)."""
+        return self.on_reading(reading(ts, gauge, channel, value, unit, reading_id,
+                                       calibration_overdue, flag))
+
+    def on_reading(self, r: GaugeReading) -> list[Event]:
+        """One gauge reading. ``r.calibration_overdue``: the gauge was past its
+        calibration due date; the result is flagged, and refused for first article when
+        the settings say so. The reading travels as one frozen value: no path (plan
+        sync, routing, first article, patrol, last piece) can drop a field of it."""
+        if self._state in (OFFLINE, SETUP):
+            return [self._unassigned(r, f"state:{self._state}",
+                                     f"readings are not taken in state {self._state}")]
+        return self._sync_plan(r.ts) + self._take(r)
+
+    def _unassigned(self, r: GaugeReading, reason: str, detail: str) -> Event:
+        return self._event("unassigned_reading", r.ts,
+                           {**r.as_body(), "reason": reason, "detail": detail})
+
+    def _take(self, r: GaugeReading) -> list[Event]:
+        """Route and judge a reading (the plan is in sync): first article, patrol or
+        last piece; ``unassigned_reading`` with the reason when nothing takes it."""
+        ts, state = r.ts, self._state
 
         def unassigned(reason: str, detail: str) -> list[Event]:
-            return [self._event("unassigned_reading", ts,
-                                {**reading, "reason": reason, "detail": detail})]
+            return [self._unassigned(r, reason, detail)]
 
-        state = self._state
-        if state in (OFFLINE, SETUP):
-            return unassigned(f"state:{state}", f"readings are not taken in state {state}")
-        pre = self._sync_plan(ts)
-        if pre:
-            return pre + self.on_gauge(ts, gauge, channel, value, unit, reading_id)
         plan = self.plan()
         if plan is None:
             part = self._ids["part_number"]
@@ -784,13 +813,13 @@ class PressWorkflow:
         if not plan.characteristics:
             return unassigned("empty_plan", f"plan {plan.part_number} rev {plan.revision} "
                                             "has no characteristics")
-        raw = parse_value(value)
+        raw = parse_value(r.value)
         if raw is None:
-            return unassigned("invalid_value", f"not a finite decimal: {reading['value']!r}")
+            return unassigned("invalid_value", f"not a finite decimal: {r.value!r}")
 
-        if (calibration_overdue and self.settings.refuse_overdue_for_first_article
+        if (r.calibration_overdue and self.settings.refuse_overdue_for_first_article
                 and state not in (RELEASED, STOPPED)):
-            return unassigned("calibration_overdue", f"gauge {reading['gauge']} is past its "
+            return unassigned("calibration_overdue", f"gauge {r.gauge} is past its "
                               "calibration due date: not accepted for first article")
         chars = plan.characteristics
         n = len(chars)
@@ -806,17 +835,17 @@ class PressWorkflow:
             counts = {c.id: _pieces(done, c.id) for c in chars}
             order = sorted((i for i, c in enumerate(chars) if counts[c.id] < size),
                            key=lambda i: (counts[chars[i].id], i))
-        index = _route(chars, reading["gauge"], reading["channel"], order)
+        index = _route(chars, r.gauge, r.channel, order)
         if index is None:
             return unassigned("no_matching_characteristic",
-                              f"no open characteristic takes gauge {reading['gauge']} "
-                              f"channel {reading['channel']}")
+                              f"no open characteristic takes gauge {r.gauge} "
+                              f"channel {r.channel}")
         char = chars[index]
         try:
-            result = _result(char, raw, reading, ts)
+            result = _result(char, raw, r)
         except UnitError as exc:
             return unassigned("unknown_unit", str(exc))
-        if calibration_overdue:
+        if r.calibration_overdue:
             result["calibration_overdue"] = True
 
         if last_piece:
@@ -1620,11 +1649,9 @@ def _route(
     return None
 
 
-def _result(
-    char: Characteristic, raw: Decimal, reading: Mapping[str, Any], ts: float
-) -> dict[str, Any]:
+def _result(char: Characteristic, raw: Decimal, r: GaugeReading) -> dict[str, Any]:
     """One judged value as a JSON-able dict (``UnitError`` when units do not convert)."""
-    judged = check(raw, reading["unit"], char.unit, char.nominal, char.lsl, char.usl)
+    judged = check(raw, r.unit, char.unit, char.nominal, char.lsl, char.usl)
     return {
         "characteristic": char.id,
         "name": char.name,
@@ -1637,10 +1664,10 @@ def _result(
         "value": _dec(judged.value),
         "verdict": judged.verdict,
         "deviation": _dec(judged.deviation),
-        "reading_id": reading["reading_id"],
-        "gauge": reading["gauge"],
-        "channel": reading["channel"],
-        "raw_value": reading["value"],
-        "raw_unit": reading["unit"],
-        "measured_ts": ts,
+        "reading_id": r.reading_id,
+        "gauge": r.gauge,
+        "channel": r.channel,
+        "raw_value": r.value,
+        "raw_unit": r.unit,
+        "measured_ts": r.ts,
     }
