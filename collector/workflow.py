@@ -874,7 +874,8 @@ class PressWorkflow:
             alarms.append(self._react(ts, plan, char, "out_of_tolerance", {
                 "value": result["value"], "nominal": result["nominal"], "lsl": result["lsl"],
                 "usl": result["usl"], "unit": result["unit"],
-                "deviation": result["deviation"]}, [result["reading_id"]], changes))
+                "deviation": result["deviation"]}, [result["reading_id"]], changes,
+                applied=list(actions)))  # hold_on_measurement_fail's hold is this alarm's
             actions += [a for a in alarms[-1]["actions"] if a not in actions]
         spc_state = self._spc.get(char.id)
         records: list[tuple[str, dict[str, Any]]] = []
@@ -948,11 +949,15 @@ class PressWorkflow:
 
     def _react(self, ts: float, plan: Plan, char: Characteristic, cause: str,
                evidence: dict[str, Any], reading_ids: list[str | None],
-               changes: list[Event]) -> dict[str, Any]:
-        """Apply the class's reaction plan for ``cause``; the alarm body."""
+               changes: list[Event], applied: list[str] | None = None) -> dict[str, Any]:
+        """Apply the class's reaction plan for ``cause``; the alarm body. ``applied``:
+        actions the same input already took for this cause (the press option
+        ``hold_on_measurement_fail``): the alarm lists every action it caused."""
         wanted = getattr(plan.reaction(char.char_class), cause)
-        applied: list[str] = []
-        if "hold" in wanted and self._state in (RELEASED, STOPPED):
+        applied = list(applied or [])
+        if "hold" in applied:
+            pass
+        elif "hold" in wanted and self._state in (RELEASED, STOPPED):
             self._append(changes, self._go(ts, "reaction_hold"))
             applied.append("hold")
         elif "hold" in wanted and self._state == HOLD:

@@ -728,6 +728,9 @@ def test_measurement_fail_with_hold_then_new_first_article() -> None:
     events = p.measure("C3", "3.2")
     assert kinds(events) == ["measurement", "alarm", "state_change"]
     assert events[0].body["action"] == "hold"
+    # the alarm names the hold it caused (issue 11: it said "actions": [])
+    assert events[1].body["cause"] == "out_of_tolerance"
+    assert events[1].body["actions"] == ["hold"]
     assert events[0].context["state"] == "hold"
     assert changes(events) == [("released", "hold", "measurement_fail")]
     p.strokes(2)
