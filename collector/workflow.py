@@ -49,9 +49,16 @@ the order job_start/job_change, die_change, material_change, repair, long_stop):
 A trigger in any state restarts the verification: attempt counter and unreleased strokes
 back to 0, an open first article discarded (``discarded_first_article: true``), the
 patrol position reset. The target is ``setup`` while setup mode is on, else
-``awaiting_first_article``. A trigger while already in ``setup`` (die id read during
-the die change) still emits a ``setup`` event (charts want every die change) but no
-``state_change``. Setup mode dropping in ``setup`` -> ``awaiting_first_article``.
+``awaiting_first_article``. Setup mode dropping in ``setup`` -> ``awaiting_first_article``.
+
+Open setup (issue 11). A setup is open from its trigger until a first-article attempt
+starts (the first reading is taken) or the press is released. A trigger while a setup is
+open (typically "setup mode on, then the die id changes", or the material lot entered
+during the die change) amends it instead of starting another: a ``setup`` event with
+``amended: true``, the reasons of the whole setup, ``added_reasons``, ``previous`` = the
+ids before the setup and ``new`` = the ids now; the reasons this change carried are
+annotated again (``amended: true``) in the same phase. No new phase, attempt and
+unreleased strokes count on; a state change only if setup mode changed the target.
 
 Strokes. A stroke counter increase while not released (``setup``,
 ``awaiting_first_article``, ``first_article``, ``hold``) adds to ``unreleased_strokes``.
@@ -489,6 +496,9 @@ class PressWorkflow:
         # released production vs values per characteristic (docs/quality.md)
         self._i100: dict[str, Any] | None = None
         self._overdues: list[dict[str, Any]] = []  # the last MISSED_KEPT missed checks
+        # The open setup (issue 11): from a setup trigger until a first-article attempt
+        # starts or the press is released; a trigger meanwhile amends it (one phase).
+        self._open_setup: dict[str, Any] | None = None
 
     def set_plans(self, plans: Mapping[str, Plan]) -> None:
         """New plans while running (SIGHUP). A changed revision of the running part's plan
@@ -563,6 +573,8 @@ class PressWorkflow:
             self._previous_state = source
         elif source == OFFLINE:
             self._previous_state = None
+        if target in (FIRST_ARTICLE, RELEASED, HOLD):
+            self._open_setup = None  # verification under way or done: the setup is closed
         self._state = target
         return self._event("state_change", ts, {"from": source, "to": target, "cause": trigger})
 
@@ -722,6 +734,8 @@ class PressWorkflow:
         idle: float | None,
         command: str | None = None,
     ) -> list[Event]:
+        if self._open_setup is not None:
+            return self._amend_setup(ts, reasons, setup_mode, strokes, idle, command)
         before = self._state
         discarded = self._fa
         previous_unreleased = self._unreleased
@@ -752,16 +766,77 @@ class PressWorkflow:
             "previous_unreleased_strokes": previous_unreleased,
             "unreleased_strokes": self._unreleased,
             "idle_s": idle,
+            "amended": False,
+            "added_reasons": [],
+        }
+        if command is not None:
+            body["command"] = command
+        self._open_setup = {"ts": ts, "reasons": list(body["reasons"]),
+                            "previous": dict(body["previous"])}
+        events = [self._event("setup", ts, body)]
+        events += self._annotations(ts, body["reasons"], body, command, amended=False)
+        self._append(events, change)
+        return events
+
+    def _annotations(self, ts: float, reasons: Iterable[str], body: Mapping[str, Any],
+                     command: str | None, amended: bool) -> list[Event]:
+        """One ``annotation`` per annotated setup reason (job_start has none)."""
+        events = []
+        for reason in reasons:
+            if reason in ANNOTATIONS:
+                note = {"type": ANNOTATIONS[reason], "reason": reason, "phase": self._phase,
+                        "source": "command" if command is not None else "plc",
+                        "previous": body["previous"], "new": body["new"]}
+                if amended:
+                    note["amended"] = True
+                events.append(self._event("annotation", ts, note))
+        return events
+
+    def _amend_setup(self, ts: float, reasons: list[str], setup_mode: bool | None,
+                     strokes: int, idle: float | None, command: str | None) -> list[Event]:
+        """A trigger while a setup is open (e.g. the die id changes while setup mode is
+        on): the open setup is amended, not restarted. Same phase, attempt and strokes
+        count on; the ``setup`` event says ``amended: true`` with every reason of the
+        setup, the ones this change added, the ids before the setup and now; each reason
+        the change carried is annotated again (``amended: true``, same phase) so a chart
+        names the die actually mounted."""
+        opened = self._open_setup
+        assert opened is not None
+        before = self._state
+        order = {r: i for i, r in enumerate(SETUP_REASONS)}
+        added = [r for r in reasons if r not in opened["reasons"]]
+        opened["reasons"] = sorted({*opened["reasons"], *reasons}, key=order.__getitem__)
+        plan = self.plan()
+        key = None if plan is None else (plan.part_number, plan.revision)
+        if key != self._spc_key:  # the job changed too: fresh statistics, same phase
+            self._spc = quality.fresh_spc(plan, self._phase)
+            self._spc_key = key
+        self._compare_die = self._ids["die_id"]  # the die mounted now
+        previous_unreleased = self._unreleased
+        change = self._go(ts, "setup_trigger_setup_mode" if setup_mode is True else "setup_trigger")
+        self._open_setup = opened  # _go keeps it (setup/awaiting), stated for the reader
+        self._unreleased += strokes
+        body: dict[str, Any] = {
+            "reasons": list(opened["reasons"]),
+            "previous": dict(opened["previous"]),
+            "new": {k: self._ids[k] for k in _IDS},
+            "previous_state": before,
+            "state": self._state,
+            "setup_mode": setup_mode,
+            "discarded_first_article": False,
+            "discarded_attempt": None,
+            "previous_attempt": self._attempt,
+            "previous_unreleased_strokes": previous_unreleased,
+            "unreleased_strokes": self._unreleased,
+            "idle_s": idle,
+            "amended": True,
+            "added_reasons": sorted(added, key=order.__getitem__),
         }
         if command is not None:
             body["command"] = command
         events = [self._event("setup", ts, body)]
-        for reason in body["reasons"]:
-            if reason in ANNOTATIONS:
-                events.append(self._event("annotation", ts, {
-                    "type": ANNOTATIONS[reason], "reason": reason, "phase": self._phase,
-                    "source": "command" if command is not None else "plc",
-                    "previous": body["previous"], "new": body["new"]}))
+        events += self._annotations(ts, sorted(set(reasons), key=order.__getitem__), body,
+                                    command, amended=True)
         self._append(events, change)
         return events
 
@@ -1386,6 +1461,9 @@ class PressWorkflow:
                 "i100": None if self._i100 is None else {
                     **self._i100, "measured": dict(self._i100["measured"])},
                 "overdues": [dict(r) for r in self._overdues],
+                "open_setup": None if self._open_setup is None else {
+                    **self._open_setup, "reasons": list(self._open_setup["reasons"]),
+                    "previous": dict(self._open_setup["previous"])},
             },
         }
 
@@ -1488,6 +1566,7 @@ class PressWorkflow:
             self._due_seq, self._last_pieces, self._compare_die = 0, {}, None
             self._plc_ids = set()
             self._i100, self._overdues = None, []
+            self._open_setup = None
             return
         phase = raw["phase"]
         _want(isinstance(phase, int) and phase >= 1, "phase")
@@ -1526,6 +1605,7 @@ class PressWorkflow:
         overdues = raw.get("overdues", [])
         _want(isinstance(overdues, list), "overdues")
         self._overdues = [_load_overdue(r) for r in overdues][-MISSED_KEPT:]
+        self._open_setup = _load_open_setup(raw.get("open_setup"))
 
     def _load_first_article(self, raw: Any, plan: Plan | None) -> _FirstArticle | None:
         if not isinstance(raw, Mapping) or plan is None:
@@ -1586,6 +1666,20 @@ def _load_overdue(raw: Any) -> dict[str, Any]:
             "overdue_ts": float(raw["overdue_ts"]), "due_reason": str(raw["due_reason"]),
             "missing": [str(c) for c in raw["missing"]], "operator_reason": reason,
             "operator": operator}
+
+
+def _load_open_setup(raw: Any) -> dict[str, Any] | None:
+    """The open setup of a snapshot (None: none, or an older snapshot)."""
+    if raw is None:
+        return None
+    reasons, previous = raw["reasons"], raw["previous"]
+    _want(isinstance(reasons, list) and bool(reasons)
+          and all(r in SETUP_REASONS for r in reasons), "open_setup.reasons")
+    _want(isinstance(previous, Mapping) and all(
+        previous.get(k) is None or isinstance(previous.get(k), str) for k in _IDS),
+        "open_setup.previous")
+    return {"ts": float(raw["ts"]), "reasons": list(reasons),
+            "previous": {k: previous.get(k) for k in _IDS}}
 
 
 def _want(condition: bool, what: str) -> None:
