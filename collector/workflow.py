@@ -19,9 +19,11 @@ strings; an integral float is written as an int (a scaled Modbus tag gives ``7.0
 die 7). ``None``, a missing role and the empty string mean *unknown*: an unknown value
 never triggers anything and does not erase the last known value. A change is a known
 value replacing a *different known* value; unknown -> known is learning, not a change,
-except for the part number, where unknown -> known is ``job_start``. Booleans accept
-bool, numbers (non-zero = true) and the strings 1/0, true/false, on/off, yes/no. The
-``running`` role is informational and ignored.
+except for the part number, where unknown -> known is ``job_start``. True/false roles
+(setup_mode, running, repair) read their value through the press's ``RoleMap`` for the
+role when it has one (a set of values, a bit of a word, enum names: docs/roles.md);
+without one they accept bool, numbers (non-zero = true) and the strings 1/0,
+true/false, on/off, yes/no. The ``running`` role is informational and ignored.
 
 Start. The press is ``offline`` until its first poll. The first poll sets the baseline.
 With a known part number it is a setup trigger ``job_start``; without one there is no
@@ -62,9 +64,16 @@ unreleased strokes count on; a state change only if setup mode changed the targe
 
 Strokes. A stroke counter increase while not released (``setup``,
 ``awaiting_first_article``, ``first_article``, ``hold``) adds to ``unreleased_strokes``.
-A decrease is a counter reset/wrap: the new value is the new base, nothing is counted and
-the idle clock is not reset. Strokes seen in the same poll as a setup trigger count for
-the new setup (they are after the long stop, and a poll is 100 ms). The count is
+The counter is read as PLCs send it (issue 11): it wraps at ``stroke_counter_wrap``
+(2**16 / 2**32 from the tag type) and is counted across the wrap; a value that is not a
+plausible increase (more than ``max_strokes_per_min`` allows since the last accepted
+value, over at least a second; a drop, e.g. a one-poll glitch to 0 or a reset) counts
+nothing, is one ``alarm`` (cause ``counter_anomaly``) per episode, and does not reset the
+idle clock; the count resumes with the next value that is plausible after the last
+accepted one (a glitch) or after the implausible one (a reset). ``context.stroke_count``
+is the collector's count: the PLC counter's first value plus every counted stroke (equal
+to the PLC counter until it wraps or is reset). Strokes seen in the same poll as a setup
+trigger count for the new setup (they are after the long stop, and a poll is 100 ms). The count is
 cumulative from the last setup trigger: it is not reset by a release, and strokes on a
 later hold add to it.
 
@@ -472,8 +481,15 @@ class PressWorkflow:
         self._ids: dict[str, str | None] = dict.fromkeys(_IDS)
         self._setup_mode: bool | None = None
         self._repair: bool | None = None
+        # Strokes: _stroke_count is the collector's count (the PLC counter's first value,
+        # then + every plausible increase: it continues across wraps and glitches);
+        # _stroke_raw / _count_ts the last accepted PLC value and its time; _suspect the
+        # last implausible value (raw, ts) of an open counter anomaly.
         self._stroke_count: int | None = None
         self._last_stroke_ts: float | None = None
+        self._stroke_raw: int | None = None
+        self._count_ts: float | None = None
+        self._suspect: tuple[int, float] | None = None
         self._attempt = 0
         self._unreleased = 0
         self._fa: _FirstArticle | None = None
@@ -617,8 +633,8 @@ class PressWorkflow:
 
         ids = {k: _to_id(roles.get(k)) for k in _IDS}
         self._plc_ids.update(k for k in _IDS if ids[k] is not None)
-        setup_mode_in = _to_bool(roles.get("setup_mode"))
-        repair_in = _to_bool(roles.get("repair"))
+        setup_mode_in = self._role_bool("setup_mode", roles.get("setup_mode"))
+        repair_in = self._role_bool("repair", roles.get("repair"))
         count = _to_count(roles.get("stroke_count"))
         setup_mode = setup_mode_in if setup_mode_in is not None else self._setup_mode
 
@@ -648,10 +664,11 @@ class PressWorkflow:
         if repair_in is True and self._repair is not True:
             add("repair")
 
-        delta = 0
+        delta, anomaly = self._count(ts, count)
+        if anomaly is not None:
+            events.append(self._event("alarm", ts, anomaly))
         idle: float | None = None
-        if count is not None and self._stroke_count is not None and count > self._stroke_count:
-            delta = count - self._stroke_count
+        if delta > 0:
             idle = max(0.0, ts - self._last_stroke_ts) if self._last_stroke_ts is not None else 0.0
             if self._state in (RELEASED, STOPPED) and idle > self.settings.long_stop_s:
                 add("long_stop")
@@ -664,10 +681,8 @@ class PressWorkflow:
             self._setup_mode = setup_mode_in
         if repair_in is not None:
             self._repair = repair_in
-        if count is not None:
-            if self._stroke_count is None or delta > 0:
-                self._last_stroke_ts = ts
-            self._stroke_count = count
+        if delta > 0:
+            self._last_stroke_ts = ts
 
         # -- act
         if reasons:
@@ -676,6 +691,72 @@ class PressWorkflow:
             return events
         events += self._poll_act(ts, setup_mode, delta, count)
         return events + self._patrol_clock(ts)
+
+    def _role_bool(self, role: str, value: Any) -> bool | None:
+        """A true/false role: through the press's map for it (docs/roles.md), else
+        non-zero / 1 / true / on / yes."""
+        mapping = self.settings.role_maps.get(role)
+        return _to_bool(value) if mapping is None else mapping.read(value)
+
+    def _count(self, ts: float, raw: int | None) -> tuple[int, dict[str, Any] | None]:
+        """Strokes since the last accepted counter value, and a ``counter_anomaly``
+        alarm body when this value is not plausible (issue 11).
+
+        Plausible = an increase of at most what the press can make at
+        ``max_strokes_per_min`` since the last accepted value (over at least one second,
+        + 1), counted modulo ``stroke_counter_wrap`` so that a wrap is counted across;
+        without a rate: any increase (with a wrap: less than half the range). Anything
+        else (a glitch to 0, a jump, a reset) counts nothing and raises one alarm per
+        episode; the count resumes with the next value plausible after the last accepted
+        one (a glitch) or after the implausible one (a reset).
+        """
+        if raw is None:
+            return 0, None
+        if self._stroke_raw is None or self._count_ts is None or self._stroke_count is None:
+            self._stroke_count = self._stroke_count if self._stroke_count is not None else raw
+            self._stroke_raw, self._count_ts, self._suspect = raw, ts, None
+            return 0, None
+        steps = self._plausible(self._stroke_raw, self._count_ts, raw, ts)
+        if steps is None and self._suspect is not None:
+            steps = self._plausible(*self._suspect, raw, ts)  # the counter was reset
+        if steps is not None:
+            self._stroke_count += steps
+            self._stroke_raw, self._count_ts, self._suspect = raw, ts, None
+            return steps, None
+        opened = self._suspect is None
+        self._suspect = (raw, ts)
+        if not opened:
+            return 0, None  # one alarm per episode
+        limit = self._max_increase(ts - self._count_ts)
+        return 0, {
+            "cause": "counter_anomaly", "characteristic": None, "char_class": None,
+            "actions": [], "reading_ids": [], "phase": self._phase,
+            "evidence": {
+                "previous": self._stroke_raw, "value": raw,
+                "reason": "decrease" if raw < self._stroke_raw else "jump",
+                "elapsed_s": round(ts - self._count_ts, 3),
+                "max_increase": None if limit == math.inf else int(limit),
+                "max_strokes_per_min": self.settings.max_strokes_per_min,
+                "counter_wrap": self.settings.stroke_counter_wrap,
+                "stroke_count": self._stroke_count,
+            }}
+
+    def _max_increase(self, elapsed: float) -> float:
+        rate = self.settings.max_strokes_per_min
+        if rate is None:
+            return math.inf
+        return math.ceil(rate * max(elapsed, 1.0) / 60.0) + 1
+
+    def _plausible(self, before: int, before_ts: float, raw: int, ts: float) -> int | None:
+        """Strokes from ``before`` to ``raw`` if the step is plausible, else None."""
+        wrap = self.settings.stroke_counter_wrap
+        if wrap is not None and wrap >= 2:
+            steps = (raw - before) % wrap
+            limit = min(self._max_increase(ts - before_ts), (wrap - 1) // 2)
+        else:
+            steps = raw - before
+            limit = self._max_increase(ts - before_ts)
+        return steps if 0 <= steps <= limit else None
 
     def _poll_act(self, ts: float, setup_mode: bool | None, delta: int,
                   count: int | None) -> list[Event]:
@@ -715,8 +796,8 @@ class PressWorkflow:
         self._setup_mode = setup_mode
         self._repair = repair
         if count is not None:
-            self._stroke_count = count
-            self._last_stroke_ts = ts
+            self._stroke_count = self._stroke_raw = count
+            self._last_stroke_ts = self._count_ts = ts
         if self._ids["part_number"] is not None:
             return self._setup(ts, ["job_start"], old, setup_mode, 0, None)
         events: list[Event] = []
@@ -1434,6 +1515,9 @@ class PressWorkflow:
             "repair": self._repair,
             "stroke_count": self._stroke_count,
             "last_stroke_ts": self._last_stroke_ts,
+            "stroke_raw": self._stroke_raw,
+            "count_ts": self._count_ts,
+            "counter_suspect": None if self._suspect is None else list(self._suspect),
             "attempt": self._attempt,
             "unreleased_strokes": self._unreleased,
             "patrol_last": self._patrol_last,
@@ -1526,6 +1610,17 @@ class PressWorkflow:
         self._repair = snap.get("repair")
         self._stroke_count = stroke_count
         self._last_stroke_ts = last_stroke_ts
+        # older snapshots: the PLC value was the count, taken at the last stroke
+        raw = _opt_int(snap.get("stroke_raw", stroke_count), "stroke_raw")
+        self._stroke_raw = raw if stroke_count is not None else None
+        count_ts = _opt_num(snap.get("count_ts", last_stroke_ts), "count_ts")
+        self._count_ts = count_ts if self._stroke_raw is not None else None
+        suspect = snap.get("counter_suspect")
+        _want(suspect is None or (isinstance(suspect, list) and len(suspect) == 2),
+              "counter_suspect")
+        self._suspect = None if suspect is None else (
+            int(_opt_int(suspect[0], "counter_suspect") or 0),
+            float(_opt_num(suspect[1], "counter_suspect") or 0.0))
         self._attempt = attempt
         self._unreleased = unreleased
         plan = self.plan()

@@ -241,3 +241,16 @@ def test_amended_setup_and_its_annotation_honour_their_schemas() -> None:
     bad = orjson.loads(messages.encode_event(amended, "p1", 9, "line-pc-1"))
     bad["data"]["added_reasons"] = ["coffee_break"]
     assert validation_errors("setup", bad) != []
+
+
+def test_counter_anomaly_alarm_honours_its_schema() -> None:
+    wf = PressWorkflow("p1", WorkflowSettings(stroke_counter_wrap=2**32,
+                                              max_strokes_per_min=600), {"BRK-100": PLAN})
+    t = 1_764_000_000.0
+    roles = {"part_number": "BRK-100", "die_id": 7, "stroke_count": 1138}
+    wf.on_poll(t, roles)
+    events = wf.on_poll(t + 1, {**roles, "stroke_count": 0})
+    alarm = next(e for e in events if e.kind == "alarm")
+    assert alarm.body["cause"] == "counter_anomaly"
+    payload = orjson.loads(messages.encode_event(alarm, "p1", 1, "line-pc-1"))
+    assert validation_errors("alarm", payload) == []

@@ -473,11 +473,12 @@ def test_counter_reset_is_not_counted_negative() -> None:
     p = Press()
     p.poll()
     p.strokes(3)
-    assert p.poll(stroke_count=0) == []
+    # a drop is a counter anomaly (issue 11), counted as nothing; the count resumes
+    assert [e.body["cause"] for e in p.poll(stroke_count=0)] == ["counter_anomaly"]
     assert p.wf.context()["unreleased_strokes"] == 3
     p.strokes(2)
     assert p.wf.context()["unreleased_strokes"] == 5
-    assert p.wf.context()["stroke_count"] == 2
+    assert p.wf.context()["stroke_count"] == 105  # the collector's count continues
 
 
 def test_counter_values_as_strings_and_floats() -> None:
