@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from buffer.store import Outbox
 from collector import messages
-from collector.config import LoadedConfig, PlcConfig, PressConfig, to_workflow_settings
+from collector.config import LoadedConfig, PlcConfig, PressConfig, workflow_settings_for
 from collector.gauge_triggers import GaugeTriggers
 from collector.messages import Topics
 from collector.press import PressRuntime
@@ -222,7 +222,7 @@ class Daemon:
                 publisher_task = group.create_task(publisher.run(), name="publisher")
                 for press in self.config.presses.values():
                     runtime = PressRuntime(press.id, role_tags(press),
-                                           to_workflow_settings(press.workflow), plans, outbox,
+                                           workflow_settings_for(press), plans, outbox,
                                            topics, publish_telemetry=cfg.telemetry.publish,
                                            telemetry_filter=TelemetryFilter.from_config(press))
                     self.presses[press.id] = runtime

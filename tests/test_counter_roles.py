@@ -188,3 +188,65 @@ def test_repair_bit_of_a_status_word() -> None:
     assert p.poll(repair=0b0001) == []  # another bit: no repair
     events = p.poll(repair=0b10001)
     assert [e.body["reasons"] for e in events if e.kind == "setup"] == [["repair"]]
+
+
+# ---- from the config files ----------------------------------------------------------------
+
+
+def test_settings_from_config_files(tmp_path: Any) -> None:
+    """Role maps and the counter wrap come from the press's tags (workflow_settings_for)."""
+    import shutil
+    from pathlib import Path
+
+    from collector.config import load_config, workflow_settings_for
+
+    cases = Path(__file__).resolve().parent / "config_cases"
+    shutil.copytree(cases / "_base", tmp_path, dirs_exist_ok=True)
+    press = tmp_path / "presses" / "p1.toml"
+    text = press.read_text().replace('''[[plc.tags]]
+name = "setup_mode"
+area = "coil"
+address = 0
+role = "setup_mode"
+''', '''[[plc.tags]]
+name = "mode_setup"
+address = 40
+role = "setup_mode"
+enum = ["stopped", "setup", "production"]
+true_values = ["setup"]
+
+[[plc.tags]]
+name = "mode_running"
+address = 40
+role = "running"
+true_values = [2]
+
+[[plc.tags]]
+name = "status"
+address = 41
+role = "repair"
+true_bit = 3
+''')
+    press.write_text(text + "\n[workflow]\nmax_strokes_per_min = 120\n")
+    cfg = load_config(tmp_path)
+    settings = workflow_settings_for(cfg.presses["p1"])
+    assert settings.role_maps == {
+        "setup_mode": RoleMap(true_values=frozenset({"setup"}),
+                              names=("stopped", "setup", "production")),
+        "running": RoleMap(true_values=frozenset({2})),
+        "repair": RoleMap(bit=3)}
+    assert settings.stroke_counter_wrap == 2**32  # uint32 tag
+    assert settings.max_strokes_per_min == 120
+    assert settings.role_maps["setup_mode"].read(1) is True
+    assert workflow_settings_for(cfg.presses["p2"]).role_maps == {}
+
+
+def test_opcua_press_has_no_wrap_unless_configured() -> None:
+    from pathlib import Path
+
+    from collector.config import load_config, workflow_settings_for
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "config")
+    assert workflow_settings_for(cfg.presses["p4"]).stroke_counter_wrap is None
+    assert workflow_settings_for(cfg.presses["p1"]).stroke_counter_wrap == 2**32
+    assert workflow_settings_for(cfg.presses["p1"]).max_strokes_per_min == 600
