@@ -253,7 +253,14 @@ class Daemon:
                 if metrics_server is not None:
                     metrics_server.close()
                 await asyncio.gather(*driver_tasks, return_exceptions=True)
+                # clean stop (issue 11): each press's retained state says the collector is
+                # offline, and the retained status carries the stop time
+                stopped_at = time.time()
+                for runtime in self.presses.values():
+                    runtime.publish_stopped(stopped_at)
+                publisher.status_offline = messages.encode_status(host, False, stopped_at)
                 await outbox.flush()
+                publisher.publish_retained_now()  # before the 'offline' status (in order)
                 await publisher.drain(timeout=SHUTDOWN_DRAIN_S)
                 publisher_task.cancel()
         finally:

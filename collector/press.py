@@ -201,6 +201,17 @@ class PressRuntime:
         self.outbox.add(OutboxRow(self.press, CMD_RESULT_STREAM, seq,
                                   self.topics.cmd_result(self.press), payload, durable=True))
 
+    def publish_stopped(self, ts: float) -> None:
+        """Clean stop: the retained state says nobody watches this press any more
+        (``collector_online`` and ``plc_online`` false, stamped ``ts``); the snapshot is
+        written as well. Committed by the daemon's flush before the publisher drains."""
+        self.outbox.put_kv(snapshot_key(self.press), self.workflow.snapshot())
+        self.outbox.put_retained(self.press, self.topics.state(self.press),
+                                 messages.encode_state(self.press, ts, self.topics.host,
+                                                       self.workflow.state, False,
+                                                       self.workflow.context(),
+                                                       collector_online=False))
+
     # -- output ------------------------------------------------------------------------
     def _telemetry_context(self) -> dict[str, Any]:
         ctx = self.workflow.context()
