@@ -890,6 +890,10 @@ class SpcConfig(_Model):
     zone_b: list[int] = Field(default_factory=lambda: [4, 5])
     stratification: int = Field(15, ge=2, le=50)
     mixture: int = Field(8, ge=2, le=50)
+    # rule 8: "both" = points on both sides (Nelson, AIAG, qcc); "any" = one-sided reading
+    mixture_sides: Literal["both", "any"] = "both"
+    # I-MR: sigma from the average moving range (default) or s/c4 of the values
+    individuals_sigma: Literal["moving_range", "stdev"] = "moving_range"
 
     @model_validator(mode="after")
     def _check(self) -> SpcConfig:
@@ -928,7 +932,7 @@ class PatrolConfig(_Model):
     every_strokes: int | None = Field(None, ge=1)
     every_min: float | None = Field(None, gt=0)
     grace_min: float = Field(10.0, gt=0)
-    subgroup_size: int = Field(1, ge=1, le=10)
+    subgroup_size: int = Field(1, ge=1, le=25)  # the control-chart constants go to 25
 
 
 class CapabilityConfig(_Model):
@@ -1096,7 +1100,8 @@ def _to_spc(spc: SpcConfig) -> domain.SpcOptions:
         rules=tuple(sorted(spc.rules)), same_side=spc.same_side, trend=spc.trend,
         alternating=spc.alternating, zone_a=(spc.zone_a[0], spc.zone_a[1]),
         zone_b=(spc.zone_b[0], spc.zone_b[1]), stratification=spc.stratification,
-        mixture=spc.mixture)
+        mixture=spc.mixture, mixture_sides=spc.mixture_sides,
+        individuals_sigma=spc.individuals_sigma)
 
 
 def workflow_settings_for(press: PressConfig) -> domain.WorkflowSettings:

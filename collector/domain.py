@@ -61,6 +61,8 @@ class SpcOptions:
     zone_b: tuple[int, int] = (4, 5)
     stratification: int = 15
     mixture: int = 8
+    mixture_sides: str = "both"  # rule 8: 'both' (Nelson) or 'any' (one-sided reading)
+    individuals_sigma: str = "moving_range"  # I-MR σ: 'moving_range' or 'stdev' (s/c4)
 
 
 @dataclass(frozen=True, slots=True)

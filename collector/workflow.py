@@ -1088,10 +1088,11 @@ class PressWorkflow:
                     ) -> list[tuple[str, dict[str, Any]]]:
         body = quality.capability_body(char, state, plan, trigger)
         records: list[tuple[str, dict[str, Any]]] = [("capability", body)]
-        if body["verdict"] == "below_minimum":
+        if body["verdict"] in ("below_minimum", "out_of_tolerance"):
             alarms.append(self._react(ts, plan, char, "low_capability", {
-                k: body[k] for k in ("cpk", "ppk", "cp", "pp", "n", "minimum", "stable",
-                                     "mean", "sigma_within", "sigma_overall")},
+                k: body[k] for k in ("verdict", "cpk", "ppk", "cp", "pp", "cpm", "n",
+                                     "minimum", "stable", "mean", "sigma_within",
+                                     "sigma_overall", "ppm")},
                 [rid for _, g in state.groups for rid, _ in g][-body["n"]:], changes))
         elif body["verdict"] == "review":
             records.append(("capability_review", {
