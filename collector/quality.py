@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from collector import spc
@@ -245,7 +246,7 @@ class CharSpc:
         return spc.capability(values, sigma_w,
                               None if char.lsl is None else float(char.lsl),
                               None if char.usl is None else float(char.usl),
-                              target=float(char.nominal))
+                              target=float(cpm_target(char)))
 
     # ---- snapshot ----------------------------------------------------------------
     def dump(self) -> dict[str, Any]:
@@ -275,6 +276,15 @@ class CharSpc:
                    [(str(sid), [pair(x) for x in g]) for sid, g in raw["groups"]],
                    int(raw["started"]), limits, bool(raw["limits_from_plan"]),
                    int(raw["violations"]), int(raw["since_capability"]))
+
+
+def cpm_target(char: Characteristic) -> Decimal:
+    """The target Cpm is computed about: the nominal, or the middle of the tolerance when
+    the nominal sits on a limit of a two-sided tolerance (8.00 +0.08/0 is made at 8.04;
+    about 8.00 Cpm would always be 0)."""
+    if char.lsl is not None and char.usl is not None and char.nominal in (char.lsl, char.usl):
+        return (char.lsl + char.usl) / 2
+    return char.nominal
 
 
 def fresh_spc(plan: Plan | None, phase: int) -> dict[str, CharSpc]:
@@ -314,7 +324,7 @@ def capability_body(char: Characteristic, state: CharSpc, plan: Plan,
         "sigma_overall": indices.get("sigma_overall"),
         **{k: indices.get(k) for k in ("cp", "cpk", "cpu", "cpl", "pp", "ppk", "ppu", "ppl",
                                        "cpm")},
-        "target": str(char.nominal),
+        "target": str(cpm_target(char)),
         "ppm": ppm,
         "lsl": None if char.lsl is None else str(char.lsl),
         "usl": None if char.usl is None else str(char.usl),

@@ -127,3 +127,15 @@ def test_individuals_sigma_option_from_the_plan() -> None:
         spc_mod.imr_limits(floats).sigma_within)
     assert limits("stdev")["sigma_within"] == pytest.approx(
         spc_mod.imr_limits(floats, sigma="stdev").sigma_within)
+
+
+def test_cpm_target_is_the_nominal_or_the_middle_when_the_nominal_is_a_limit() -> None:
+    from collector.domain import Characteristic
+    from collector.quality import cpm_target
+
+    slot = Characteristic("C2", "slot", D("8.00"), D("8.00"), D("8.08"))
+    assert cpm_target(slot) == D("8.04")
+    hole = Characteristic("C1", "hole", D("25.00"), D("24.95"), D("25.05"))
+    assert cpm_target(hole) == D("25.00")
+    burr = Characteristic("C3", "burr", D("0"), None, D("0.05"))
+    assert cpm_target(burr) == D("0")  # smaller is better: the target is the nominal
