@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TextIO
 
 DEFAULT_CONFIG_DIR = Path("/etc/press-collector")
 # exit codes of `run` that a restart cannot fix (systemd: RestartPreventExitStatus=2 3 4)
@@ -21,11 +22,11 @@ EXIT_STARTUP = 3  # credentials / certificates missing or unreadable
 EXIT_BUFFER = 4  # buffer file corrupt, foreign or too new: refused, never overwritten
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, stream: TextIO = sys.stdout) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stdout,
+        stream=stream,
     )
     for noisy in ("pymodbus", "asyncua"):
         # our drivers log each outage once; pymodbus would log every timeout with a frame dump
@@ -81,7 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from collector.demo import run_demo
 
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, stream=sys.stderr)  # stdout is the event view
     return asyncio.run(run_demo(config_dir=args.config_dir, duration=args.duration,
                                 broker=args.broker, workdir=args.workdir))
 

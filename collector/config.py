@@ -45,7 +45,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from collector import domain
+from collector import domain, roles
 
 __all__ = [
     "PASSWORD_ENV",
@@ -75,6 +75,7 @@ __all__ = [
     "summary",
     "to_plan",
     "to_workflow_settings",
+    "workflow_settings_for",
 ]
 
 PASSWORD_ENV = "PRESS_COLLECTOR_MQTT_PASSWORD"
@@ -108,9 +109,10 @@ ROLE_TYPES: dict[str, tuple[str, ...]] = {
     "part_number": (*INTEGER_TYPES, "string"),
     "material_lot": (*INTEGER_TYPES, "string"),
     "heat_number": (*INTEGER_TYPES, "string"),
-    "setup_mode": ("bool", "int16", "uint16"),
-    "running": ("bool", "int16", "uint16"),
-    "repair": ("bool", "int16", "uint16"),
+    # true/false roles: a bool, or a number / text read through a map (docs/roles.md)
+    "setup_mode": ("bool", *INTEGER_TYPES, "string"),
+    "running": ("bool", *INTEGER_TYPES, "string"),
+    "repair": ("bool", *INTEGER_TYPES, "string"),
 }
 
 # Serial line settings per gauge preset; a key given in the file wins.
@@ -405,6 +407,10 @@ class TagConfig(_Model):
     deadband: float = Field(0.0, ge=0)  # publish when |v - last published| > deadband
     deadband_pct: float = Field(0.0, ge=0, le=1000)  # ... or > pct % of |last published|
     publish_every: int | None = Field(None, ge=1, le=100000)  # polls; None: the press's
+    # How a true/false role reads a number or text (docs/roles.md)
+    true_values: list[int | str] | None = None
+    true_bit: int | None = Field(None, ge=0, le=63)
+    enum: list[str] | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -455,6 +461,8 @@ class TagConfig(_Model):
             problems.append((("role",), f"role {_show(self.role)} needs another type "
                              f"(got {_show(self.type)}; allowed: "
                              f"{', '.join(ROLE_TYPES[self.role])})"))
+        problems += roles.role_map_problems(self.role, self.type, self.true_values,
+                                            self.true_bit, self.enum)
         _raise_problems(problems)
         return self
 
@@ -557,6 +565,10 @@ class OpcuaTagConfig(_Model):
     queue_size: int = Field(1, ge=1, le=10_000)
     deadband_type: DeadbandType = "none"
     deadband_value: float = Field(0.0, ge=0)
+    # How a true/false role reads a number or text (docs/roles.md)
+    true_values: list[int | str] | None = None
+    true_bit: int | None = Field(None, ge=0, le=63)
+    enum: list[str] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> OpcuaTagConfig:
@@ -580,6 +592,8 @@ class OpcuaTagConfig(_Model):
                              "(allowed: 0..100 for deadband_type 'percent')"))
         if not math.isfinite(self.deadband_value):
             problems.append((("deadband_value",), "must be a finite number"))
+        problems += roles.role_map_problems(self.role, None, self.true_values, self.true_bit,
+                                            self.enum)
         _raise_problems(problems)
         return self
 
@@ -839,6 +853,10 @@ class WorkflowConfig(_Model):
     # Under 100 % inspection, strokes not yet matched by a measured piece (every
     # characteristic) beyond this many raise an alarm (cause unmeasured_pieces).
     inspection_100_max_unmeasured: int = Field(10, ge=0)
+    # Stroke counter plausibility (docs/roles.md): the press's maximum stroke rate, and
+    # where the counter wraps to 0 (default: 2**16 / 2**32 from the tag type).
+    max_strokes_per_min: float = Field(2000.0, gt=0, le=100_000)
+    stroke_counter_wrap: int | None = Field(None, ge=2, le=2**64)
 
 
 class PressTelemetryConfig(_Model):
@@ -868,6 +886,18 @@ class PressConfig(_Model):
             else:
                 seen[gauge.id] = i
         _raise_problems(problems)
+        return self
+
+    @model_validator(mode="after")
+    def _check_counter_wrap(self) -> PressConfig:
+        """A stroke counter cannot wrap beyond what its Modbus type holds."""
+        wrap = self.workflow.stroke_counter_wrap
+        tag = next((t for t in self.plc.tags if t.role == "stroke_count"), None)
+        bits = roles.TYPE_BITS.get(getattr(tag, "type", "") or "")
+        if wrap is not None and tag is not None and bits is not None and wrap > 2**bits:
+            _raise_problems([(("workflow", "stroke_counter_wrap"), f"{wrap} is more than the "
+                              f"stroke_count tag {_show(tag.name)} of type {_show(tag.type)} "
+                              f"holds (allowed: 2..{2**bits})")])
         return self
 
     @model_validator(mode="after")
@@ -914,6 +944,10 @@ class SpcConfig(_Model):
     zone_b: list[int] = Field(default_factory=lambda: [4, 5])
     stratification: int = Field(15, ge=2, le=50)
     mixture: int = Field(8, ge=2, le=50)
+    # rule 8: "both" = points on both sides (Nelson, AIAG, qcc); "any" = one-sided reading
+    mixture_sides: Literal["both", "any"] = "both"
+    # I-MR: sigma from the average moving range (default) or s/c4 of the values
+    individuals_sigma: Literal["moving_range", "stdev"] = "moving_range"
 
     @model_validator(mode="after")
     def _check(self) -> SpcConfig:
@@ -952,7 +986,7 @@ class PatrolConfig(_Model):
     every_strokes: int | None = Field(None, ge=1)
     every_min: float | None = Field(None, gt=0)
     grace_min: float = Field(10.0, gt=0)
-    subgroup_size: int = Field(1, ge=1, le=10)
+    subgroup_size: int = Field(1, ge=1, le=25)  # the control-chart constants go to 25
 
 
 class CapabilityConfig(_Model):
@@ -1120,7 +1154,21 @@ def _to_spc(spc: SpcConfig) -> domain.SpcOptions:
         rules=tuple(sorted(spc.rules)), same_side=spc.same_side, trend=spc.trend,
         alternating=spc.alternating, zone_a=(spc.zone_a[0], spc.zone_a[1]),
         zone_b=(spc.zone_b[0], spc.zone_b[1]), stratification=spc.stratification,
-        mixture=spc.mixture)
+        mixture=spc.mixture, mixture_sides=spc.mixture_sides,
+        individuals_sigma=spc.individuals_sigma)
+
+
+def workflow_settings_for(press: PressConfig) -> domain.WorkflowSettings:
+    """The press's workflow settings with what its tags say: role maps and where the
+    stroke counter wraps (issue 11; docs/roles.md)."""
+    maps = {t.role: m for t in press.plc.tags if t.role is not None
+            and (m := roles.role_map(t.true_values, t.true_bit, t.enum)) is not None}
+    wrap = press.workflow.stroke_counter_wrap
+    tag = next((t for t in press.plc.tags if t.role == "stroke_count"), None)
+    if wrap is None and isinstance(tag, TagConfig):
+        wrap = roles.counter_wrap(tag.type, tag.scale, tag.offset)
+    return dataclasses.replace(to_workflow_settings(press.workflow), role_maps=maps,
+                               stroke_counter_wrap=wrap)
 
 
 def to_workflow_settings(workflow: WorkflowConfig) -> domain.WorkflowSettings:
@@ -1133,7 +1181,9 @@ def to_workflow_settings(workflow: WorkflowConfig) -> domain.WorkflowSettings:
                                    refuse_overdue_for_first_article=(
                                        workflow.refuse_overdue_for_first_article),
                                    inspection_100_max_unmeasured=(
-                                       workflow.inspection_100_max_unmeasured))
+                                       workflow.inspection_100_max_unmeasured),
+                                   max_strokes_per_min=workflow.max_strokes_per_min,
+                                   stroke_counter_wrap=workflow.stroke_counter_wrap)
 
 
 def revision_key(revision: str) -> tuple[tuple[tuple[int, int, str], ...], str]:

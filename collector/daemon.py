@@ -26,7 +26,7 @@ from buffer.store import Outbox
 from collector import messages, text_safety
 from collector.command_client import CommandClient
 from collector.command_gate import CommandGate, parse_command_topic, policy_from_config
-from collector.config import LoadedConfig, PlcConfig, PressConfig, to_workflow_settings
+from collector.config import LoadedConfig, PlcConfig, PressConfig, workflow_settings_for
 from collector.gauge_triggers import GaugeTriggers
 from collector.messages import Topics
 from collector.press import PressRuntime
@@ -238,7 +238,7 @@ class Daemon:
                                        policy_from_config(press.workflow.commands),
                                        command_log, commands.clear_retained, time.time())
                     runtime = PressRuntime(press.id, role_tags(press),
-                                           to_workflow_settings(press.workflow), plans, outbox,
+                                           workflow_settings_for(press), plans, outbox,
                                            topics, publish_telemetry=cfg.telemetry.publish,
                                            telemetry_filter=TelemetryFilter.from_config(press),
                                            gate=gate)
@@ -271,7 +271,14 @@ class Daemon:
                 if metrics_server is not None:
                     metrics_server.close()
                 await asyncio.gather(*driver_tasks, return_exceptions=True)
+                # clean stop (issue 11): each press's retained state says the collector is
+                # offline, and the retained status carries the stop time
+                stopped_at = time.time()
+                for runtime in self.presses.values():
+                    runtime.publish_stopped(stopped_at)
+                publisher.status_offline = messages.encode_status(host, False, stopped_at)
                 await outbox.flush()
+                publisher.publish_retained_now()  # before the 'offline' status (in order)
                 await publisher.drain(timeout=SHUTDOWN_DRAIN_S)
                 publisher_task.cancel()
         finally:

@@ -61,6 +61,8 @@ class SpcOptions:
     zone_b: tuple[int, int] = (4, 5)
     stratification: int = 15
     mixture: int = 8
+    mixture_sides: str = "both"  # rule 8: 'both' (Nelson) or 'any' (one-sided reading)
+    individuals_sigma: str = "moving_range"  # I-MR σ: 'moving_range' or 'stdev' (s/c4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +127,63 @@ class Plan:
         return self.reactions.get(char_class, Reaction())
 
 
+BOOL_ROLES = ("setup_mode", "running", "repair")  # roles read as true / false
+
+
+@dataclass(frozen=True, slots=True)
+class RoleMap:
+    """How a true/false role reads a numeric or text PLC value (issue 11).
+
+    Without a map a role is true for any non-zero number (and 1/true/on/yes). A PLC mode
+    word (0 stopped / 1 setup / 2 production) needs a map: ``bit`` = true when that bit
+    (0 = least significant) is set; ``true_values`` = true when the value is one of
+    these (numbers, or text compared without case and surrounding blanks); ``names`` =
+    the names of the values 0, 1, 2, ... (an enumeration), so that ``true_values`` can
+    name them. A value the map does not list is false; a missing value stays unknown.
+    """
+
+    true_values: frozenset[int | str] = frozenset()
+    bit: int | None = None
+    names: tuple[str, ...] = ()
+
+    def read(self, value: Any) -> bool | None:
+        """The role's truth for one raw value; None when the value is unknown."""
+        if value is None:
+            return None
+        number = _integral(value)
+        if self.bit is not None:
+            return None if number is None else bool((number >> self.bit) & 1)
+        if self.names:
+            if number is None or not 0 <= number < len(self.names):
+                text = str(value).strip().casefold() if isinstance(value, str) else None
+                return text is not None and text in self._texts()
+            return self.names[number].strip().casefold() in self._texts()
+        if number is not None and number in self.true_values:
+            return True
+        if isinstance(value, str):
+            return value.strip().casefold() in self._texts()
+        return False
+
+    def _texts(self) -> set[str]:
+        return {v.strip().casefold() for v in self.true_values if isinstance(v, str)}
+
+
+def _integral(value: Any) -> int | None:
+    """An integer for int / integral float / integer text; None otherwise."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str):
+        text = value.strip()
+        digits = text.lstrip("+-")
+        if digits.isascii() and digits.isdigit() and len(digits) < 20:
+            return int(text)
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class WorkflowSettings:
     """Timings and options of one press's workflow (from the press's [workflow] table)."""
@@ -142,6 +201,44 @@ class WorkflowSettings:
     refuse_overdue_for_first_article: bool = False
     # under 100 % inspection: more strokes than this without a measured piece -> alarm
     inspection_100_max_unmeasured: int = 10
+    # How true/false roles read their tag (role -> map); a role without one: non-zero
+    role_maps: dict[str, RoleMap] = field(default_factory=dict)
+    # Stroke counter (issue 11): it wraps to 0 at this value (2**16 / 2**32 from the tag
+    # type); None = no wrap known. More strokes between two readings than the press can
+    # make at this rate (per minute, over at least one second) is a counter anomaly;
+    # None = no rate check (the config always gives one: docs/roles.md).
+    stroke_counter_wrap: int | None = None
+    max_strokes_per_min: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GaugeReading:
+    """One gauge value as the workflow takes it, every field travelling together.
+
+    The workflow hands this one frozen value from path to path (plan sync, routing,
+    first article, patrol, last piece) instead of a list of arguments, so no path can
+    drop a field on the way (issue 11: a re-entry after a plan reload once dropped
+    ``calibration_overdue`` and accepted an overdue gauge for first article).
+    Build it with ``collector.workflow.reading`` (it normalises ids and channel).
+
+    ``value`` is the decimal string as the gauge sent it; ``calibration_overdue``: the
+    gauge was past its calibration due date; ``flag``: the gauge's own tolerance flag
+    (carried for the event; the workflow judges against the plan, never the flag).
+    """
+
+    ts: float
+    gauge: str | None
+    channel: int | None
+    value: str
+    unit: str
+    reading_id: str | None = None
+    calibration_overdue: bool = False
+    flag: str | None = None
+
+    def as_body(self) -> dict[str, Any]:
+        """The reading's fields as they appear in ``unassigned_reading`` events."""
+        return {"gauge": self.gauge, "channel": self.channel, "value": self.value,
+                "unit": self.unit, "reading_id": self.reading_id}
 
 
 @dataclass(frozen=True, slots=True)

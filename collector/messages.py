@@ -127,8 +127,10 @@ def encode_telemetry(press: str, seq: int, ts: float, host: str, values: Mapping
 
 
 def encode_state(press: str, ts: float, host: str, state: str, plc_online: bool,
-                 context: Mapping[str, Any]) -> bytes:
-    """The retained state: what a dashboard shows when it connects, no seq (latest wins)."""
+                 context: Mapping[str, Any], collector_online: bool = True) -> bytes:
+    """The retained state: what a dashboard shows when it connects, no seq (latest wins).
+    ``collector_online`` false: the collector stopped cleanly at ``ts`` and nobody
+    watches this press (``state`` is where it left the workflow)."""
     return dumps({
         "schema": SCHEMA_PREFIX + "state",
         "schema_version": SCHEMA_VERSION,
@@ -137,6 +139,7 @@ def encode_state(press: str, ts: float, host: str, state: str, plc_online: bool,
         "host": host,
         "state": state,
         "plc_online": plc_online,
+        "collector_online": collector_online,
         "context": context,
     })
 

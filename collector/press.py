@@ -20,7 +20,7 @@ from collector.domain import Event, Plan, WorkflowSettings
 from collector.messages import EVENTS_STREAM, TELEMETRY_STREAM, Topics
 from collector.metrics import PollTiming
 from collector.telemetry_filter import TelemetryFilter
-from collector.workflow import CommandResult, PressWorkflow
+from collector.workflow import CommandResult, PressWorkflow, reading
 from drivers.base import ConnectionChange, DriverEvent, GaugeError, GaugeValue, PollResult
 
 log = logging.getLogger(__name__)
@@ -160,9 +160,10 @@ class PressRuntime:
         self.outbox.add(OutboxRow(self.press, GAUGE_STREAM, seq,
                                   f"{self.topics.root}/{self.press}/gauge/{value.gauge}",
                                   payload, durable=True, delivered=True))
-        events = self.workflow.on_gauge(value.ts, value.gauge, value.channel, value.value,
-                                        value.unit, reading_id=reading_id,
-                                        calibration_overdue=value.calibration_overdue)
+        events = self.workflow.on_reading(reading(
+            value.ts, value.gauge, value.channel, value.value, value.unit,
+            reading_id=reading_id, calibration_overdue=value.calibration_overdue,
+            flag=value.flag))
         self._emit(events, value.ts)
 
     def _on_gauge_error(self, error: GaugeError) -> None:
@@ -243,6 +244,17 @@ class PressRuntime:
         seq = self.outbox.next_seq(self.press, CMD_RESULT_STREAM)
         self.outbox.add(OutboxRow(self.press, CMD_RESULT_STREAM, seq,
                                   self.topics.cmd_result(self.press), payload, durable=True))
+
+    def publish_stopped(self, ts: float) -> None:
+        """Clean stop: the retained state says nobody watches this press any more
+        (``collector_online`` and ``plc_online`` false, stamped ``ts``); the snapshot is
+        written as well. Committed by the daemon's flush before the publisher drains."""
+        self.outbox.put_kv(snapshot_key(self.press), self.workflow.snapshot())
+        self.outbox.put_retained(self.press, self.topics.state(self.press),
+                                 messages.encode_state(self.press, ts, self.topics.host,
+                                                       self.workflow.state, False,
+                                                       self.workflow.context(),
+                                                       collector_online=False))
 
     # -- output ------------------------------------------------------------------------
     def _telemetry_context(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from collector import spc, text_safety
@@ -113,7 +114,7 @@ def ruleset(opts: SpcOptions) -> spc.RuleSet:
     return spc.RuleSet(enabled=frozenset(opts.rules), same_side=opts.same_side,
                        trend=opts.trend, alternating=opts.alternating, zone_a=opts.zone_a,
                        zone_b=opts.zone_b, stratification=opts.stratification,
-                       mixture=opts.mixture)
+                       mixture=opts.mixture, mixture_sides=opts.mixture_sides)
 
 
 @dataclass
@@ -178,7 +179,8 @@ class CharSpc:
             if len(self.groups) >= opts.baseline_subgroups:
                 try:
                     self.limits = spc.limits_for(self.chart, [[v for _, v in g]
-                                                              for _, g in self.groups])
+                                                              for _, g in self.groups],
+                                                 opts.individuals_sigma)
                 except (ValueError, ZeroDivisionError):
                     return done
                 if not math.isfinite(self.limits.sigma_point) or self.limits.sigma_point <= 0:
@@ -245,10 +247,12 @@ class CharSpc:
             return None
         sigma_w = (self.limits.sigma_within if self.limits is not None
                    else spc.sigma_within_of(self.chart, [[v for _, v in g]
-                                                         for _, g in self.groups]))
+                                                         for _, g in self.groups],
+                                            char.spc.individuals_sigma))
         return spc.capability(values, sigma_w,
                               None if char.lsl is None else float(char.lsl),
-                              None if char.usl is None else float(char.usl))
+                              None if char.usl is None else float(char.usl),
+                              target=float(cpm_target(char)))
 
     # ---- snapshot ----------------------------------------------------------------
     def dump(self) -> dict[str, Any]:
@@ -280,6 +284,15 @@ class CharSpc:
                    int(raw["violations"]), int(raw["since_capability"]))
 
 
+def cpm_target(char: Characteristic) -> Decimal:
+    """The target Cpm is computed about: the nominal, or the middle of the tolerance when
+    the nominal sits on a limit of a two-sided tolerance (8.00 +0.08/0 is made at 8.04;
+    about 8.00 Cpm would always be 0)."""
+    if char.lsl is not None and char.usl is not None and char.nominal in (char.lsl, char.usl):
+        return (char.lsl + char.usl) / 2
+    return char.nominal
+
+
 def fresh_spc(plan: Plan | None, phase: int) -> dict[str, CharSpc]:
     if plan is None:
         return {}
@@ -292,8 +305,17 @@ def capability_body(char: Characteristic, state: CharSpc, plan: Plan,
     indices = cap.as_dict() if cap is not None else {}
     cpk, ppk = indices.get("cpk"), indices.get("ppk")
     n = indices.get("n") or 0
-    if cap is None or cpk is None or n < plan.capability_min_values:
+    ppm = indices.get("ppm") or None
+    observed = ppm["observed"]["total"] if ppm else 0.0
+    sigma_w = indices.get("sigma_within")
+    if cap is None or n < plan.capability_min_values:
         verdict = "insufficient_data"
+    elif observed and (cpk is None or observed >= 1e6):
+        # σ = 0 (a gauge coarse against the spread) or every value out of tolerance:
+        # no index says it, the values do (issue 11)
+        verdict = "out_of_tolerance"
+    elif cpk is None:
+        verdict = "no_spread" if sigma_w == 0 else "insufficient_data"
     elif cpk < plan.capability_min:
         verdict = "below_minimum"
     elif ppk is not None and cpk >= plan.capability_review and ppk >= plan.capability_review:
@@ -306,7 +328,10 @@ def capability_body(char: Characteristic, state: CharSpc, plan: Plan,
         "subgroups": len(state.groups), "n": n,
         "mean": indices.get("mean"), "sigma_within": indices.get("sigma_within"),
         "sigma_overall": indices.get("sigma_overall"),
-        **{k: indices.get(k) for k in ("cp", "cpk", "cpu", "cpl", "pp", "ppk", "ppu", "ppl")},
+        **{k: indices.get(k) for k in ("cp", "cpk", "cpu", "cpl", "pp", "ppk", "ppu", "ppl",
+                                       "cpm")},
+        "target": str(cpm_target(char)),
+        "ppm": ppm,
         "lsl": None if char.lsl is None else str(char.lsl),
         "usl": None if char.usl is None else str(char.usl),
         "stable": state.violations == 0, "rule_violations": state.violations,

@@ -9,13 +9,16 @@ Control*, ch. 6; see docs/quality.md):
 
 - X-bar/R: centre X̿, limits X̿ ± A2·R̄; range chart R̄ with [D3·R̄, D4·R̄]; σw = R̄/d2.
 - X-bar/s: centre X̿, limits X̿ ± A3·s̄; s chart s̄ with [B3·s̄, B4·s̄]; σw = s̄/c4.
-- I-MR: centre X̄, limits X̄ ± 3·MR̄/d2(2) (= 2.660·MR̄); MR chart [0, D4(2)·MR̄]; σw = MR̄/1.128.
+- I-MR: centre X̄, limits X̄ ± 3σw; MR chart [0, D4(2)·MR̄]; σw = MR̄/1.128 or s/c4(N).
 - Cp = (USL-LSL)/6σw, Cpk = min(CPU, CPL), CPU = (USL-x̄)/3σw, CPL = (x̄-LSL)/3σw;
   Pp/Ppk the same with σ overall (sample standard deviation, n-1). One-sided tolerance:
   only CPU or CPL (PPU/PPL); Cp and Pp are undefined (None).
+- Cpm about the target (the nominal); parts per million out of specification, observed
+  and expected (normal, σ within / overall).
 - Nelson's eight run rules on the plotted statistic (zones at 1, 2, 3 σ of that statistic),
-  each switchable and with configurable run lengths; Western Electric = rules 1, 5, 6 and
-  "eight in a row on one side" (Nelson 2 with run length 8).
+  each switchable and with configurable run lengths (rule 8 with points on both sides,
+  or the one-sided reading as an option); Western Electric = rules 1, 5, 6 and "eight in
+  a row on one side" (Nelson 2 with run length 8).
 """
 
 from __future__ import annotations
@@ -23,11 +26,21 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 # --------------------------------------------------------------------------------------
-# Constants (AIAG SPC manual appendix; Montgomery appendix VI), n = 2..10.
+# Constants, n = 2..25 (the range of the AIAG tables). The choice (docs/quality.md):
+# - d2 as the standard tables print it, three decimals (AIAG SPC manual, ASTM E2587,
+#   Montgomery App. VI, R's qcc): σ = R̄/d2 and MR̄/1.128 then agree digit for digit with
+#   those references' worked examples;
+# - d3 exact (the normal range's standard deviation, numerical integral, 7 digits:
+#   ``d3_exact``); c4 exact (closed form);
+# - every derived factor computed from those, never rounded: A2 = 3/(d2·√n),
+#   D3/D4 = max(0, 1 ∓ 3·d3/d2), A3 = 3/(c4·√n), B3/B4 = max(0, 1 ∓ 3·√(1-c4²)/c4).
+#   The tables' three-decimal A2 = 0.577 and D4 = 2.114 (n = 5) are why the piston-ring
+#   limits once came out 73.98804 and 0.04811 instead of 73.98805 and 0.04813.
 # --------------------------------------------------------------------------------------
 
 
@@ -45,24 +58,35 @@ class Constants:
     B4: float
 
 
+# n, d2 (tables, 3 decimals), d3 (exact, 7 digits)
 _TABLE = """
-2 1.880 2.659 1.128 0.853 0.7979 0 3.267 0 3.267
-3 1.023 1.954 1.693 0.888 0.8862 0 2.574 0 2.568
-4 0.729 1.628 2.059 0.880 0.9213 0 2.282 0 2.266
-5 0.577 1.427 2.326 0.864 0.9400 0 2.114 0 2.089
-6 0.483 1.287 2.534 0.848 0.9515 0 2.004 0.030 1.970
-7 0.419 1.182 2.704 0.833 0.9594 0.076 1.924 0.118 1.882
-8 0.373 1.099 2.847 0.820 0.9650 0.136 1.864 0.185 1.815
-9 0.337 1.032 2.970 0.808 0.9693 0.184 1.816 0.239 1.761
-10 0.308 0.975 3.078 0.797 0.9727 0.223 1.777 0.284 1.716
+2 1.128 0.8525025
+3 1.693 0.8883680
+4 2.059 0.8798082
+5 2.326 0.8640819
+6 2.534 0.8480397
+7 2.704 0.8332053
+8 2.847 0.8198315
+9 2.970 0.8078343
+10 3.078 0.7970507
+11 3.173 0.7873146
+12 3.258 0.7784783
+13 3.336 0.7704162
+14 3.407 0.7630231
+15 3.472 0.7562114
+16 3.532 0.7499081
+17 3.588 0.7440518
+18 3.640 0.7385909
+19 3.689 0.7334815
+20 3.735 0.7286863
+21 3.778 0.7241733
+22 3.819 0.7199148
+23 3.858 0.7158867
+24 3.895 0.7120682
+25 3.931 0.7084408
 """
 
-CONSTANTS: dict[int, Constants] = {}
-for _line in _TABLE.strip().splitlines():
-    _n, *_vals = _line.split()
-    CONSTANTS[int(_n)] = Constants(int(_n), *map(float, _vals))
-
-MIN_N, MAX_N = 2, 10
+MIN_N, MAX_N = 2, 25
 
 
 def c4(n: int) -> float:
@@ -72,10 +96,61 @@ def c4(n: int) -> float:
     return math.sqrt(2.0 / (n - 1)) * math.exp(math.lgamma(n / 2) - math.lgamma((n - 1) / 2))
 
 
+def _derive(n: int, d2: float, d3: float) -> Constants:
+    k4 = c4(n)
+    s_ratio = 3.0 * math.sqrt(1.0 - k4 * k4) / k4
+    return Constants(n=n, A2=3.0 / (d2 * math.sqrt(n)), A3=3.0 / (k4 * math.sqrt(n)), d2=d2,
+                     d3=d3, c4=k4, D3=max(0.0, 1.0 - 3.0 * d3 / d2), D4=1.0 + 3.0 * d3 / d2,
+                     B3=max(0.0, 1.0 - s_ratio), B4=1.0 + s_ratio)
+
+
+CONSTANTS: dict[int, Constants] = {}
+for _line in _TABLE.strip().splitlines():
+    _n, _d2, _d3 = _line.split()
+    CONSTANTS[int(_n)] = _derive(int(_n), float(_d2), float(_d3))
+
+
 def constants(n: int) -> Constants:
     if n not in CONSTANTS:
         raise ValueError(f"subgroup size {n} is outside the constants table ({MIN_N}..{MAX_N})")
     return CONSTANTS[n]
+
+
+def _phi_cdf(x: float) -> float:
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+def _simpson(f: Callable[[float], float], a: float, b: float, m: int) -> float:
+    m += m % 2
+    h = (b - a) / m
+    total = f(a) + f(b) + sum(f(a + i * h) * (4 if i % 2 else 2) for i in range(1, m))
+    return total * h / 3.0
+
+
+def d2_exact(n: int) -> float:
+    """E[R]/σ of a normal sample of size n: ∫ 1 - Φ(x)^n - (1-Φ(x))^n dx (Tippett)."""
+    return _simpson(lambda x: 1.0 - _phi_cdf(x) ** n - (1.0 - _phi_cdf(x)) ** n,
+                    -10.0, 10.0, 4000)
+
+
+def d3_exact(n: int) -> float:
+    """sd(R)/σ: E[R²] = ∫ 2w·P(R > w) dw with P(R ≤ w) = n∫ φ(x)(Φ(x+w)-Φ(x))^(n-1) dx.
+
+    How the d3 column above was made (the tests recompute it); pure Python, no SciPy."""
+    lim, m = 9.0, 600
+    h = 2 * lim / m
+    xs = [-lim + i * h for i in range(m + 1)]
+    ws = [(1 if i in (0, m) else (4 if i % 2 else 2)) * h / 3 for i in range(m + 1)]
+    dens = [w * math.exp(-0.5 * x * x) / math.sqrt(2 * math.pi) for w, x in zip(ws, xs,
+                                                                                  strict=True)]
+    cdf = [_phi_cdf(x) for x in xs]
+
+    def below(w: float) -> float:
+        return n * sum(d * (_phi_cdf(x + w) - c) ** (n - 1)
+                       for d, x, c in zip(dens, xs, cdf, strict=True))
+
+    second = _simpson(lambda w: 2.0 * w * (1.0 - below(w)), 0.0, 14.0, 1200)
+    return math.sqrt(second - d2_exact(n) ** 2)
 
 
 # --------------------------------------------------------------------------------------
@@ -149,21 +224,30 @@ def xbar_s_limits(subgroups: Sequence[Sequence[float]]) -> Limits:
                   sbar, k.B4 * sbar, k.B3 * sbar, sbar / k.c4, len(subgroups))
 
 
-def imr_limits(values: Sequence[float]) -> Limits:
+INDIVIDUALS_SIGMA = ("moving_range", "stdev")
+
+
+def imr_limits(values: Sequence[float], sigma: str = "moving_range") -> Limits:
+    """I-MR limits. σ of the individuals from the average moving range, MR̄/d2(2)
+    (default, robust against a drift), or ``sigma='stdev'``: s/c4(N) of the N values
+    (qcc's ``std.dev = "SD"``). The MR chart is MR̄ with D4(2)·MR̄ either way."""
     if len(values) < 2:
         raise ValueError("I-MR limits need at least two values")
+    if sigma not in INDIVIDUALS_SIGMA:
+        raise ValueError(f"unknown sigma {sigma!r} (allowed: {', '.join(INDIVIDUALS_SIGMA)})")
     k = constants(2)
     xbar = statistics.fmean(values)
     mrbar = statistics.fmean(abs(b - a) for a, b in itertools.pairwise(values))
-    sigma = mrbar / k.d2
-    return Limits("i_mr", 1, xbar, xbar + 3 * sigma, xbar - 3 * sigma,
-                  mrbar, k.D4 * mrbar, 0.0, sigma, len(values))
+    sd = mrbar / k.d2 if sigma == "moving_range" else statistics.stdev(values) / c4(len(values))
+    return Limits("i_mr", 1, xbar, xbar + 3 * sd, xbar - 3 * sd,
+                  mrbar, k.D4 * mrbar, 0.0, sd, len(values))
 
 
-def limits_for(chart: str, subgroups: Sequence[Sequence[float]]) -> Limits:
+def limits_for(chart: str, subgroups: Sequence[Sequence[float]],
+               individuals_sigma: str = "moving_range") -> Limits:
     """Limits of ``chart`` from complete subgroups (I-MR: the values, one per subgroup)."""
     if chart == "i_mr":
-        return imr_limits([v for g in subgroups for v in g])
+        return imr_limits([v for g in subgroups for v in g], individuals_sigma)
     if chart == "xbar_r":
         return xbar_r_limits(subgroups)
     if chart == "xbar_s":
@@ -207,6 +291,12 @@ def point_of(chart: str, subgroup: Sequence[float], previous: float | None = Non
 
 @dataclass(frozen=True, slots=True)
 class Capability:
+    """Capability of one characteristic's values. Indices are None where undefined (no
+    σ, σ = 0, a one-sided tolerance for Cp/Pp, no target for Cpm); PPM figures are
+    parts per million out of specification below LSL / above USL: ``observed`` counted,
+    ``expected_*`` from the normal distribution with the mean and σ within / overall
+    (a σ of 0 is the limit of the normal: everything on the mean's side)."""
+
     n: int
     mean: float
     sigma_within: float | None
@@ -219,8 +309,11 @@ class Capability:
     ppk: float | None
     ppu: float | None
     ppl: float | None
+    cpm: float | None = None
+    target: float | None = None
+    ppm: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, float | int | None]:
+    def as_dict(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in self.__slots__}  # type: ignore[attr-defined]
 
 
@@ -237,23 +330,79 @@ def _indices(mean: float, sigma: float | None, lsl: float | None, usl: float | N
     return c, ck, cu, cl
 
 
+def cpm_of(mean: float, sigma: float, lsl: float | None, usl: float | None,
+           target: float) -> float | None:
+    """Cpm = min(USL-T, T-LSL) / 3τ with τ = √(σ² + (μ-T)²) (Chan, Cheng and Spiring;
+    = (USL-LSL)/6τ for a centred target; one-sided: the side given). None when τ = 0
+    or there is no limit."""
+    tau = math.sqrt(sigma * sigma + (mean - target) ** 2)
+    sides = [d for d in ((usl - target) if usl is not None else None,
+                         (target - lsl) if lsl is not None else None) if d is not None]
+    if tau <= 0 or not sides or not math.isfinite(tau):
+        return None
+    return min(sides) / (3 * tau)
+
+
+def _normal_tail(z_limit: float, mean: float, sigma: float | None, below: bool
+                 ) -> float | None:
+    """Share of a normal(mean, sigma) below (or above) ``z_limit``; σ = 0: a point mass."""
+    if sigma is None or not math.isfinite(sigma) or sigma < 0:
+        return None
+    if sigma == 0:
+        if mean == z_limit:
+            return 0.5
+        return 1.0 if (mean < z_limit) == below else 0.0
+    z = (z_limit - mean) / sigma
+    return 0.5 * math.erfc(z / math.sqrt(2.0)) if not below else 0.5 * math.erfc(
+        -z / math.sqrt(2.0))
+
+
+def ppm_of(values: Sequence[float], mean: float, sigma_within: float | None,
+           sigma_overall: float | None, lsl: float | None, usl: float | None
+           ) -> dict[str, dict[str, float | None]]:
+    """Parts per million out of specification: observed, expected within, expected
+    overall; each {below, above, total} (below/above 0 for a missing limit)."""
+    def block(below: float | None, above: float | None) -> dict[str, float | None]:
+        total = None if below is None or above is None else below + above
+        return {"below": below, "above": above, "total": total}
+
+    n = len(values)
+    obs_below = sum(1 for v in values if lsl is not None and v < lsl) * 1e6 / n
+    obs_above = sum(1 for v in values if usl is not None and v > usl) * 1e6 / n
+    out = {"observed": block(obs_below, obs_above)}
+    for name, sigma in (("expected_within", sigma_within), ("expected_overall", sigma_overall)):
+        lo = 0.0 if lsl is None else _normal_tail(lsl, mean, sigma, below=True)
+        hi = 0.0 if usl is None else _normal_tail(usl, mean, sigma, below=False)
+        out[name] = block(None if lo is None else lo * 1e6, None if hi is None else hi * 1e6)
+    return out
+
+
 def capability(values: Sequence[float], sigma_within: float | None,
-               lsl: float | None, usl: float | None) -> Capability:
-    """Cp/Cpk from ``sigma_within`` (R̄/d2, s̄/c4 or MR̄/d2), Pp/Ppk from the sample σ (n-1)."""
+               lsl: float | None, usl: float | None, target: float | None = None
+               ) -> Capability:
+    """Cp/Cpk from ``sigma_within`` (R̄/d2, s̄/c4 or MR̄/d2), Pp/Ppk from the sample σ
+    (n-1); Cpm about ``target`` (the plan's nominal) with τ² = Σ(x-T)²/(n-1) (the sample
+    form of σ² + (μ-T)²); PPM out of specification."""
     if not values:
         raise ValueError("capability needs values")
     mean = statistics.fmean(values)
     overall = statistics.stdev(values) if len(values) >= 2 else None
     cp, cpk, cpu, cpl = _indices(mean, sigma_within, lsl, usl)
     pp, ppk, ppu, ppl = _indices(mean, overall, lsl, usl)
+    cpm = None
+    if target is not None and len(values) >= 2:
+        tau = math.sqrt(math.fsum((v - target) ** 2 for v in values) / (len(values) - 1))
+        cpm = cpm_of(target, tau, lsl, usl, target)  # τ already holds the offset
     return Capability(len(values), mean, sigma_within, overall, cp, cpk, cpu, cpl,
-                      pp, ppk, ppu, ppl)
+                      pp, ppk, ppu, ppl, cpm, target,
+                      ppm_of(values, mean, sigma_within, overall, lsl, usl))
 
 
-def sigma_within_of(chart: str, subgroups: Sequence[Sequence[float]]) -> float | None:
+def sigma_within_of(chart: str, subgroups: Sequence[Sequence[float]],
+                    individuals_sigma: str = "moving_range") -> float | None:
     """σ within from complete subgroups (None when there are too few)."""
     try:
-        return limits_for(chart, subgroups).sigma_within
+        return limits_for(chart, subgroups, individuals_sigma).sigma_within
     except ValueError:
         return None
 
@@ -271,7 +420,7 @@ RULE_NAMES = {
     5: "two of three beyond 2 sigma on the same side",
     6: "four of five beyond 1 sigma on the same side",
     7: "stratification: all within 1 sigma",
-    8: "mixture: all beyond 1 sigma, either side",
+    8: "mixture: all beyond 1 sigma (on both sides, as Nelson defines it)",
 }
 
 
@@ -288,6 +437,10 @@ class RuleSet:
     zone_b: tuple[int, int] = (4, 5)    # rule 6: m of k beyond 1σ, same side
     stratification: int = 15       # rule 7
     mixture: int = 8               # rule 8
+    # rule 8: 'both' = the run has points on both sides of the centre line (Nelson 1984,
+    # the AIAG manual, qcc); 'any' = every point beyond 1σ, whatever the side (the
+    # one-sided reading some software uses)
+    mixture_sides: str = "both"
 
     @classmethod
     def western_electric(cls) -> RuleSet:
@@ -350,7 +503,8 @@ def rules_at(points: Sequence[float], center: float, sigma: float, rules: RuleSe
     if 7 in on and w is not None and all(abs(v) < 1.0 for v in w):
         add(7, rules.stratification)
     w = window(rules.mixture)
-    if 8 in on and w is not None and all(abs(v) > 1.0 for v in w):  # either side (Minitab 8)
+    if 8 in on and w is not None and all(abs(v) > 1.0 for v in w) and (
+            rules.mixture_sides == "any" or {_side(v) for v in w} == {1, -1}):
         add(8, rules.mixture)
     return out
 

@@ -19,9 +19,11 @@ strings; an integral float is written as an int (a scaled Modbus tag gives ``7.0
 die 7). ``None``, a missing role and the empty string mean *unknown*: an unknown value
 never triggers anything and does not erase the last known value. A change is a known
 value replacing a *different known* value; unknown -> known is learning, not a change,
-except for the part number, where unknown -> known is ``job_start``. Booleans accept
-bool, numbers (non-zero = true) and the strings 1/0, true/false, on/off, yes/no. The
-``running`` role is informational and ignored.
+except for the part number, where unknown -> known is ``job_start``. True/false roles
+(setup_mode, running, repair) read their value through the press's ``RoleMap`` for the
+role when it has one (a set of values, a bit of a word, enum names: docs/roles.md);
+without one they accept bool, numbers (non-zero = true) and the strings 1/0,
+true/false, on/off, yes/no. The ``running`` role is informational and ignored.
 
 Start. The press is ``offline`` until its first poll. The first poll sets the baseline.
 With a known part number it is a setup trigger ``job_start``; without one there is no
@@ -49,15 +51,29 @@ the order job_start/job_change, die_change, material_change, repair, long_stop):
 A trigger in any state restarts the verification: attempt counter and unreleased strokes
 back to 0, an open first article discarded (``discarded_first_article: true``), the
 patrol position reset. The target is ``setup`` while setup mode is on, else
-``awaiting_first_article``. A trigger while already in ``setup`` (die id read during
-the die change) still emits a ``setup`` event (charts want every die change) but no
-``state_change``. Setup mode dropping in ``setup`` -> ``awaiting_first_article``.
+``awaiting_first_article``. Setup mode dropping in ``setup`` -> ``awaiting_first_article``.
+
+Open setup (issue 11). A setup is open from its trigger until a first-article attempt
+starts (the first reading is taken) or the press is released. A trigger while a setup is
+open (typically "setup mode on, then the die id changes", or the material lot entered
+during the die change) amends it instead of starting another: a ``setup`` event with
+``amended: true``, the reasons of the whole setup, ``added_reasons``, ``previous`` = the
+ids before the setup and ``new`` = the ids now; the reasons this change carried are
+annotated again (``amended: true``) in the same phase. No new phase, attempt and
+unreleased strokes count on; a state change only if setup mode changed the target.
 
 Strokes. A stroke counter increase while not released (``setup``,
 ``awaiting_first_article``, ``first_article``, ``hold``) adds to ``unreleased_strokes``.
-A decrease is a counter reset/wrap: the new value is the new base, nothing is counted and
-the idle clock is not reset. Strokes seen in the same poll as a setup trigger count for
-the new setup (they are after the long stop, and a poll is 100 ms). The count is
+The counter is read as PLCs send it (issue 11): it wraps at ``stroke_counter_wrap``
+(2**16 / 2**32 from the tag type) and is counted across the wrap; a value that is not a
+plausible increase (more than ``max_strokes_per_min`` allows since the last accepted
+value, over at least a second; a drop, e.g. a one-poll glitch to 0 or a reset) counts
+nothing, is one ``alarm`` (cause ``counter_anomaly``) per episode, and does not reset the
+idle clock; the count resumes with the next value that is plausible after the last
+accepted one (a glitch) or after the implausible one (a reset). ``context.stroke_count``
+is the collector's count: the PLC counter's first value plus every counted stroke (equal
+to the PLC counter until it wraps or is reset). Strokes seen in the same poll as a setup
+trigger count for the new setup (they are after the long stop, and a poll is 100 ms). The count is
 cumulative from the last setup trigger: it is not reset by a release, and strokes on a
 later hold add to it.
 
@@ -150,7 +166,14 @@ from decimal import Decimal
 from typing import Any
 
 from collector import quality
-from collector.domain import STATES, Characteristic, Event, Plan, WorkflowSettings
+from collector.domain import (
+    STATES,
+    Characteristic,
+    Event,
+    GaugeReading,
+    Plan,
+    WorkflowSettings,
+)
 from collector.quality import COMMANDS, CharSpc, CommandError
 from collector.tolerance import UnitError, check, parse_value
 
@@ -396,6 +419,20 @@ def _dec(value: Decimal | None) -> str | None:
     return None if value is None else str(value)
 
 
+def reading(ts: float, gauge: Any, channel: Any, value: Any, unit: Any,
+            reading_id: Any = None, calibration_overdue: bool = False,
+            flag: str | None = None) -> GaugeReading:
+    """A ``GaugeReading`` from driver values: ids and channel normalised as everywhere in
+    the workflow, value and unit stripped strings."""
+    return GaugeReading(
+        ts=float(ts), gauge=_to_id(gauge), channel=_to_channel(channel),
+        value=value.strip() if isinstance(value, str) else str(value),
+        unit=unit.strip() if isinstance(unit, str) else str(unit),
+        reading_id=None if reading_id is None else str(reading_id),
+        calibration_overdue=bool(calibration_overdue),
+        flag=None if flag is None else str(flag))
+
+
 # --------------------------------------------------------------------------------------
 # The state machine.
 # --------------------------------------------------------------------------------------
@@ -444,8 +481,15 @@ class PressWorkflow:
         self._ids: dict[str, str | None] = dict.fromkeys(_IDS)
         self._setup_mode: bool | None = None
         self._repair: bool | None = None
+        # Strokes: _stroke_count is the collector's count (the PLC counter's first value,
+        # then + every plausible increase: it continues across wraps and glitches);
+        # _stroke_raw / _count_ts the last accepted PLC value and its time; _suspect the
+        # last implausible value (raw, ts) of an open counter anomaly.
         self._stroke_count: int | None = None
         self._last_stroke_ts: float | None = None
+        self._stroke_raw: int | None = None
+        self._count_ts: float | None = None
+        self._suspect: tuple[int, float] | None = None
         self._attempt = 0
         self._unreleased = 0
         self._fa: _FirstArticle | None = None
@@ -468,6 +512,9 @@ class PressWorkflow:
         # released production vs values per characteristic (docs/quality.md)
         self._i100: dict[str, Any] | None = None
         self._overdues: list[dict[str, Any]] = []  # the last MISSED_KEPT missed checks
+        # The open setup (issue 11): from a setup trigger until a first-article attempt
+        # starts or the press is released; a trigger meanwhile amends it (one phase).
+        self._open_setup: dict[str, Any] | None = None
 
     def set_plans(self, plans: Mapping[str, Plan]) -> None:
         """New plans while running (SIGHUP). A changed revision of the running part's plan
@@ -542,6 +589,8 @@ class PressWorkflow:
             self._previous_state = source
         elif source == OFFLINE:
             self._previous_state = None
+        if target in (FIRST_ARTICLE, RELEASED, HOLD):
+            self._open_setup = None  # verification under way or done: the setup is closed
         self._state = target
         return self._event("state_change", ts, {"from": source, "to": target, "cause": trigger})
 
@@ -584,8 +633,8 @@ class PressWorkflow:
 
         ids = {k: _to_id(roles.get(k)) for k in _IDS}
         self._plc_ids.update(k for k in _IDS if ids[k] is not None)
-        setup_mode_in = _to_bool(roles.get("setup_mode"))
-        repair_in = _to_bool(roles.get("repair"))
+        setup_mode_in = self._role_bool("setup_mode", roles.get("setup_mode"))
+        repair_in = self._role_bool("repair", roles.get("repair"))
         count = _to_count(roles.get("stroke_count"))
         setup_mode = setup_mode_in if setup_mode_in is not None else self._setup_mode
 
@@ -615,10 +664,11 @@ class PressWorkflow:
         if repair_in is True and self._repair is not True:
             add("repair")
 
-        delta = 0
+        delta, anomaly = self._count(ts, count)
+        if anomaly is not None:
+            events.append(self._event("alarm", ts, anomaly))
         idle: float | None = None
-        if count is not None and self._stroke_count is not None and count > self._stroke_count:
-            delta = count - self._stroke_count
+        if delta > 0:
             idle = max(0.0, ts - self._last_stroke_ts) if self._last_stroke_ts is not None else 0.0
             if self._state in (RELEASED, STOPPED) and idle > self.settings.long_stop_s:
                 add("long_stop")
@@ -631,10 +681,8 @@ class PressWorkflow:
             self._setup_mode = setup_mode_in
         if repair_in is not None:
             self._repair = repair_in
-        if count is not None:
-            if self._stroke_count is None or delta > 0:
-                self._last_stroke_ts = ts
-            self._stroke_count = count
+        if delta > 0:
+            self._last_stroke_ts = ts
 
         # -- act
         if reasons:
@@ -643,6 +691,72 @@ class PressWorkflow:
             return events
         events += self._poll_act(ts, setup_mode, delta, count)
         return events + self._patrol_clock(ts)
+
+    def _role_bool(self, role: str, value: Any) -> bool | None:
+        """A true/false role: through the press's map for it (docs/roles.md), else
+        non-zero / 1 / true / on / yes."""
+        mapping = self.settings.role_maps.get(role)
+        return _to_bool(value) if mapping is None else mapping.read(value)
+
+    def _count(self, ts: float, raw: int | None) -> tuple[int, dict[str, Any] | None]:
+        """Strokes since the last accepted counter value, and a ``counter_anomaly``
+        alarm body when this value is not plausible (issue 11).
+
+        Plausible = an increase of at most what the press can make at
+        ``max_strokes_per_min`` since the last accepted value (over at least one second,
+        + 1), counted modulo ``stroke_counter_wrap`` so that a wrap is counted across;
+        without a rate: any increase (with a wrap: less than half the range). Anything
+        else (a glitch to 0, a jump, a reset) counts nothing and raises one alarm per
+        episode; the count resumes with the next value plausible after the last accepted
+        one (a glitch) or after the implausible one (a reset).
+        """
+        if raw is None:
+            return 0, None
+        if self._stroke_raw is None or self._count_ts is None or self._stroke_count is None:
+            self._stroke_count = self._stroke_count if self._stroke_count is not None else raw
+            self._stroke_raw, self._count_ts, self._suspect = raw, ts, None
+            return 0, None
+        steps = self._plausible(self._stroke_raw, self._count_ts, raw, ts)
+        if steps is None and self._suspect is not None:
+            steps = self._plausible(*self._suspect, raw, ts)  # the counter was reset
+        if steps is not None:
+            self._stroke_count += steps
+            self._stroke_raw, self._count_ts, self._suspect = raw, ts, None
+            return steps, None
+        opened = self._suspect is None
+        self._suspect = (raw, ts)
+        if not opened:
+            return 0, None  # one alarm per episode
+        limit = self._max_increase(ts - self._count_ts)
+        return 0, {
+            "cause": "counter_anomaly", "characteristic": None, "char_class": None,
+            "actions": [], "reading_ids": [], "phase": self._phase,
+            "evidence": {
+                "previous": self._stroke_raw, "value": raw,
+                "reason": "decrease" if raw < self._stroke_raw else "jump",
+                "elapsed_s": round(ts - self._count_ts, 3),
+                "max_increase": None if limit == math.inf else int(limit),
+                "max_strokes_per_min": self.settings.max_strokes_per_min,
+                "counter_wrap": self.settings.stroke_counter_wrap,
+                "stroke_count": self._stroke_count,
+            }}
+
+    def _max_increase(self, elapsed: float) -> float:
+        rate = self.settings.max_strokes_per_min
+        if rate is None:
+            return math.inf
+        return math.ceil(rate * max(elapsed, 1.0) / 60.0) + 1
+
+    def _plausible(self, before: int, before_ts: float, raw: int, ts: float) -> int | None:
+        """Strokes from ``before`` to ``raw`` if the step is plausible, else None."""
+        wrap = self.settings.stroke_counter_wrap
+        if wrap is not None and wrap >= 2:
+            steps = (raw - before) % wrap
+            limit = min(self._max_increase(ts - before_ts), (wrap - 1) // 2)
+        else:
+            steps = raw - before
+            limit = self._max_increase(ts - before_ts)
+        return steps if 0 <= steps <= limit else None
 
     def _poll_act(self, ts: float, setup_mode: bool | None, delta: int,
                   count: int | None) -> list[Event]:
@@ -682,8 +796,8 @@ class PressWorkflow:
         self._setup_mode = setup_mode
         self._repair = repair
         if count is not None:
-            self._stroke_count = count
-            self._last_stroke_ts = ts
+            self._stroke_count = self._stroke_raw = count
+            self._last_stroke_ts = self._count_ts = ts
         if self._ids["part_number"] is not None:
             return self._setup(ts, ["job_start"], old, setup_mode, 0, None)
         events: list[Event] = []
@@ -701,6 +815,8 @@ class PressWorkflow:
         idle: float | None,
         command: str | None = None,
     ) -> list[Event]:
+        if self._open_setup is not None:
+            return self._amend_setup(ts, reasons, setup_mode, strokes, idle, command)
         before = self._state
         discarded = self._fa
         previous_unreleased = self._unreleased
@@ -731,16 +847,77 @@ class PressWorkflow:
             "previous_unreleased_strokes": previous_unreleased,
             "unreleased_strokes": self._unreleased,
             "idle_s": idle,
+            "amended": False,
+            "added_reasons": [],
+        }
+        if command is not None:
+            body["command"] = command
+        self._open_setup = {"ts": ts, "reasons": list(body["reasons"]),
+                            "previous": dict(body["previous"])}
+        events = [self._event("setup", ts, body)]
+        events += self._annotations(ts, body["reasons"], body, command, amended=False)
+        self._append(events, change)
+        return events
+
+    def _annotations(self, ts: float, reasons: Iterable[str], body: Mapping[str, Any],
+                     command: str | None, amended: bool) -> list[Event]:
+        """One ``annotation`` per annotated setup reason (job_start has none)."""
+        events = []
+        for reason in reasons:
+            if reason in ANNOTATIONS:
+                note = {"type": ANNOTATIONS[reason], "reason": reason, "phase": self._phase,
+                        "source": "command" if command is not None else "plc",
+                        "previous": body["previous"], "new": body["new"]}
+                if amended:
+                    note["amended"] = True
+                events.append(self._event("annotation", ts, note))
+        return events
+
+    def _amend_setup(self, ts: float, reasons: list[str], setup_mode: bool | None,
+                     strokes: int, idle: float | None, command: str | None) -> list[Event]:
+        """A trigger while a setup is open (e.g. the die id changes while setup mode is
+        on): the open setup is amended, not restarted. Same phase, attempt and strokes
+        count on; the ``setup`` event says ``amended: true`` with every reason of the
+        setup, the ones this change added, the ids before the setup and now; each reason
+        the change carried is annotated again (``amended: true``, same phase) so a chart
+        names the die actually mounted."""
+        opened = self._open_setup
+        assert opened is not None
+        before = self._state
+        order = {r: i for i, r in enumerate(SETUP_REASONS)}
+        added = [r for r in reasons if r not in opened["reasons"]]
+        opened["reasons"] = sorted({*opened["reasons"], *reasons}, key=order.__getitem__)
+        plan = self.plan()
+        key = None if plan is None else (plan.part_number, plan.revision)
+        if key != self._spc_key:  # the job changed too: fresh statistics, same phase
+            self._spc = quality.fresh_spc(plan, self._phase)
+            self._spc_key = key
+        self._compare_die = self._ids["die_id"]  # the die mounted now
+        previous_unreleased = self._unreleased
+        change = self._go(ts, "setup_trigger_setup_mode" if setup_mode is True else "setup_trigger")
+        self._open_setup = opened  # _go keeps it (setup/awaiting), stated for the reader
+        self._unreleased += strokes
+        body: dict[str, Any] = {
+            "reasons": list(opened["reasons"]),
+            "previous": dict(opened["previous"]),
+            "new": {k: self._ids[k] for k in _IDS},
+            "previous_state": before,
+            "state": self._state,
+            "setup_mode": setup_mode,
+            "discarded_first_article": False,
+            "discarded_attempt": None,
+            "previous_attempt": self._attempt,
+            "previous_unreleased_strokes": previous_unreleased,
+            "unreleased_strokes": self._unreleased,
+            "idle_s": idle,
+            "amended": True,
+            "added_reasons": sorted(added, key=order.__getitem__),
         }
         if command is not None:
             body["command"] = command
         events = [self._event("setup", ts, body)]
-        for reason in body["reasons"]:
-            if reason in ANNOTATIONS:
-                events.append(self._event("annotation", ts, {
-                    "type": ANNOTATIONS[reason], "reason": reason, "phase": self._phase,
-                    "source": "command" if command is not None else "plc",
-                    "previous": body["previous"], "new": body["new"]}))
+        events += self._annotations(ts, sorted(set(reasons), key=order.__getitem__), body,
+                                    command, amended=True)
         self._append(events, change)
         return events
 
@@ -755,27 +932,35 @@ class PressWorkflow:
         unit: str,
         reading_id: str | None = None,
         calibration_overdue: bool = False,
+        flag: str | None = None,
     ) -> list[Event]:
-        """``calibration_overdue``: the gauge was past its calibration due date; the
-        result is flagged, and refused for first article when the settings say so."""
-        reading = {
-            "gauge": _to_id(gauge),
-            "channel": _to_channel(channel),
-            "value": value.strip() if isinstance(value, str) else str(value),
-            "unit": unit.strip() if isinstance(unit, str) else str(unit),
-            "reading_id": None if reading_id is None else str(reading_id),
-        }
+        """A gauge value given field by field: builds the typed ``GaugeReading`` and
+        hands it to ``on_reading`` (the one path every reading takes)."""
+        return self.on_reading(reading(ts, gauge, channel, value, unit, reading_id,
+                                       calibration_overdue, flag))
+
+    def on_reading(self, r: GaugeReading) -> list[Event]:
+        """One gauge reading. ``r.calibration_overdue``: the gauge was past its
+        calibration due date; the result is flagged, and refused for first article when
+        the settings say so. The reading travels as one frozen value: no path (plan
+        sync, routing, first article, patrol, last piece) can drop a field of it."""
+        if self._state in (OFFLINE, SETUP):
+            return [self._unassigned(r, f"state:{self._state}",
+                                     f"readings are not taken in state {self._state}")]
+        return self._sync_plan(r.ts) + self._take(r)
+
+    def _unassigned(self, r: GaugeReading, reason: str, detail: str) -> Event:
+        return self._event("unassigned_reading", r.ts,
+                           {**r.as_body(), "reason": reason, "detail": detail})
+
+    def _take(self, r: GaugeReading) -> list[Event]:
+        """Route and judge a reading (the plan is in sync): first article, patrol or
+        last piece; ``unassigned_reading`` with the reason when nothing takes it."""
+        ts, state = r.ts, self._state
 
         def unassigned(reason: str, detail: str) -> list[Event]:
-            return [self._event("unassigned_reading", ts,
-                                {**reading, "reason": reason, "detail": detail})]
+            return [self._unassigned(r, reason, detail)]
 
-        state = self._state
-        if state in (OFFLINE, SETUP):
-            return unassigned(f"state:{state}", f"readings are not taken in state {state}")
-        pre = self._sync_plan(ts)
-        if pre:
-            return pre + self.on_gauge(ts, gauge, channel, value, unit, reading_id)
         plan = self.plan()
         if plan is None:
             part = self._ids["part_number"]
@@ -784,13 +969,13 @@ class PressWorkflow:
         if not plan.characteristics:
             return unassigned("empty_plan", f"plan {plan.part_number} rev {plan.revision} "
                                             "has no characteristics")
-        raw = parse_value(value)
+        raw = parse_value(r.value)
         if raw is None:
-            return unassigned("invalid_value", f"not a finite decimal: {reading['value']!r}")
+            return unassigned("invalid_value", f"not a finite decimal: {r.value!r}")
 
-        if (calibration_overdue and self.settings.refuse_overdue_for_first_article
+        if (r.calibration_overdue and self.settings.refuse_overdue_for_first_article
                 and state not in (RELEASED, STOPPED)):
-            return unassigned("calibration_overdue", f"gauge {reading['gauge']} is past its "
+            return unassigned("calibration_overdue", f"gauge {r.gauge} is past its "
                               "calibration due date: not accepted for first article")
         chars = plan.characteristics
         n = len(chars)
@@ -806,17 +991,17 @@ class PressWorkflow:
             counts = {c.id: _pieces(done, c.id) for c in chars}
             order = sorted((i for i, c in enumerate(chars) if counts[c.id] < size),
                            key=lambda i: (counts[chars[i].id], i))
-        index = _route(chars, reading["gauge"], reading["channel"], order)
+        index = _route(chars, r.gauge, r.channel, order)
         if index is None:
             return unassigned("no_matching_characteristic",
-                              f"no open characteristic takes gauge {reading['gauge']} "
-                              f"channel {reading['channel']}")
+                              f"no open characteristic takes gauge {r.gauge} "
+                              f"channel {r.channel}")
         char = chars[index]
         try:
-            result = _result(char, raw, reading, ts)
+            result = _result(char, raw, r)
         except UnitError as exc:
             return unassigned("unknown_unit", str(exc))
-        if calibration_overdue:
+        if r.calibration_overdue:
             result["calibration_overdue"] = True
 
         if last_piece:
@@ -845,7 +1030,8 @@ class PressWorkflow:
             alarms.append(self._react(ts, plan, char, "out_of_tolerance", {
                 "value": result["value"], "nominal": result["nominal"], "lsl": result["lsl"],
                 "usl": result["usl"], "unit": result["unit"],
-                "deviation": result["deviation"]}, [result["reading_id"]], changes))
+                "deviation": result["deviation"]}, [result["reading_id"]], changes,
+                applied=list(actions)))  # hold_on_measurement_fail's hold is this alarm's
             actions += [a for a in alarms[-1]["actions"] if a not in actions]
         spc_state = self._spc.get(char.id)
         records: list[tuple[str, dict[str, Any]]] = []
@@ -902,10 +1088,11 @@ class PressWorkflow:
                     ) -> list[tuple[str, dict[str, Any]]]:
         body = quality.capability_body(char, state, plan, trigger)
         records: list[tuple[str, dict[str, Any]]] = [("capability", body)]
-        if body["verdict"] == "below_minimum":
+        if body["verdict"] in ("below_minimum", "out_of_tolerance"):
             alarms.append(self._react(ts, plan, char, "low_capability", {
-                k: body[k] for k in ("cpk", "ppk", "cp", "pp", "n", "minimum", "stable",
-                                     "mean", "sigma_within", "sigma_overall")},
+                k: body[k] for k in ("verdict", "cpk", "ppk", "cp", "pp", "cpm", "n",
+                                     "minimum", "stable", "mean", "sigma_within",
+                                     "sigma_overall", "ppm")},
                 [rid for _, g in state.groups for rid, _ in g][-body["n"]:], changes))
         elif body["verdict"] == "review":
             records.append(("capability_review", {
@@ -919,11 +1106,15 @@ class PressWorkflow:
 
     def _react(self, ts: float, plan: Plan, char: Characteristic, cause: str,
                evidence: dict[str, Any], reading_ids: list[str | None],
-               changes: list[Event]) -> dict[str, Any]:
-        """Apply the class's reaction plan for ``cause``; the alarm body."""
+               changes: list[Event], applied: list[str] | None = None) -> dict[str, Any]:
+        """Apply the class's reaction plan for ``cause``; the alarm body. ``applied``:
+        actions the same input already took for this cause (the press option
+        ``hold_on_measurement_fail``): the alarm lists every action it caused."""
         wanted = getattr(plan.reaction(char.char_class), cause)
-        applied: list[str] = []
-        if "hold" in wanted and self._state in (RELEASED, STOPPED):
+        applied = list(applied or [])
+        if "hold" in applied:
+            pass
+        elif "hold" in wanted and self._state in (RELEASED, STOPPED):
             self._append(changes, self._go(ts, "reaction_hold"))
             applied.append("hold")
         elif "hold" in wanted and self._state == HOLD:
@@ -1325,6 +1516,9 @@ class PressWorkflow:
             "repair": self._repair,
             "stroke_count": self._stroke_count,
             "last_stroke_ts": self._last_stroke_ts,
+            "stroke_raw": self._stroke_raw,
+            "count_ts": self._count_ts,
+            "counter_suspect": None if self._suspect is None else list(self._suspect),
             "attempt": self._attempt,
             "unreleased_strokes": self._unreleased,
             "patrol_last": self._patrol_last,
@@ -1352,6 +1546,9 @@ class PressWorkflow:
                 "i100": None if self._i100 is None else {
                     **self._i100, "measured": dict(self._i100["measured"])},
                 "overdues": [dict(r) for r in self._overdues],
+                "open_setup": None if self._open_setup is None else {
+                    **self._open_setup, "reasons": list(self._open_setup["reasons"]),
+                    "previous": dict(self._open_setup["previous"])},
             },
         }
 
@@ -1414,6 +1611,17 @@ class PressWorkflow:
         self._repair = snap.get("repair")
         self._stroke_count = stroke_count
         self._last_stroke_ts = last_stroke_ts
+        # older snapshots: the PLC value was the count, taken at the last stroke
+        raw = _opt_int(snap.get("stroke_raw", stroke_count), "stroke_raw")
+        self._stroke_raw = raw if stroke_count is not None else None
+        count_ts = _opt_num(snap.get("count_ts", last_stroke_ts), "count_ts")
+        self._count_ts = count_ts if self._stroke_raw is not None else None
+        suspect = snap.get("counter_suspect")
+        _want(suspect is None or (isinstance(suspect, list) and len(suspect) == 2),
+              "counter_suspect")
+        self._suspect = None if suspect is None else (
+            int(_opt_int(suspect[0], "counter_suspect") or 0),
+            float(_opt_num(suspect[1], "counter_suspect") or 0.0))
         self._attempt = attempt
         self._unreleased = unreleased
         plan = self.plan()
@@ -1454,6 +1662,7 @@ class PressWorkflow:
             self._due_seq, self._last_pieces, self._compare_die = 0, {}, None
             self._plc_ids = set()
             self._i100, self._overdues = None, []
+            self._open_setup = None
             return
         phase = raw["phase"]
         _want(isinstance(phase, int) and phase >= 1, "phase")
@@ -1492,6 +1701,7 @@ class PressWorkflow:
         overdues = raw.get("overdues", [])
         _want(isinstance(overdues, list), "overdues")
         self._overdues = [_load_overdue(r) for r in overdues][-MISSED_KEPT:]
+        self._open_setup = _load_open_setup(raw.get("open_setup"))
 
     def _load_first_article(self, raw: Any, plan: Plan | None) -> _FirstArticle | None:
         if not isinstance(raw, Mapping) or plan is None:
@@ -1552,6 +1762,20 @@ def _load_overdue(raw: Any) -> dict[str, Any]:
             "overdue_ts": float(raw["overdue_ts"]), "due_reason": str(raw["due_reason"]),
             "missing": [str(c) for c in raw["missing"]], "operator_reason": reason,
             "operator": operator}
+
+
+def _load_open_setup(raw: Any) -> dict[str, Any] | None:
+    """The open setup of a snapshot (None: none, or an older snapshot)."""
+    if raw is None:
+        return None
+    reasons, previous = raw["reasons"], raw["previous"]
+    _want(isinstance(reasons, list) and bool(reasons)
+          and all(r in SETUP_REASONS for r in reasons), "open_setup.reasons")
+    _want(isinstance(previous, Mapping) and all(
+        previous.get(k) is None or isinstance(previous.get(k), str) for k in _IDS),
+        "open_setup.previous")
+    return {"ts": float(raw["ts"]), "reasons": list(reasons),
+            "previous": {k: previous.get(k) for k in _IDS}}
 
 
 def _want(condition: bool, what: str) -> None:
@@ -1620,11 +1844,9 @@ def _route(
     return None
 
 
-def _result(
-    char: Characteristic, raw: Decimal, reading: Mapping[str, Any], ts: float
-) -> dict[str, Any]:
+def _result(char: Characteristic, raw: Decimal, r: GaugeReading) -> dict[str, Any]:
     """One judged value as a JSON-able dict (``UnitError`` when units do not convert)."""
-    judged = check(raw, reading["unit"], char.unit, char.nominal, char.lsl, char.usl)
+    judged = check(raw, r.unit, char.unit, char.nominal, char.lsl, char.usl)
     return {
         "characteristic": char.id,
         "name": char.name,
@@ -1637,10 +1859,10 @@ def _result(
         "value": _dec(judged.value),
         "verdict": judged.verdict,
         "deviation": _dec(judged.deviation),
-        "reading_id": reading["reading_id"],
-        "gauge": reading["gauge"],
-        "channel": reading["channel"],
-        "raw_value": reading["value"],
-        "raw_unit": reading["unit"],
-        "measured_ts": ts,
+        "reading_id": r.reading_id,
+        "gauge": r.gauge,
+        "channel": r.channel,
+        "raw_value": r.value,
+        "raw_unit": r.unit,
+        "measured_ts": r.ts,
     }

@@ -239,3 +239,42 @@ class GaugeSimulator:
         if self.link_path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.link_path)
+
+
+class ProcessSimulator:
+    """The values a stamping process gives for one feature, piece after piece.
+
+    Normal noise of ``sigma`` around ``centre``, plus ``drift`` per piece while a drift is
+    on (a die wearing, a coil getting harder), rounded to the gauge's ``resolution`` and
+    kept within ``low`` .. ``high`` (a physical stop: a burr height is never negative).
+    Seeded, so a demo run shows the same story every time.
+    """
+
+    def __init__(self, centre: Decimal, sigma: Decimal, resolution: Decimal = Decimal("0.001"),
+                 seed: str | int = 0, low: Decimal | None = None,
+                 high: Decimal | None = None) -> None:
+        import random
+
+        self.centre, self.sigma, self.resolution = centre, sigma, resolution
+        self.low, self.high = low, high
+        self.drift = Decimal(0)
+        self._offset = Decimal(0)
+        self._random = random.Random(seed)
+
+    def start_drift(self, per_piece: Decimal) -> None:
+        self.drift = per_piece
+
+    def stop_drift(self) -> None:
+        """The cause is removed: back to the centre."""
+        self.drift = Decimal(0)
+        self._offset = Decimal(0)
+
+    def next(self) -> Decimal:
+        self._offset += self.drift
+        noise = Decimal(repr(self._random.gauss(0.0, 1.0))) * self.sigma
+        value = self.centre + self._offset + noise
+        if self.low is not None:
+            value = max(value, self.low)
+        if self.high is not None:
+            value = min(value, self.high)
+        return value.quantize(self.resolution)

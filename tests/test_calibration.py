@@ -59,3 +59,20 @@ def test_overdue_reading_refused_for_first_article_when_configured() -> None:
     patrol = wf.on_gauge(T + 4, "g1", 1, "25.00", "mm", calibration_overdue=True)
     assert [e.kind for e in patrol] == ["measurement"]
     _valid(events + patrol)
+
+
+def test_overdue_reading_refused_for_first_article_after_a_plan_reload() -> None:
+    """Issue 11: after a reload that changed the plan revision, the first reading took a
+    second path into on_gauge that dropped calibration_overdue, so an overdue gauge was
+    accepted for first article and could release the press."""
+    from dataclasses import replace
+
+    wf = _workflow(refuse=True)
+    wf.set_plans({"BRK-100": replace(PLAN, revision="Z")})
+    events = wf.on_gauge(T + 1, "g1", 1, "25.01", "mm", reading_id="r1",
+                         calibration_overdue=True)
+    assert [e.kind for e in events] == ["annotation", "unassigned_reading"]
+    assert events[1].body["reason"] == "calibration_overdue"
+    assert events[1].body["reading_id"] == "r1"
+    assert wf.state == "awaiting_first_article"
+    _valid(events)

@@ -221,8 +221,10 @@ def test_to_workflow_settings() -> None:
     settings = to_workflow_settings(WorkflowConfig(long_stop_min=30, stopped_after_s=45,
                                                    hold_on_measurement_fail=True))
     assert settings == domain.WorkflowSettings(long_stop_s=1800.0, stopped_after_s=45.0,
-                                               hold_on_measurement_fail=True)
+                                               hold_on_measurement_fail=True,
+                                               max_strokes_per_min=2000.0)
     gap = to_workflow_settings(WorkflowConfig(inspection_100_max_unmeasured=0))
+    assert settings.max_strokes_per_min == 2000.0  # the product default (docs/roles.md)
     assert gap.inspection_100_max_unmeasured == 0
 
 
@@ -259,7 +261,9 @@ def test_tag_fields_match_tagspec_contract() -> None:
                                                 "length", "scale", "offset", "role"]
     # the rest are telemetry publish options (collector/telemetry_filter.py), not TagSpec
     assert list(TagConfig.model_fields)[9:] == ["on_change", "deadband", "deadband_pct",
-                                                "publish_every"]
+                                                "publish_every",
+                                                # role maps (collector/roles.py)
+                                                "true_values", "true_bit", "enum"]
 
 
 def test_tag_type_defaults_by_area() -> None:

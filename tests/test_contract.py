@@ -230,3 +230,36 @@ def test_alarm_honours_its_schema() -> None:
     assert validate_message(f"{ROOT}/_collector/h/alarm", ROOT, write) == []
     write["data"]["write_errors"] = -1
     assert validate_message(f"{ROOT}/_collector/h/alarm", ROOT, write) != []
+
+
+def test_amended_setup_and_its_annotation_honour_their_schemas() -> None:
+    """Issue 11: a die change during setup mode amends the open setup (amended,
+    added_reasons in the setup event; amended in the annotation)."""
+    wf = PressWorkflow("p1", WorkflowSettings(), {"BRK-100": PLAN})
+    t = 1_764_000_000.0
+    roles = {"part_number": "BRK-100", "die_id": 7, "material_lot": "L1", "stroke_count": 10,
+             "setup_mode": True}
+    events = wf.on_poll(t, roles)
+    events += wf.on_poll(t + 1, {**roles, "die_id": 8, "material_lot": "L2"})
+    amended = [e for e in events if e.kind == "setup"][-1]
+    assert amended.body["amended"] is True
+    assert amended.body["added_reasons"] == ["die_change", "material_change"]
+    for seq, event in enumerate(events, start=1):
+        payload = orjson.loads(messages.encode_event(event, "p1", seq, "line-pc-1"))
+        assert validation_errors(event.kind, payload) == [], (event.kind, payload["data"])
+    bad = orjson.loads(messages.encode_event(amended, "p1", 9, "line-pc-1"))
+    bad["data"]["added_reasons"] = ["coffee_break"]
+    assert validation_errors("setup", bad) != []
+
+
+def test_counter_anomaly_alarm_honours_its_schema() -> None:
+    wf = PressWorkflow("p1", WorkflowSettings(stroke_counter_wrap=2**32,
+                                              max_strokes_per_min=600), {"BRK-100": PLAN})
+    t = 1_764_000_000.0
+    roles = {"part_number": "BRK-100", "die_id": 7, "stroke_count": 1138}
+    wf.on_poll(t, roles)
+    events = wf.on_poll(t + 1, {**roles, "stroke_count": 0})
+    alarm = next(e for e in events if e.kind == "alarm")
+    assert alarm.body["cause"] == "counter_anomaly"
+    payload = orjson.loads(messages.encode_event(alarm, "p1", 1, "line-pc-1"))
+    assert validation_errors("alarm", payload) == []

@@ -60,44 +60,103 @@ VISCOSITY = [33.75, 33.05, 34, 33.81, 33.46, 34.02, 33.68, 33.27, 33.49, 33.20, 
              33.00, 33.54, 33.12, 33.84]
 
 
-def test_constants_table_matches_closed_forms() -> None:
-    for n, k in spc.CONSTANTS.items():
-        assert k.c4 == pytest.approx(spc.c4(n), abs=6e-5)
-        # published tables round the closed forms (A2 for n=2: 1.880 vs 1.8806)
-        assert abs(k.A2 - 3 / (k.d2 * math.sqrt(n))) < 1.2e-3
-        assert abs(k.A3 - 3 / (k.c4 * math.sqrt(n))) < 1.2e-3
-        assert abs(k.D4 - (1 + 3 * k.d3 / k.d2)) < 2e-3  # d3 has 3 decimals
-        assert abs(k.D3 - max(0.0, 1 - 3 * k.d3 / k.d2)) < 2e-3
-    assert spc.c4(25) == pytest.approx(0.9896, abs=1e-4)  # Montgomery App. VI
+def printed(value: float, figure: str) -> bool:
+    """``value`` shown with as many decimals as the source printed equals the figure
+    (exact rounding, not a tolerance window)."""
+    decimals = len(figure.split(".")[1]) if "." in figure else 0
+    return f"{value:.{decimals}f}" == figure
+
+
+def sig(value: float, digits: int = 7) -> float:
+    """``value`` to R's default print precision (7 significant digits)."""
+    return float(f"{value:.{digits}g}")
+
+
+# ---- constants ------------------------------------------------------------------------
+
+
+def test_d2_column_is_the_exact_integral_rounded_as_the_tables_print_it() -> None:
+    for n in range(2, 26):
+        assert printed(spc.d2_exact(n), f"{spc.constants(n).d2:.3f}"), n
+    assert spc.d2_exact(2) == pytest.approx(2 / math.sqrt(math.pi), abs=1e-12)
+
+
+@pytest.mark.parametrize("n", [2, 3, 5, 9, 16, 25])
+def test_d3_column_is_the_exact_integral(n: int) -> None:
+    assert printed(spc.d3_exact(n), f"{spc.constants(n).d3:.7f}")
+
+
+def test_d3_closed_form_for_two() -> None:
+    assert printed(math.sqrt(2 - 4 / math.pi), f"{spc.constants(2).d3:.7f}")
+
+
+# The AIAG / DOMAIN.md table (n = 2..10) and Montgomery App. VI at n = 25, as printed.
+AIAG = """
+n A2 A3 d2 d3 c4 D3 D4 B3 B4
+2 1.880 2.659 1.128 0.853 0.7979 0 3.267 0 3.267
+3 1.023 1.954 1.693 0.888 0.8862 0 2.574 0 2.568
+4 0.729 1.628 2.059 0.880 0.9213 0 2.282 0 2.266
+5 0.577 1.427 2.326 0.864 0.9400 0 2.114 0 2.089
+6 0.483 1.287 2.534 0.848 0.9515 0 2.004 0.030 1.970
+7 0.419 1.182 2.704 0.833 0.9594 0.076 1.924 0.118 1.882
+8 0.373 1.099 2.847 0.820 0.9650 0.136 1.864 0.185 1.815
+9 0.337 1.032 2.970 0.808 0.9693 0.184 1.816 0.239 1.761
+10 0.308 0.975 3.078 0.797 0.9727 0.223 1.777 0.284 1.716
+25 0.153 0.606 3.931 0.708 0.9896 0.459 1.541 0.565 1.435
+"""
+
+
+def test_derived_factors_round_to_the_published_table() -> None:
+    header, *rows = AIAG.strip().splitlines()
+    names = header.split()[1:]
+    for row in rows:
+        n, *figures = row.split()
+        k = spc.constants(int(n))
+        for name, figure in zip(names, figures, strict=True):
+            if (name, n) == ("A2", "2"):
+                # the tables derive A2 from the exact d2 (3/(1.12838·√2) = 1.8799); with
+                # d2 = 1.128 as printed it is 1.8806: the limits use 3σ/√n, as qcc does
+                assert printed(3 / (spc.d2_exact(2) * math.sqrt(2)), figure)
+                continue
+            shown = figure if "." in figure else "0.000"
+            assert printed(getattr(k, name), shown), (n, name, getattr(k, name), figure)
+    assert spc.MAX_N == 25
     with pytest.raises(ValueError):
-        spc.constants(11)
+        spc.constants(26)
 
 
 def test_chart_choice() -> None:
-    assert [spc.chart_for(n) for n in (1, 2, 8, 9, 10)] == \
-        ["i_mr", "xbar_r", "xbar_r", "xbar_s", "xbar_s"]
+    assert [spc.chart_for(n) for n in (1, 2, 8, 9, 10, 25)] == \
+        ["i_mr", "xbar_r", "xbar_r", "xbar_s", "xbar_s", "xbar_s"]
+
+
+# ---- published worked examples, at the precision the source printed --------------------
 
 
 def test_xbar_r_piston_rings_montgomery_example() -> None:
     lim = spc.xbar_r_limits(PHASE1)
-    assert lim.center == pytest.approx(74.00118, abs=5e-6)
-    assert lim.disp_center == pytest.approx(0.02276, abs=5e-6)
-    assert lim.sigma_within == pytest.approx(0.009785039, rel=1e-3)  # table d2 = 2.326
-    assert lim.lcl == pytest.approx(73.98805, abs=5e-5)
-    assert lim.ucl == pytest.approx(74.0143, abs=5e-5)
-    assert lim.disp_ucl == pytest.approx(0.04812533, abs=5e-5)
+    # qcc (7 significant digits) = docs/quality.md
+    assert printed(lim.center, "74.00118") and printed(lim.disp_center, "0.02276")
+    assert printed(lim.sigma_within, "0.009785039")
+    assert printed(lim.lcl, "73.98805") and printed(lim.ucl, "74.01430")
+    assert sig(lim.ucl) == 74.0143  # as R prints it
     assert lim.disp_lcl == 0
+    assert printed(lim.disp_ucl, "0.04813")  # docs/quality.md
+    # qcc prints 0.04812533: its d3(5) table value is 0.8640855, 3.6e-6 above the exact
+    # 0.8640819 we use; with qcc's value the same formula gives qcc's figure exactly
+    assert sig(lim.disp_center * (1 + 3 * 0.8640855 / 2.326)) == 0.04812533
     # Montgomery's printed, rounded figures
-    assert round(lim.center, 3) == 74.001 and round(lim.disp_center, 3) == 0.023
-    assert (round(lim.lcl, 3), round(lim.ucl, 3)) == (73.988, 74.014)
+    assert printed(lim.center, "74.001") and printed(lim.disp_center, "0.023")
+    assert printed(lim.lcl, "73.988") and printed(lim.ucl, "74.014")
 
 
 def test_xbar_s_piston_rings() -> None:
     lim = spc.xbar_s_limits(PHASE1)
-    assert lim.disp_center == pytest.approx(0.009240037, abs=5e-8)
-    assert lim.sigma_within == pytest.approx(0.009829977, rel=1e-4)
-    assert lim.disp_ucl == pytest.approx(0.019302416, abs=5e-5)
-    assert (round(lim.lcl, 3), round(lim.ucl, 3)) == (73.988, 74.014)
+    assert printed(lim.disp_center, "0.009240037")
+    assert printed(lim.sigma_within, "0.009829977")
+    assert sig(lim.disp_ucl) == 0.01930242  # qcc at R's 7 digits (docs: 0.019302)
+    assert printed(lim.disp_ucl, "0.019302")
+    assert printed(lim.lcl, "73.988") and printed(lim.ucl, "74.014")
 
 
 def test_phase2_rule1_flags_montgomery_samples_37_to_39() -> None:
@@ -115,11 +174,11 @@ def test_capability_piston_rings_cp_168() -> None:
     cap = spc.capability(values, lim.sigma_within, 73.95, 74.05)
     # Montgomery uses sigma = 0.0099 (R-bar 0.023 rounded) and gets 1.68; with the exact
     # R-bar 0.02276 the same formula gives 1.70.
-    assert spc.capability(values, 0.0099, 73.95, 74.05).cp == pytest.approx(1.68, abs=0.005)
-    assert cap.cp == pytest.approx(0.10 / (6 * 0.02276 / 2.326), rel=1e-9)
+    assert printed(spc.capability(values, 0.0099, 73.95, 74.05).cp, "1.68")
+    assert printed(cap.cp, "1.70")
     assert cap.cpk == pytest.approx(min(74.05 - cap.mean, cap.mean - 73.95)
-                                    / (3 * lim.sigma_within))
-    assert cap.pp == pytest.approx(0.10 / (6 * statistics.stdev(values)))
+                                    / (3 * lim.sigma_within), rel=1e-12)
+    assert cap.pp == pytest.approx(0.10 / (6 * statistics.stdev(values)), rel=1e-12)
     one_sided = spc.capability(values, lim.sigma_within, None, 74.05)
     assert one_sided.cp is None and one_sided.pp is None and one_sided.cpl is None
     assert one_sided.cpk == one_sided.cpu
@@ -127,18 +186,80 @@ def test_capability_piston_rings_cp_168() -> None:
 
 def test_imr_viscosity_montgomery() -> None:
     lim = spc.imr_limits(VISCOSITY)
-    assert lim.center == pytest.approx(33.52333, abs=5e-6)
-    assert lim.sigma_within == pytest.approx(0.4261651, abs=5e-7)
-    assert lim.lcl == pytest.approx(32.24484, abs=5e-5)
-    assert lim.ucl == pytest.approx(34.80183, abs=5e-5)
-    assert lim.disp_ucl == pytest.approx(3.267 * lim.disp_center)
+    assert printed(lim.center, "33.52333") and printed(lim.sigma_within, "0.4261651")
+    assert printed(lim.lcl, "32.24484") and printed(lim.ucl, "34.80183")
+    assert printed(lim.disp_ucl, "1.57")  # Montgomery: D4·MR-bar = 3.267 (0.48) = 1.57
+    sd = spc.imr_limits(VISCOSITY, sigma="stdev")  # qcc std.dev = "SD": s/c4
+    assert printed(sd.sigma_within, "0.3415928")
+    assert printed(sd.lcl, "32.49855") and printed(sd.ucl, "34.54811")
+    assert sd.disp_center == lim.disp_center  # the MR chart is the same
+
+
+# Water content of antifreeze, Wetherill and Brown (1991) p. 120, as shipped with qcc
+ANTIFREEZE = [2.23, 2.53, 2.62, 2.63, 2.58, 2.44, 2.49, 2.34, 2.95, 2.54, 2.60, 2.45, 2.17,
+              2.58, 2.57, 2.44, 2.38, 2.23, 2.23, 2.54, 2.66, 2.84, 2.81, 2.39, 2.56, 2.70,
+              3.00, 2.81, 2.77, 2.89, 2.54, 2.98, 2.35, 2.53]
+
+
+def test_imr_antifreeze_both_sigma_estimates() -> None:
+    mr = spc.imr_limits(ANTIFREEZE)
+    assert printed(mr.center, "2.569706") and printed(mr.sigma_within, "0.1794541")
+    assert printed(mr.lcl, "2.031344") and printed(mr.ucl, "3.108068")
+    sd = spc.imr_limits(ANTIFREEZE, sigma="stdev")
+    assert printed(sd.sigma_within, "0.2216795")
+    assert printed(sd.lcl, "1.904667") and printed(sd.ucl, "3.234744")
+    with pytest.raises(ValueError):
+        spc.imr_limits(ANTIFREEZE, sigma="range")
 
 
 def test_fixed_limits_reproduce_computed_ones() -> None:
     lim = spc.xbar_r_limits(PHASE1)
     fixed = spc.fixed_limits("xbar_r", 5, lim.center, lim.sigma_within)
-    assert fixed.ucl == pytest.approx(lim.ucl, abs=1e-4)  # A2 = 3/(d2·√n) to table rounding
+    assert fixed.ucl == pytest.approx(lim.ucl, rel=1e-12)  # A2 = 3/(d2·√n), unrounded
     assert fixed.disp_center == pytest.approx(lim.disp_center)
+    assert fixed.disp_ucl == pytest.approx(lim.disp_ucl, rel=1e-12)
+
+
+# ---- Cpm and parts per million ------------------------------------------------------------
+
+
+def test_cpm_montgomery_processes_a_and_b() -> None:
+    """Montgomery (ch. 8, Cpm): LSL 35, USL 65, T 50; A: μ 50, σ 5 -> 1.0; B: μ 57.5,
+    σ 2.5 -> 0.63 (Cpk of B is 1.0: Cpm sees the offset from the target)."""
+    assert printed(spc.cpm_of(50, 5, 35, 65, 50), "1.0")
+    assert printed(spc.cpm_of(57.5, 2.5, 35, 65, 50), "0.63")
+    assert spc.cpm_of(50, 0, 35, 65, 50) is None  # τ = 0: unbounded
+    assert spc.cpm_of(50, 5, None, 65, 50) == pytest.approx(1.0)  # one-sided: its side
+
+
+def test_cpm_from_values_uses_the_target() -> None:
+    values = [v for g in PHASE1 for v in g]
+    n = len(values)
+    cap = spc.capability(values, None, 73.95, 74.05, target=74.0)
+    s2 = statistics.variance(values)
+    tau = math.sqrt(s2 + n / (n - 1) * (statistics.fmean(values) - 74.0) ** 2)
+    assert cap.cpm == pytest.approx(0.10 / (6 * tau), rel=1e-12)
+    assert spc.capability(values, None, 73.95, 74.05).cpm is None  # no target
+
+
+def test_expected_ppm_of_a_centred_process() -> None:
+    """3σ each side: 2,700 ppm (0.27 %); Cp = 1.33 (z = 3.99): 66 ppm (AIAG, Montgomery)."""
+    cap = spc.ppm_of([0.0], 0.0, 1.0, 1.0, -3.0, 3.0)
+    assert printed(cap["expected_within"]["total"], "2700")
+    assert cap["expected_within"]["below"] == pytest.approx(1349.898, abs=1e-3)
+    assert printed(spc.ppm_of([0.0], 0.0, 1.0, None, -3.99, 3.99)["expected_within"]["total"],
+                   "66")
+    assert spc.ppm_of([0.0], 0.0, 1.0, None, -3.0, 3.0)["expected_overall"]["total"] is None
+
+
+def test_observed_ppm_and_a_zero_sigma() -> None:
+    ppm = spc.ppm_of([1.0, 2.0, 5.0, 6.0], 3.5, 0.0, 0.0, 1.5, 5.5)
+    assert ppm["observed"] == {"below": 250_000.0, "above": 250_000.0, "total": 500_000.0}
+    assert ppm["expected_within"]["total"] == 0.0  # σ 0, mean inside: nothing expected out
+    outside = spc.ppm_of([7.0] * 125, 7.0, 0.0, 0.0, 1.5, 5.5)
+    assert outside["observed"]["total"] == 1e6 and outside["expected_overall"]["above"] == 1e6
+    one_sided = spc.ppm_of([1.0, 9.0], 5.0, 1.0, 1.0, None, 8.0)
+    assert one_sided["observed"] == {"below": 0.0, "above": 500_000.0, "total": 500_000.0}
 
 
 # ---- run rules -----------------------------------------------------------------------
@@ -174,6 +295,16 @@ def test_run_lengths_are_configurable_and_we_preset() -> None:
     assert 2 in fired([0.5] * 8, we)
     assert fired([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5], we) == set()  # no trend rule in WE
     assert we.enabled == {1, 2, 5, 6}
+
+
+def test_rule_8_needs_points_on_both_sides_unless_configured() -> None:
+    """Nelson, qcc and the AIAG manual: eight beyond 1σ with points on both sides (a
+    mixture). Eight beyond 1σ on one side is not rule 8 (it is a shift: rules 2, 5, 6)."""
+    one_side = [1.5] * 8
+    assert 8 not in fired(one_side)
+    assert 8 in fired([1.5, -1.5] + [1.5] * 6)
+    assert 8 in fired(one_side, spc.RuleSet(mixture_sides="any"))
+    assert 8 not in fired([1.5] * 7 + [0.5], spc.RuleSet(mixture_sides="any"))
 
 
 def test_points_on_the_centre_line_break_a_run() -> None:

@@ -243,12 +243,70 @@ def test_setup_mode_rising_edge_is_a_die_change_and_setup_state() -> None:
     assert one(events, "setup").body["setup_mode"] is True
     assert p.state == "setup"
     assert p.poll() == []  # staying in setup mode is not a new edge
-    # the die is swapped during setup: recorded, but no state change
+    # the die is swapped during setup: the open setup is amended, no state change
     events = p.poll(die_id="D2")
     assert kinds(events) == ["setup", "annotation"]
     assert one(events, "setup").body["reasons"] == ["die_change"]
+    assert one(events, "setup").body["amended"] is True
     assert changes(p.poll(setup_mode=False)) == [
         ("setup", "awaiting_first_article", "setup_mode_off")]
+
+
+def test_die_change_during_setup_mode_amends_the_setup_one_phase() -> None:
+    """Issue 11: "setup mode on, then the die id changes" is one die change: one phase,
+    and the amended setup and its annotation name the die actually mounted."""
+    p = released_press()
+    p.strokes(5)
+    phase = p.wf.context()["phase"]
+    first = p.poll(setup_mode=True)
+    opened = one(first, "setup")
+    assert opened.body["amended"] is False
+    assert opened.body["new"]["die_id"] == "D1"  # the PLC still reports the old die
+    assert opened.context["phase"] == phase + 1
+    p.strokes(2)  # inching in setup
+    events = p.strokes(1, die_id="D2")
+    amended = one(events, "setup")
+    assert amended.body["amended"] is True
+    assert amended.body["reasons"] == ["die_change"]
+    assert amended.body["added_reasons"] == []
+    assert amended.body["previous"]["die_id"] == "D1"
+    assert amended.body["new"]["die_id"] == "D2"
+    assert amended.body["unreleased_strokes"] == 3  # strokes of the setup count on
+    assert amended.context["phase"] == phase + 1  # still one phase
+    note = one(events, "annotation").body
+    assert (note["type"], note["amended"], note["phase"]) == ("die_change", True, phase + 1)
+    assert note["new"]["die_id"] == "D2"
+    assert changes(events) == []
+    # a material change while the setup is still open (no first-article reading yet)
+    p.poll(setup_mode=False)
+    events = p.poll(material_lot="L2")
+    amended = one(events, "setup")
+    assert amended.body["amended"] is True
+    assert amended.body["reasons"] == ["die_change", "material_change"]
+    assert amended.body["added_reasons"] == ["material_change"]
+    assert one(events, "annotation").body["type"] == "material_lot_change"
+    assert p.wf.context()["phase"] == phase + 1
+    # the first piece closes the setup: the next change is a new setup and phase
+    p.measure("C1", "25.00")
+    assert p.state == "first_article"
+    events = p.poll(die_id="D3")
+    assert one(events, "setup").body["amended"] is False
+    assert one(events, "setup").body["discarded_first_article"] is True
+    assert p.wf.context()["phase"] == phase + 2
+
+
+def test_open_setup_survives_a_restart() -> None:
+    p = released_press()
+    p.poll(setup_mode=True)
+    snap = json.loads(json.dumps(p.wf.snapshot()))
+    p.wf = PressWorkflow.restore("p1", SETTINGS, PLANS, snap)
+    amended = one(p.poll(die_id="D2"), "setup")
+    assert amended.body["amended"] is True
+    assert amended.body["previous"]["die_id"] == "D1"
+    # an older snapshot without the field: a fresh setup, as before
+    del snap["quality"]["open_setup"]
+    p.wf = PressWorkflow.restore("p1", SETTINGS, PLANS, snap)
+    assert one(p.poll(die_id="D4"), "setup").body["amended"] is False
 
 
 def test_setup_mode_and_die_change_in_one_poll_is_one_reason() -> None:
@@ -415,11 +473,12 @@ def test_counter_reset_is_not_counted_negative() -> None:
     p = Press()
     p.poll()
     p.strokes(3)
-    assert p.poll(stroke_count=0) == []
+    # a drop is a counter anomaly (issue 11), counted as nothing; the count resumes
+    assert [e.body["cause"] for e in p.poll(stroke_count=0)] == ["counter_anomaly"]
     assert p.wf.context()["unreleased_strokes"] == 3
     p.strokes(2)
     assert p.wf.context()["unreleased_strokes"] == 5
-    assert p.wf.context()["stroke_count"] == 2
+    assert p.wf.context()["stroke_count"] == 105  # the collector's count continues
 
 
 def test_counter_values_as_strings_and_floats() -> None:
@@ -728,6 +787,9 @@ def test_measurement_fail_with_hold_then_new_first_article() -> None:
     events = p.measure("C3", "3.2")
     assert kinds(events) == ["measurement", "alarm", "state_change"]
     assert events[0].body["action"] == "hold"
+    # the alarm names the hold it caused (issue 11: it said "actions": [])
+    assert events[1].body["cause"] == "out_of_tolerance"
+    assert events[1].body["actions"] == ["hold"]
     assert events[0].context["state"] == "hold"
     assert changes(events) == [("released", "hold", "measurement_fail")]
     p.strokes(2)
