@@ -67,6 +67,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,6 +266,10 @@ class Outbox:
         self._sync_error: str | None = None
         self._close_deadline: float | None = None
         self.rollback: list[LostSeqs] = []  # found at start, for the caller's alarm
+        self._marks_thread: threading.Thread | None = None
+        self._marks_jobs: deque[tuple[int, dict[tuple[str, str], int],
+                                      tuple[threading.Event, list[BaseException]]]] = deque()
+        self._marks_wake = threading.Event()
 
     # ------------------------------------------------------------------ open/close
     @classmethod
@@ -440,6 +445,11 @@ class Outbox:
             self._ckpt_wake.set()
             self._ckpt_thread.join()
             self._ckpt_thread = None
+        if self._marks_thread is not None:
+            self._marks_jobs.append((-1, {}, (threading.Event(), [])))
+            self._marks_wake.set()
+            self._marks_thread.join()
+            self._marks_thread = None
         for conn in (self._wconn, self._rconn):
             if conn is not None:
                 with contextlib.suppress(sqlite3.Error):
@@ -1134,19 +1144,26 @@ class Outbox:
         return None
 
     def _sync(self) -> None:
-        """Make everything committed so far durable, then record the marks: ``fdatasync``
-        of the WAL (every commit is in it; the main file changes only at checkpoints,
-        which sync it), then the seq mark file. Retried with backoff until it works (or
-        the close deadline passes): the rows stay invisible meanwhile. After a failed
-        fdatasync Linux may have dropped the dirty pages, so a later success does not
-        prove the rows reached the disk; the mark file, written after it, still keeps
-        their seqs from being issued again."""
+        """Make everything committed so far durable and record the marks, both before the
+        rows become visible: ``fdatasync`` of the WAL (every commit is in it; the main file
+        changes only at checkpoints, which sync it) on this thread, and the seq mark file
+        on the ``outbox-marks`` thread at the same time (two fdatasyncs in parallel cost
+        about one: the file system commits them together). Their order does not matter:
+        marks on disk without the rows (a cut between the two) only report seqs that were
+        never published as lost. Retried with backoff until it works (or the close
+        deadline passes): the rows stay invisible meanwhile. After a failed fdatasync
+        Linux may have dropped the dirty pages, so a later success does not prove the
+        rows reached the disk; the mark file still keeps their seqs from being issued
+        again."""
         backoff = BACKOFF_MIN_S
         while True:
+            t0 = time.perf_counter()
             try:
-                self._fsync_file(f"{self.path}-wal")
-                if self._seqmark is not None:
-                    self._seqmark.write(self._last_id, self._committed_seqs)
+                marks = self._marks_start()
+                try:
+                    self._fsync_file(f"{self.path}-wal")
+                finally:
+                    self._marks_wait(marks)
             except OSError as exc:
                 with self._cond:
                     self._stats["write_errors"] += 1
@@ -1165,7 +1182,47 @@ class Outbox:
             if self._sync_error is not None:
                 log.warning("buffer sync works again after error: %s", self._sync_error)
                 self._sync_error = None
+            ms = (time.perf_counter() - t0) * 1000
+            st = self._stats
+            st["last_sync_ms"] = round(ms, 3)
+            st["sync_ms_total"] = round(st.get("sync_ms_total", 0.0) + ms, 3)
             return
+
+    def _marks_start(self) -> tuple[threading.Event, list[BaseException]] | None:
+        """Hand the seq mark write to the marks thread (started on first use)."""
+        if self._seqmark is None:
+            return None
+        if self._marks_thread is None:
+            self._marks_thread = threading.Thread(target=self._marks_worker,
+                                                  name="outbox-marks", daemon=True)
+            self._marks_thread.start()
+        job = (threading.Event(), [])
+        self._marks_jobs.append((self._last_id, dict(self._committed_seqs), job))
+        self._marks_wake.set()
+        return job
+
+    @staticmethod
+    def _marks_wait(job: tuple[threading.Event, list[BaseException]] | None) -> None:
+        if job is None:
+            return
+        job[0].wait()
+        if job[1]:
+            raise job[1][0]
+
+    def _marks_worker(self) -> None:
+        while True:
+            self._marks_wake.wait()
+            self._marks_wake.clear()
+            while self._marks_jobs:
+                last_id, seqs, (done, errors) = self._marks_jobs.popleft()
+                if last_id < 0:
+                    return
+                try:
+                    assert self._seqmark is not None
+                    self._seqmark.write(last_id, seqs)
+                except BaseException as exc:  # handed back to the writer
+                    errors.append(exc)
+                done.set()
 
     @staticmethod
     def _fsync_file(name: str) -> None:

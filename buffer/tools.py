@@ -54,6 +54,14 @@ def archive(path: Path, what: str) -> Path:
     return target
 
 
+def _adopt(path: Path, like: os.stat_result) -> None:
+    """Give a file the tools created (as root, usually) the owner and mode of the buffer
+    it replaces, so the daemon (user press-collector) can open it."""
+    if os.geteuid() == 0:
+        os.chown(path, like.st_uid, like.st_gid)
+    os.chmod(path, like.st_mode & 0o666)
+
+
 def _sync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -136,6 +144,7 @@ def reset(path: Path) -> Path | None:
     with _locked(path) as marks:
         if not path.exists():
             return None
+        _adopt(marks.path, path.stat())
         seqs, last_id = dict(marks.seqs), marks.last_id
         with contextlib.suppress(sqlite3.DatabaseError, OSError):
             conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
@@ -257,6 +266,9 @@ def salvage(path: Path, chunk: int = 5000) -> SalvageReport:
             os.fsync(fd)
         finally:
             os.close(fd)
+        old_stat = path.stat()
+        _adopt(new_path, old_stat)
+        _adopt(marks.path, old_stat)
         marks.ensure_allocated()
         marks.write(max(top, marks.last_id), seqs)
         report.archived = archive(path, "damaged")

@@ -22,6 +22,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -45,48 +46,71 @@ def add(ob: Outbox, n: int, stream: str = "events", payload: bytes = b"{}",
 
 
 # ------------------------------------------------------------------ the ordering rule
+class Gate:
+    """Stands in front of the outbox's two syncs; holds the ``held`` one until released,
+    then runs the real one (the real fdatasync on the real file)."""
+
+    def __init__(self, held: str, real: dict[str, Callable[..., None]]) -> None:
+        self.held, self.real = held, real
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.done: list[str] = []
+
+    def _run(self, which: str, *args: object) -> None:
+        if which == self.held:
+            self.entered.set()
+            assert self.release.wait(10)
+        self.real[which](*args)
+        self.done.append(which)
+
+    def wal(self, name: str) -> None:
+        self._run("wal", name)
+
+    def marks(self, last_id: int, seqs: dict[tuple[str, str], int]) -> None:
+        self._run("marks", last_id, seqs)
+
+
 def test_no_row_reaches_the_publisher_before_the_fsync_that_covers_it(tmp_path: Path) -> None:
+    """Each of the two syncs (the WAL's fdatasync, the seq mark file's write + fdatasync)
+    is held open in turn: while either is unfinished the row is committed in SQLite (a
+    plain connection sees it) but invisible to everything the publisher reads."""
     db = tmp_path / "buffer.sqlite"
     seen: list[Committed] = []
     with Outbox.open(db, commit_interval_s=0.005) as ob:
         add(ob, 3)
         ob.add_listener(seen.append)
-        real = ob._fsync_file
-        entered, release = threading.Event(), threading.Event()
-        synced: list[str] = []
-
-        def gated(name: str) -> None:  # the real fdatasync, held until the test says go
-            entered.set()
-            assert release.wait(10)
-            real(name)
-            synced.append(name)
-
-        ob._fsync_file = gated  # type: ignore[method-assign]
-        before = ob.last_id
-        ob.add(OutboxRow("p1", "telemetry", ob.next_seq("p1", "telemetry"), "r/p1/telemetry",
-                         b'{"v":1}'))
-        assert entered.wait(10), "the commit of a publishable row never synced the WAL"
-        # committed in SQLite (another connection sees it) ...
-        other = sqlite3.connect(db)
-        assert other.execute("SELECT count(*) FROM messages WHERE stream='telemetry'"
-                             ).fetchone()[0] == 1
-        other.close()
-        # ... but not on disk yet, so invisible to the publisher, and not in the marks
-        try:
-            assert ob.pending(before) == [] and ob.pending_lane(before) == []
-            assert ob.pending_streams(("telemetry",)) == []
-            assert ob.last_id == before and seen == []
-            assert not ob.flush_sync(timeout=0.2)
-            assert read_marks(mark_path(db))[1].get(("p1", "telemetry"), 0) == 0
-        finally:
-            release.set()
-        assert ob.flush_sync(timeout=10)
-        assert synced == [f"{db}-wal"]
-        # visible only now, with the seq mark file already covering it
-        assert [r[2] for r in ob.pending()][-1] == b'{"v":1}'
-        assert ob.last_id == before + 1 and len(seen) == 1
-        last_id, seqs, state = read_marks(mark_path(db))
-        assert state == "ok" and seqs[("p1", "telemetry")] == 1 and last_id == ob.last_id
+        assert ob._seqmark is not None
+        real = {"wal": ob._fsync_file, "marks": ob._seqmark.write}
+        for held in ("wal", "marks"):
+            gate = Gate(held, real)
+            ob._fsync_file = gate.wal  # type: ignore[method-assign]
+            ob._seqmark.write = gate.marks  # type: ignore[method-assign]
+            entered, release, done = gate.entered, gate.release, gate.done
+            before, n_seen = ob.last_id, len(seen)
+            seq = ob.next_seq("p1", "telemetry")
+            ob.add(OutboxRow("p1", "telemetry", seq, "r/p1/telemetry", b'{"v":%d}' % seq))
+            assert entered.wait(10), f"the commit never went through the {held} sync"
+            try:
+                other = sqlite3.connect(db)  # committed in SQLite ...
+                assert other.execute("SELECT max(seq) FROM messages WHERE stream='telemetry'"
+                                     ).fetchone()[0] == seq
+                other.close()
+                # ... but not on disk yet: invisible to the publisher
+                assert ob.pending(before) == [] and ob.pending_lane(before) == []
+                assert ob.pending_streams(("telemetry",), before) == []
+                assert ob.last_id == before and len(seen) == n_seen
+                assert not ob.flush_sync(timeout=0.2)
+                if held == "marks":
+                    assert read_marks(mark_path(db))[1].get(("p1", "telemetry"), 0) < seq
+            finally:
+                release.set()
+            assert ob.flush_sync(timeout=10)
+            assert sorted(done) == ["marks", "wal"]
+            # visible only now, with the seq mark file on disk covering it
+            assert [r[2] for r in ob.pending(before)] == [b'{"v":%d}' % seq]
+            assert ob.last_id == before + 1 and len(seen) == n_seen + 1
+            last_id, seqs, state = read_marks(mark_path(db))
+            assert state == "ok" and seqs[("p1", "telemetry")] == seq
+            assert last_id == ob.last_id
 
 
 # ------------------------------------------------------------------ damaged WAL
