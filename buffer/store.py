@@ -319,6 +319,9 @@ class Outbox:
             self._reconcile(marks)
             marks.ensure_allocated()
         except BaseException:
+            if marks.state == "missing" and os.fstat(marks._fd).st_size == 0:
+                with contextlib.suppress(OSError):  # created just now for a refused file
+                    os.unlink(marks.path)
             marks.close()
             for conn in (self._wconn, self._rconn):
                 if conn is not None:

@@ -203,6 +203,7 @@ def test_refuses_a_foreign_sqlite_database_without_touching_it(db: Path) -> None
         Outbox.open(db)
     assert db.read_bytes() == before
     assert not Path(str(db) + "-wal").exists()
+    assert not Path(str(db) + "-seqmark").exists()  # nothing of ours left beside it
 
 
 def test_refuses_a_newer_schema(db: Path) -> None:
