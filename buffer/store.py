@@ -9,11 +9,19 @@ task never waits for the disk. A single writer thread owns the write connection 
 commits everything queued since its last commit in *one* transaction (``executemany``),
 at most ``commit_interval_s`` after the first queued item (group commit):
 
-- ``synchronous=NORMAL`` for a batch of history/telemetry (WAL: durable against a
-  process crash, not against power loss); ``synchronous=FULL`` for a batch that holds a
-  ``durable`` row, so quality records are fsynced before anyone is told;
+- the transaction itself runs with ``synchronous=NORMAL``; a commit that holds anything
+  that can leave the machine (a row to publish, retained state, a ``durable`` row, a
+  workflow snapshot) is then made durable before anyone is told (:meth:`_sync`): the
+  WAL is ``fdatasync``-ed, then the seq mark file (:mod:`buffer.seqmark`) records the
+  highest id and seq per stream and is ``fdatasync``-ed. Only then do the rows become
+  visible: the publisher's reads (:meth:`pending` & co., :attr:`last_id`) never pass
+  ``_visible_id``, flush waiters and listeners are released. So a row that left the
+  machine is on disk (a power cut cannot take it back), and if the file is damaged
+  anyway the mark file tells the next start which seqs are taken (group fsync: one per
+  commit window, the queue grows in memory meanwhile). Commits of delivery marks or of
+  history rows alone are not synced (a lost mark only means a resend);
 - after a commit, listeners get a :class:`Committed` (id range, retained presses) —
-  the publisher never sees uncommitted rows (outbox pattern);
+  the publisher never sees uncommitted or unsynced rows (outbox pattern);
 - ``mark_delivered`` is queued the same way and applied in the writer's next
   transaction (ids are folded into ranges: ``UPDATE .. WHERE id BETWEEN``).
 
@@ -37,8 +45,15 @@ visible gap in the telemetry stream, never in events).
 
 Schema (``PRAGMA application_id`` = 0x50435342 'PCSB', ``PRAGMA user_version`` =
 ``SCHEMA_VERSION``): see ``_SCHEMA``. A file that is not ours (not SQLite, or SQLite with
-another application id / foreign tables) is refused with :class:`BufferFileError` and
-left untouched.
+another application id / foreign tables), an empty one (0 bytes, or SQLite with no
+tables) and a damaged one (:mod:`buffer.check` at start) is refused with
+:class:`BufferFileError` and left untouched. A new buffer is built under a temporary
+name and renamed into place, so a half-created file never takes the buffer's name.
+
+At start the buffer's high-water marks are compared with the seq mark file: a buffer
+rolled back below what was published (damaged WAL, writes lost by the disk) is logged,
+reported in :attr:`Outbox.rollback`, and its marks raised to the mark file's, so those
+seqs are never issued again.
 """
 
 from __future__ import annotations
@@ -52,10 +67,13 @@ import os
 import sqlite3
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from buffer.seqmark import SeqMarkError, SeqMarks, mark_path
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +101,11 @@ SHEDDABLE = ("telemetry",)
 CHECKPOINT_BYTES = 4 << 20
 CHECKPOINT_INTERVAL_S = 1.0
 MAX_COMMIT_ROWS = int(os.environ.get("PRESS_COLLECTOR_MAX_COMMIT_ROWS", "2000"))
+# The start check of an existing buffer (:mod:`buffer.check`) stops after this long; what
+# it has not reached by then is left to `press-collector buffer check`.
+START_CHECK_S = 20.0
+# `close()` gives up on a batch that cannot be written (disk full) after this long.
+CLOSE_TIMEOUT_S = 5.0
 
 _SCHEMA = """
 CREATE TABLE messages (
@@ -126,6 +149,17 @@ _TABLES = {"messages", "streams", "counters", "retained", "kv"}
 
 class BufferFileError(Exception):
     """The buffer file is not a press-collector buffer (or is corrupt / too new)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LostSeqs:
+    """Seqs of one stream that the seq mark file says were taken but the buffer does not
+    hold (found at start): never issued again."""
+
+    press: str
+    stream: str
+    first_seq: int
+    last_seq: int
 
 
 @dataclass(slots=True)
@@ -220,18 +254,34 @@ class Outbox:
         self._wconn: sqlite3.Connection | None = None
         self._writer_lock = threading.Lock()  # held by the writer during a transaction
         self._thread: threading.Thread | None = None
-        self._full = False
         self._ckpt_thread: threading.Thread | None = None
         self._ckpt_wake = threading.Event()
         self._ckpt_bytes = 0  # payload bytes committed since the last checkpoint request
         self._ckpt_dirty = False  # anything written since the last checkpoint
+        self._ckpt_error: str | None = None  # the checkpointer's last error (episode)
+        # durability before visibility (see the module docstring)
+        self._seqmark: SeqMarks | None = None
+        self._visible_id = 0  # rows with id <= this are synced and may be published
+        self._committed_seqs: dict[tuple[str, str], int] = {}  # per stream, committed
+        self._sync_error: str | None = None
+        self._close_deadline: float | None = None
+        self.rollback: list[LostSeqs] = []  # found at start, for the caller's alarm
+        self._marks_thread: threading.Thread | None = None
+        self._marks_jobs: deque[tuple[int, dict[tuple[str, str], int],
+                                      tuple[threading.Event, list[BaseException]]]] = deque()
+        self._marks_wake = threading.Event()
 
     # ------------------------------------------------------------------ open/close
     @classmethod
     def open(cls, path: str | os.PathLike[str], commit_interval_s: float = 0.05, *,
              readonly: bool = False, cache_mb: int = 16,
-             max_queued_bytes: int = MAX_QUEUED_BYTES) -> Outbox:
-        """Open (or create) the buffer at ``path``; refuse a file that is not ours."""
+             max_queued_bytes: int = MAX_QUEUED_BYTES,
+             check_budget_s: float | None = START_CHECK_S) -> Outbox:
+        """Open (or create) the buffer at ``path``; refuse a file that is not ours, empty
+        or damaged (``check_budget_s``: time bound of the start check, None = whole file).
+
+        Read-write: takes the seq mark file's lock first (one process per buffer), checks
+        the file, compares it with the marks (rollback detection), then starts the writer."""
         path = Path(path)
         self = cls(path, commit_interval_s, readonly, cache_mb, max_queued_bytes)
         if readonly:
@@ -240,21 +290,50 @@ class Outbox:
             if _check_ours(path):
                 raise BufferFileError(f"{path}: empty file, not a buffer")
             self._rconn = self._connect(readonly=True)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            self._load_state()
+            self._visible_id = self._last_id
+            return self
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            marks = SeqMarks.open(mark_path(path))
+        except SeqMarkError as exc:
+            raise BufferFileError(str(exc)) from exc
+        try:
             new = _check_ours(path)
+            if not new:
+                from buffer.check import integrity
+
+                report = integrity(path, check_budget_s)
+                if report.problems:
+                    raise BufferFileError(report.refusal())
+                if not report.complete:
+                    log.warning("%s: start check stopped after %.0f s (%s); the rest of the "
+                                "file is checked by `press-collector buffer check`", path,
+                                report.seconds, report.reached)
+            else:
+                _create_new(path, marks)
+            self._seqmark = marks
             self._wconn = self._connect(readonly=False)
-            if new:
-                self._create_schema(self._wconn)
             self._rconn = self._connect(readonly=False)
-        self._load_state()
-        if not readonly:
-            self._thread = threading.Thread(target=self._writer, name="outbox-writer",
-                                            daemon=True)
-            self._thread.start()
-            self._ckpt_thread = threading.Thread(target=self._checkpointer,
-                                                 name="outbox-checkpoint", daemon=True)
-            self._ckpt_thread.start()
+            self._load_state()
+            self._reconcile(marks)
+            marks.ensure_allocated()
+        except BaseException:
+            if marks.state == "missing" and os.fstat(marks._fd).st_size == 0:
+                with contextlib.suppress(OSError):  # created just now for a refused file
+                    os.unlink(marks.path)
+            marks.close()
+            for conn in (self._wconn, self._rconn):
+                if conn is not None:
+                    conn.close()
+            raise
+        self._visible_id = self._last_id
+        self._thread = threading.Thread(target=self._writer, name="outbox-writer",
+                                        daemon=True)
+        self._thread.start()
+        self._ckpt_thread = threading.Thread(target=self._checkpointer,
+                                             name="outbox-checkpoint", daemon=True)
+        self._ckpt_thread.start()
         return self
 
     def _connect(self, readonly: bool) -> sqlite3.Connection:
@@ -271,7 +350,8 @@ class Outbox:
         return conn
 
     @staticmethod
-    def _create_schema(conn: sqlite3.Connection) -> None:
+    def _create_schema(conn: sqlite3.Connection, seqs: dict[tuple[str, str], int] | None = None,
+                       id_floor: int = 0) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
             if conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()[0]:
@@ -279,6 +359,11 @@ class Outbox:
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
                     conn.execute(stmt)
+            conn.executemany("INSERT INTO streams (press, stream, last_seq) VALUES (?,?,?)",
+                             [(p, st, n) for (p, st), n in (seqs or {}).items()])
+            if id_floor:
+                conn.execute("INSERT INTO counters (name, value) VALUES ('id_floor', ?)",
+                             (id_floor,))
             conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
@@ -291,15 +376,71 @@ class Outbox:
         c = self._rconn
         counters = dict(c.execute("SELECT name, value FROM counters").fetchall())
         self._pending_committed = int(counters.get("pending", 0))
-        self._last_id = c.execute("SELECT max(id) FROM messages").fetchone()[0] or 0
+        # ids continue above `id_floor` (set when a buffer starts above the seq marks)
+        self._last_id = max(c.execute("SELECT max(id) FROM messages").fetchone()[0] or 0,
+                            int(counters.get("id_floor", 0)))
+        self._committed_seqs = {(p, st): int(n) for p, st, n in c.execute(
+            "SELECT press, stream, last_seq FROM streams")}
         self._retained = {p: (t, bytes(pl)) for p, t, pl in
                           c.execute("SELECT press, topic, payload FROM retained")}
 
-    def close(self) -> None:
-        """Commit everything queued, stop the writer, close the file."""
+    def _reconcile(self, marks: SeqMarks) -> None:
+        """Compare the buffer with the seq mark file (read-write open, before the writer
+        runs): seqs the marks hold and the buffer does not were taken (published, then
+        lost by a damaged WAL or a disk that dropped writes; or never written at a stop
+        on a full disk). Log them, raise the buffer's marks (one synced transaction), so
+        they are never issued again, and keep them in :attr:`rollback`."""
+        if marks.state == "damaged":
+            log.error("%s: both slots of the seq mark file are damaged; rebuilt from the "
+                      "buffer (if the buffer was rolled back too, seqs above its marks may "
+                      "be issued again)", marks.path)
+        lost = [LostSeqs(p, st, self._committed_seqs.get((p, st), 0) + 1, n)
+                for (p, st), n in sorted(marks.seqs.items())
+                if n > self._committed_seqs.get((p, st), 0)]
+        if lost or marks.last_id > self._last_id:
+            log.error("%s: the buffer holds less than the seq mark file %s says was taken "
+                      "(damaged or rolled-back WAL, writes lost by the disk, or rows not "
+                      "written at a stop on a full disk). These seqs were issued and are "
+                      "not in the buffer; they will never be issued again: %s", self.path,
+                      marks.path, ", ".join(f"{x.press}/{x.stream} {x.first_seq}..{x.last_seq}"
+                                            for x in lost) or "(ids only)")
+            conn = self._wconn
+            assert conn is not None
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany(
+                    "INSERT INTO streams (press, stream, last_seq, rows) VALUES (?,?,?,0) "
+                    "ON CONFLICT (press, stream) DO UPDATE SET "
+                    "last_seq = max(last_seq, excluded.last_seq)",
+                    [(x.press, x.stream, x.last_seq) for x in lost])
+                conn.execute("INSERT INTO counters (name, value) VALUES ('id_floor', ?) "
+                             "ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+                             (marks.last_id,))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            finally:
+                conn.execute("PRAGMA synchronous=NORMAL")
+            self.rollback = lost
+            for x in lost:
+                self._committed_seqs[(x.press, x.stream)] = x.last_seq
+            self._last_id = max(self._last_id, marks.last_id)
+        merged = {**marks.seqs, **self._committed_seqs}
+        if marks.state != "ok" or merged != marks.seqs or marks.last_id != self._last_id:
+            marks.write(self._last_id, merged)
+
+    def close(self, timeout: float | None = CLOSE_TIMEOUT_S) -> None:
+        """Commit everything queued, stop the writer, close the file. If the buffer cannot
+        be written (disk full), give up after ``timeout`` seconds: the log says what was
+        not written, and the seq mark file takes those seqs (a visible gap, never reused)."""
         if self._thread is not None:
             with self._cond:
                 self._closing = True
+                self._close_deadline = None if timeout is None else time.monotonic() + timeout
+                self._flush_now = True
                 self._cond.notify_all()
             self._thread.join()
             self._thread = None
@@ -307,11 +448,19 @@ class Outbox:
             self._ckpt_wake.set()
             self._ckpt_thread.join()
             self._ckpt_thread = None
+        if self._marks_thread is not None:
+            self._marks_jobs.append((-1, {}, (threading.Event(), [])))
+            self._marks_wake.set()
+            self._marks_thread.join()
+            self._marks_thread = None
         for conn in (self._wconn, self._rconn):
             if conn is not None:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
         self._wconn = self._rconn = None
+        if self._seqmark is not None:
+            self._seqmark.close()
+            self._seqmark = None
 
     def __enter__(self) -> Outbox:
         return self
@@ -444,7 +593,9 @@ class Outbox:
             return {"failing": self._failing, "write_errors": self._stats["write_errors"],
                     "last_write_error": self._stats["last_write_error"],
                     "telemetry_shed": self._stats["telemetry_shed"],
-                    "queued_rows": len(self._rows), "queued_bytes": self._queued_bytes}
+                    "queued_rows": len(self._rows), "queued_bytes": self._queued_bytes,
+                    "checkpoint_failing": self._ckpt_error is not None,
+                    "checkpoint_error": self._ckpt_error}
 
     def _check_writable(self) -> None:
         if self.readonly:
@@ -501,8 +652,8 @@ class Outbox:
             assert self._rconn is not None
             return self._rconn.execute(
                 "SELECT id, topic, payload FROM messages INDEXED BY messages_pending "
-                "WHERE delivered IS NULL AND id > ? ORDER BY id LIMIT ?",
-                (after_id, limit)).fetchall()
+                "WHERE delivered IS NULL AND id > ? AND id <= ? ORDER BY id LIMIT ?",
+                (after_id, self._visible_id, limit)).fetchall()
 
     def pending_lane(self, after_id: int = 0, limit: int = 1000
                      ) -> list[tuple[int, str, str, bytes]]:
@@ -512,8 +663,8 @@ class Outbox:
             assert self._rconn is not None
             return self._rconn.execute(
                 "SELECT id, stream, topic, payload FROM messages INDEXED BY messages_pending "
-                "WHERE delivered IS NULL AND id > ? ORDER BY id LIMIT ?",
-                (after_id, limit)).fetchall()
+                "WHERE delivered IS NULL AND id > ? AND id <= ? ORDER BY id LIMIT ?",
+                (after_id, self._visible_id, limit)).fetchall()
 
     def pending_streams(self, streams: Sequence[str], after_id: int = 0, limit: int = 1000
                         ) -> list[tuple[int, str, bytes]]:
@@ -524,8 +675,8 @@ class Outbox:
             assert self._rconn is not None
             return self._rconn.execute(
                 "SELECT id, topic, payload FROM messages INDEXED BY messages_pending "
-                f"WHERE delivered IS NULL AND id > ? AND stream IN ({marks}) "
-                "ORDER BY id LIMIT ?", (after_id, *streams, limit)).fetchall()
+                f"WHERE delivered IS NULL AND id > ? AND id <= ? AND stream IN ({marks}) "
+                "ORDER BY id LIMIT ?", (after_id, self._visible_id, *streams, limit)).fetchall()
 
     def pending_count(self) -> int:
         """Rows waiting for delivery (committed ones minus queued marks, plus queued rows)."""
@@ -535,8 +686,9 @@ class Outbox:
 
     @property
     def last_id(self) -> int:
-        """Highest committed message id."""
-        return self._last_id
+        """Highest message id the publisher may see: committed *and* synced (see
+        :meth:`_sync`); rows above it are not returned by :meth:`pending` & co. yet."""
+        return self._visible_id
 
     def queued_rows(self) -> int:
         """Rows added but not committed yet."""
@@ -641,7 +793,9 @@ class Outbox:
                                        (hi,)).fetchone()[0]
                     conn.execute("COMMIT")
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    if conn.in_transaction:  # SQLITE_FULL: SQLite may have rolled back
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
                     raise
                 deleted += n
                 if young is not None:
@@ -738,7 +892,9 @@ class Outbox:
                              [(n, "rows"), (pending, "pending")])
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # SQLITE_FULL: SQLite may have rolled back already
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             raise
         return n, pending
 
@@ -812,12 +968,16 @@ class Outbox:
                               "is lost", exc, rows_kept, other_kept, BACKOFF_MAX_S)
                     last_error = str(exc)
                 with self._cond:
-                    if self._closing and backoff >= BACKOFF_MAX_S:
-                        log.error("buffer: closing with %d uncommitted rows (%s)",
-                                  len(self._rows), exc)
+                    if self._closing and (self._past_close_deadline()
+                                          if self._close_deadline is not None
+                                          else backoff >= BACKOFF_MAX_S):
+                        self._give_up_locked(str(exc))
                         self._fail_waiters_locked()
                         return
-                    self._cond.wait(backoff)
+                    wait = backoff
+                    if self._closing and self._close_deadline is not None:
+                        wait = max(0.0, min(wait, self._close_deadline - time.monotonic()))
+                    self._cond.wait(wait)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
                 continue
             if last_error is not None:
@@ -844,6 +1004,44 @@ class Outbox:
                     except Exception:
                         log.exception("outbox listener failed")
 
+    def _give_up_locked(self, error: str) -> None:
+        """Closing while the buffer cannot be written (caller holds _cond): say in the log
+        what is lost (per stream: count and seq range; every event's payload, so a quality
+        record can still be recovered from the journal), then take every seq handed out
+        in the seq mark file (written in place: works on a full disk), so the next start
+        reports the gap and never issues those seqs again."""
+        per: dict[tuple[str, str], list[int]] = {}
+        events: list[OutboxRow] = []
+        for r in self._rows:
+            acc = per.setdefault((r.press, r.stream), [r.seq, r.seq, 0])
+            acc[0], acc[1], acc[2] = min(acc[0], r.seq), max(acc[1], r.seq), acc[2] + 1
+            if r.durable and not r.delivered:
+                events.append(r)
+        log.error("buffer: stopping with %d rows that could not be written (%s): %s; "
+                  "%d delivery marks not recorded (those rows will be sent again)",
+                  len(self._rows), error,
+                  ", ".join(f"{p}/{st} {n} rows seq {lo}..{hi}"
+                            for (p, st), (lo, hi, n) in sorted(per.items())) or "none",
+                  len(self._marks))
+        for r in events[:200]:
+            log.error("buffer: not written: %s/%s seq %d on %s: %s", r.press, r.stream, r.seq,
+                      r.topic, r.payload.decode("utf-8", "backslashreplace"))
+        if len(events) > 200:
+            log.error("buffer: ... and %d more events not written", len(events) - 200)
+        taken = dict(self._committed_seqs)
+        for key, n in self._seq.items():
+            if n > taken.get(key, 0):
+                taken[key] = n
+        if self._seqmark is not None and taken != self._seqmark.seqs:
+            try:
+                self._seqmark.write(self._last_id, taken)
+                log.error("buffer: the seqs of the rows not written are taken in %s: the next "
+                          "start reports them and never issues them again", self._seqmark.path)
+            except OSError as exc:
+                log.error("buffer: cannot record the lost seqs in %s either (%s)",
+                          self._seqmark.path, exc)
+        self._rows, self._created = [], []
+
     def _fail_waiters_locked(self) -> None:
         for _, loop, fut in self._waiters:
             with contextlib.suppress(RuntimeError):
@@ -858,14 +1056,12 @@ class Outbox:
         durable = any(r.durable for r in rows)
         t0 = time.perf_counter()
         with self._writer_lock:
-            if durable != self._full:
-                conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-                self._full = durable
             conn.execute("BEGIN IMMEDIATE")
             try:
                 first_id = last_id = None
                 pending_rows = 0
                 marked = 0
+                per_stream: dict[tuple[str, str], list[int]] = {}
                 if rows:
                     first_id = self._last_id + 1
                     conn.executemany(
@@ -875,7 +1071,6 @@ class Outbox:
                           ts if r.delivered else None)
                          for i, (r, ts) in enumerate(zip(rows, created, strict=True))])
                     last_id = first_id + len(rows) - 1
-                    per_stream: dict[tuple[str, str], list[int]] = {}
                     for r in rows:
                         acc = per_stream.get((r.press, r.stream))
                         if acc is None:
@@ -913,19 +1108,31 @@ class Outbox:
                         [(k, v, ts) for k, (v, ts) in kv.items()])
                 conn.execute("COMMIT")
             except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
                 raise
-        # committed: mirror in memory
+        # committed (not yet visible): ids and seqs are taken
+        if last_id is not None:
+            self._last_id = last_id
+            seqs = self._committed_seqs
+            for (p, st_name), (top, _) in per_stream.items():
+                if top > seqs.get((p, st_name), 0):
+                    seqs[(p, st_name)] = top
+        # durable before visible: anything that can leave the machine is synced first
+        synced = bool(durable or pending_rows or retained or kv)
+        if synced:
+            self._sync()
+        # mirror in memory: from here the publisher may see it
         with self._lock:
-            if last_id is not None:
-                self._last_id = last_id
+            if synced or self._visible_id == 0:
+                self._visible_id = self._last_id
             self._pending_committed += pending_rows - marked
             for p, (t, pl, _) in retained.items():
                 self._retained[p] = (t, pl)
             st = self._stats
             st["commits"] += 1
-            st["commits_full"] += int(durable)
+            st["commits_full"] += int(synced)
             st["rows_written"] += len(rows)
         if rows:
             self._ckpt_dirty = True
@@ -939,11 +1146,111 @@ class Outbox:
             return Committed(first_id, last_id, pending_rows, tuple(retained), durable)
         return None
 
-    def _checkpointer(self) -> None:
-        """WAL -> main file, off the commit path (PASSIVE: never blocks the writer)."""
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+    def _sync(self) -> None:
+        """Make everything committed so far durable and record the marks, both before the
+        rows become visible: ``fdatasync`` of the WAL (every commit is in it; the main file
+        changes only at checkpoints, which sync it) on this thread, and the seq mark file
+        on the ``outbox-marks`` thread at the same time (two fdatasyncs in parallel cost
+        about one: the file system commits them together). Their order does not matter:
+        marks on disk without the rows (a cut between the two) only report seqs that were
+        never published as lost. Retried with backoff until it works (or the close
+        deadline passes): the rows stay invisible meanwhile. After a failed fdatasync
+        Linux may have dropped the dirty pages, so a later success does not prove the
+        rows reached the disk; the mark file still keeps their seqs from being issued
+        again."""
+        backoff = BACKOFF_MIN_S
+        while True:
+            t0 = time.perf_counter()
+            try:
+                marks = self._marks_start()
+                try:
+                    self._fsync_file(f"{self.path}-wal")
+                finally:
+                    self._marks_wait(marks)
+            except OSError as exc:
+                with self._cond:
+                    self._stats["write_errors"] += 1
+                    self._stats["last_write_error"] = f"sync: {exc}"
+                    self._failing = True
+                    if str(exc) != self._sync_error:
+                        self._sync_error = str(exc)
+                        log.error("buffer sync failed (%s): the last commit stays unpublished "
+                                  "until it works; retrying with backoff", exc)
+                    if self._closing and self._past_close_deadline():
+                        log.error("buffer: closing with the last commit not synced (%s)", exc)
+                        return
+                    self._cond.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            if self._sync_error is not None:
+                log.warning("buffer sync works again after error: %s", self._sync_error)
+                self._sync_error = None
+            ms = (time.perf_counter() - t0) * 1000
+            st = self._stats
+            st["last_sync_ms"] = round(ms, 3)
+            st["sync_ms_total"] = round(st.get("sync_ms_total", 0.0) + ms, 3)
+            return
+
+    def _marks_start(self) -> tuple[threading.Event, list[BaseException]] | None:
+        """Hand the seq mark write to the marks thread (started on first use)."""
+        if self._seqmark is None:
+            return None
+        if self._marks_thread is None:
+            self._marks_thread = threading.Thread(target=self._marks_worker,
+                                                  name="outbox-marks", daemon=True)
+            self._marks_thread.start()
+        job = (threading.Event(), [])
+        self._marks_jobs.append((self._last_id, dict(self._committed_seqs), job))
+        self._marks_wake.set()
+        return job
+
+    @staticmethod
+    def _marks_wait(job: tuple[threading.Event, list[BaseException]] | None) -> None:
+        if job is None:
+            return
+        job[0].wait()
+        if job[1]:
+            raise job[1][0]
+
+    def _marks_worker(self) -> None:
+        while True:
+            self._marks_wake.wait()
+            self._marks_wake.clear()
+            while self._marks_jobs:
+                last_id, seqs, (done, errors) = self._marks_jobs.popleft()
+                if last_id < 0:
+                    return
+                try:
+                    assert self._seqmark is not None
+                    self._seqmark.write(last_id, seqs)
+                except BaseException as exc:  # handed back to the writer
+                    errors.append(exc)
+                done.set()
+
+    @staticmethod
+    def _fsync_file(name: str) -> None:
+        """fdatasync one file by name (a fresh descriptor: always the current inode)."""
         try:
-            conn.execute("PRAGMA busy_timeout=5000")
+            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # no WAL (not in WAL mode yet): nothing of ours to sync
+        try:
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+
+    def _past_close_deadline(self) -> bool:
+        deadline = self._close_deadline
+        return deadline is not None and time.monotonic() >= deadline
+
+    def _checkpointer(self) -> None:
+        """WAL -> main file, off the commit path (PASSIVE: never blocks the writer).
+
+        Survives any error of its own: the WAL stays valid, so a failed checkpoint is
+        retried at the next wake (the WAL grows meanwhile). Logged once per episode,
+        visible in :meth:`write_health` (``checkpoint_failing``) for the daemon's alarm."""
+        conn: sqlite3.Connection | None = None
+        try:
             while True:
                 self._ckpt_wake.wait(CHECKPOINT_INTERVAL_S)
                 self._ckpt_wake.clear()
@@ -951,15 +1258,31 @@ class Outbox:
                 if self._ckpt_dirty:
                     self._ckpt_dirty = False
                     try:
+                        if conn is None:
+                            conn = sqlite3.connect(self.path, isolation_level=None,
+                                                   check_same_thread=False)
+                            conn.execute("PRAGMA busy_timeout=5000")
                         conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                         with self._lock:
                             self._stats["checkpoints"] += 1
-                    except sqlite3.Error as exc:  # retried at the next wake; WAL stays valid
-                        log.debug("checkpoint failed: %s", exc)
+                        if self._ckpt_error is not None:
+                            log.warning("buffer checkpoint works again after error: %s",
+                                        self._ckpt_error)
+                            self._ckpt_error = None
+                    except Exception as exc:  # the thread must live on
+                        self._ckpt_dirty = True  # try again at the next wake
+                        with self._lock:
+                            self._stats["checkpoint_errors"] = \
+                                self._stats.get("checkpoint_errors", 0) + 1
+                        if str(exc) != self._ckpt_error:
+                            log.error("buffer checkpoint failed (%s); the WAL keeps the rows "
+                                      "and grows until it works; retrying", exc)
+                        self._ckpt_error = str(exc)
                 if closing:
                     return
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
     def _exec_in_writer(self, sql: str) -> list[Any]:
         """Run one statement on the writer's connection between transactions (tests and
@@ -979,15 +1302,26 @@ def _fail(fut: asyncio.Future[None]) -> None:
         fut.set_exception(RuntimeError("outbox closed before the flush completed"))
 
 
+RESET_HINT = ("`press-collector buffer reset {path}` archives it and starts a fresh buffer "
+              "whose seqs continue above everything published (seq mark file)")
+
+
 def _check_ours(path: Path) -> bool:
-    """True if ``path`` is absent or empty (create the schema); None of ours -> raise.
+    """True if ``path`` is absent (create a new buffer); ours -> False; else raise.
 
     Opened read-only through a URI, so a foreign file is never modified (no WAL switch,
-    no journal, no schema)."""
-    if not path.exists() or path.stat().st_size == 0:
+    no journal, no schema). An empty file (0 bytes, or SQLite without tables) is refused
+    too: a buffer is created under a temporary name and renamed into place, so an empty
+    file under the buffer's name is never a half-created buffer of ours but a truncated
+    one (or someone's placeholder); taking it as new would restart every seq at 1."""
+    if not path.exists():
         return True
     if path.is_dir():
         raise BufferFileError(f"{path}: is a directory, not a buffer file")
+    if path.stat().st_size == 0:
+        raise BufferFileError(f"{path}: empty file (0 bytes), not a buffer; refusing to take "
+                              "it as a new buffer (its seqs would restart at 1). "
+                              + RESET_HINT.format(path=path))
     with open(path, "rb") as fh:
         header = fh.read(16)
     if header != b"SQLite format 3\x00":
@@ -1005,7 +1339,9 @@ def _check_ours(path: Path) -> bool:
         raise BufferFileError(f"{path}: unreadable SQLite file ({exc}); refusing to use it") \
             from exc
     if app_id == 0 and not tables:
-        return True  # an empty SQLite file (e.g. created by `sqlite3 file ''`)
+        raise BufferFileError(f"{path}: SQLite file without tables, not a buffer; refusing "
+                              "to take it as a new buffer (its seqs would restart at 1). "
+                              + RESET_HINT.format(path=path))
     if app_id != APPLICATION_ID:
         raise BufferFileError(
             f"{path}: SQLite file of another application (application_id={app_id:#x}, "
@@ -1017,3 +1353,35 @@ def _check_ours(path: Path) -> bool:
         raise BufferFileError(f"{path}: damaged buffer (schema version {version}, missing "
                               f"tables {sorted(_TABLES - tables)})")
     return False
+
+
+def _create_new(path: Path, marks: SeqMarks) -> None:
+    """A new buffer at ``path``, built under ``<path>.creating`` and renamed into place
+    (then the directory is synced): the name never points at a half-made file. Its seqs
+    and ids start above the seq mark file's (a buffer that replaces an archived one goes
+    on where the old one stopped)."""
+    tmp = Path(f"{path}.creating")
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{tmp}{suffix}")  # left by a start that died while creating
+    conn = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        Outbox._create_schema(conn, marks.seqs, marks.last_id)
+    finally:
+        conn.close()  # the last connection: checkpointed into the file, WAL removed
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    if marks.seqs or marks.last_id:
+        log.warning("%s: new buffer; seqs continue above the seq mark file %s (%d streams)",
+                    path, marks.path, len(marks.seqs))

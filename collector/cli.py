@@ -73,7 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_STARTUP
     except BufferFileError as exc:
         print(f"press-collector: cannot start: buffer file refused: {exc}. The file is left "
-              "untouched: move it away (keep it for analysis) or point buffer.path elsewhere.",
+              "untouched: `press-collector buffer check PATH` says more; `buffer salvage` "
+              "keeps its readable rows, `buffer reset` starts fresh (both keep the old file).",
               file=sys.stderr)
         return EXIT_BUFFER
     return 0
@@ -99,6 +100,52 @@ def cmd_buffer_stats(args: argparse.Namespace) -> int:
         print(json.dumps(outbox.stats(), indent=2, default=str))
     finally:
         outbox.close()
+    return 0
+
+
+def cmd_buffer_check(args: argparse.Namespace) -> int:
+    """`buffer check PATH`: the start check with no time bound, plus the seq marks."""
+    from buffer.tools import check
+
+    result = check(Path(args.path), budget_s=args.budget)
+    print("\n".join(result.lines()))
+    return 0 if result.verdict == "ok" else 1
+
+
+def cmd_buffer_reset(args: argparse.Namespace) -> int:
+    """`buffer reset PATH`: archive the buffer, start fresh above the seq marks."""
+    from buffer.store import BufferFileError
+    from buffer.tools import reset
+
+    try:
+        archived = reset(Path(args.path))
+    except (BufferFileError, OSError) as exc:
+        print(f"press-collector: buffer reset: {exc}", file=sys.stderr)
+        return 2
+    if archived is None:
+        print(f"{args.path}: no buffer file; the next start creates one")
+    else:
+        print(f"{args.path}: archived as {archived}; the next start creates a fresh buffer "
+              "whose seqs continue above everything published (seq mark file "
+              f"{args.path}-seqmark kept)")
+    return 0
+
+
+def cmd_buffer_salvage(args: argparse.Namespace) -> int:
+    """`buffer salvage PATH`: every readable row into a new buffer; the old one kept."""
+    from buffer.store import BufferFileError
+    from buffer.tools import salvage
+
+    try:
+        report = salvage(Path(args.path))
+    except (BufferFileError, OSError) as exc:
+        print(f"press-collector: buffer salvage: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.path}: {report.rows_copied} rows copied into a new buffer "
+          f"({report.rows_unreadable} ids in unreadable ranges, {report.retained} retained "
+          f"states, {report.kv} snapshots); the damaged file is kept as {report.archived}")
+    for note in report.notes:
+        print(f"  note: {note}")
     return 0
 
 
@@ -196,6 +243,20 @@ def build_parser() -> argparse.ArgumentParser:
     stats = buffer_sub.add_parser("stats", help="rows, backlog, size")
     stats.add_argument("path", help="path of the buffer file")
     stats.set_defaults(func=cmd_buffer_stats)
+    bcheck = buffer_sub.add_parser("check", help="check the file for damage (no time bound) "
+                                   "and against its seq mark file; exit 1 if not ok")
+    bcheck.add_argument("path", help="path of the buffer file")
+    bcheck.add_argument("--budget", type=float, default=None,
+                        help="stop the whole-file check after this many seconds")
+    bcheck.set_defaults(func=cmd_buffer_check)
+    breset = buffer_sub.add_parser("reset", help="archive the buffer file and start fresh "
+                                   "(seqs continue above everything published)")
+    breset.add_argument("path", help="path of the buffer file")
+    breset.set_defaults(func=cmd_buffer_reset)
+    bsalv = buffer_sub.add_parser("salvage", help="copy every readable row of a damaged "
+                                  "buffer into a new one; the old file is kept (archived)")
+    bsalv.add_argument("path", help="path of the buffer file")
+    bsalv.set_defaults(func=cmd_buffer_salvage)
     return parser
 
 

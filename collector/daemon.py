@@ -31,6 +31,7 @@ from collector.gauge_triggers import GaugeTriggers
 from collector.messages import Topics
 from collector.press import PressRuntime
 from collector.publisher import Publisher
+from collector.task_guard import TaskGuard
 from collector.telemetry_filter import TelemetryFilter
 from drivers.base import Backoff, Sink
 from drivers.modbus_bus import ModbusBus, SerialLink, TcpLink
@@ -45,6 +46,11 @@ log = logging.getLogger(__name__)
 
 PASSWORD_ENV = "PRESS_COLLECTOR_MQTT_PASSWORD"
 SHUTDOWN_DRAIN_S = 3.0
+# Stop budget (systemd TimeoutStopSec=30): commit what the drivers produced (bounded: a
+# full disk must not hold the stop), deliver for SHUTDOWN_DRAIN_S, then close the buffer
+# (gives up on what cannot be written after STOP_CLOSE_S, saying so in the log).
+STOP_FLUSH_S = 5.0
+STOP_CLOSE_S = 3.0
 PRUNE_EVERY_S = 300.0
 TICK_S = 1.0  # the workflow clock: patrol due / overdue
 BOUNDS_EVERY_S = 10.0
@@ -168,6 +174,8 @@ class Daemon:
     bounds: dict[str, object] = field(default_factory=dict)
     write_health_every_s: float = WRITE_HEALTH_EVERY_S
     _unknown_presses: set[str] = field(default_factory=set)  # command log lines, bounded
+    prune_every_s: float = PRUNE_EVERY_S
+    guard: TaskGuard | None = None  # failure episodes of the background loops
 
     def stop(self) -> None:
         self._stop.set()
@@ -209,6 +217,14 @@ class Daemon:
                                            commit_interval_s=cfg.buffer.commit_interval_ms / 1000,
                                            max_queued_bytes=int(cfg.buffer.memory_max_mb * 2**20))
         self._topics = topics
+        self.guard = TaskGuard(
+            lambda kind, active, data: emit_alarm(outbox, topics, kind, active, data),
+            self.failures)
+        if outbox.rollback:  # seqs taken before and not in the buffer: tell subscribers
+            lost = [{"press": x.press, "stream": x.stream, "first_seq": x.first_seq,
+                     "last_seq": x.last_seq} for x in outbox.rollback]
+            for active in (True, False):  # a notice: raised and cleared at once
+                emit_alarm(outbox, topics, "buffer_rolled_back", active, {"lost": lost})
         self.publisher = publisher = Publisher(
             outbox, cfg.broker.host, cfg.broker.port,
             client_id=cfg.broker.client_id or f"press-collector-{host}",
@@ -229,6 +245,7 @@ class Daemon:
         plans = self.config.plans
         driver_tasks: list[asyncio.Task[None]] = []
         buses: dict[str, ModbusBus] = {}  # one per RTU serial port / host:port
+        close_s = STOP_CLOSE_S
         try:
             async with asyncio.TaskGroup() as group:
                 publisher_task = group.create_task(publisher.run(), name="publisher")
@@ -277,13 +294,31 @@ class Daemon:
                 for runtime in self.presses.values():
                     runtime.publish_stopped(stopped_at)
                 publisher.status_offline = messages.encode_status(host, False, stopped_at)
-                await outbox.flush()
-                publisher.publish_retained_now()  # before the 'offline' status (in order)
-                await publisher.drain(timeout=SHUTDOWN_DRAIN_S)
+                close_s = await self._stop_flush(outbox, publisher)
                 publisher_task.cancel()
         finally:
             command_log.close()
-            outbox.close()
+            outbox.close(timeout=close_s)
+
+    async def _stop_flush(self, outbox: Outbox, publisher: Publisher) -> float:
+        """Commit and deliver what the drivers produced, bounded whatever the disk does:
+        a buffer that cannot be written (disk full) gets one more immediate try, then the
+        stop goes on (delivery marks could not be recorded either, so no drain). Returns
+        the close timeout (after which the outbox gives up on what it still holds and logs
+        it)."""
+        failing = bool(outbox.write_health()["failing"])
+        budget = 1.0 if failing else STOP_FLUSH_S
+        try:
+            async with asyncio.timeout(budget):
+                await outbox.flush()
+        except (TimeoutError, RuntimeError) as exc:
+            log.error("stop: the buffer could not commit within %.0f s (%s); giving up on "
+                      "what it holds (listed below)", budget,
+                      outbox.write_health()["last_write_error"] or exc)
+            return 1.0
+        publisher.publish_retained_now()  # before the 'offline' status (in order)
+        await publisher.drain(timeout=SHUTDOWN_DRAIN_S)
+        return STOP_CLOSE_S
 
     def _on_command(self, topic: str, payload: bytes, retained: bool = False) -> None:
         """``{root}/{press}/cmd/{role}/{name}`` -> the press runtime (event loop thread)."""
@@ -306,8 +341,23 @@ class Daemon:
         while True:
             await asyncio.sleep(TICK_S)
             now = time.time()
-            for runtime in self.presses.values():
-                runtime.tick(now)
+            try:
+                for runtime in self.presses.values():
+                    runtime.tick(now)
+            except Exception as exc:
+                self._guarded_failure("tick", exc)
+            else:
+                self._guarded_ok("tick")
+
+    def _guarded_failure(self, task: str, exc: BaseException) -> None:
+        if self.guard is not None:
+            self.guard.failed(task, exc)
+        else:
+            log.error("background task %s failed: %s", task, exc)
+
+    def _guarded_ok(self, task: str) -> None:
+        if self.guard is not None:
+            self.guard.ok(task)
     def health(self) -> dict[str, object]:
         """Health document (``/health``, ``/metrics``): per press polls, late polls and poll
         jitter, outbox and publisher counters, driver task failures."""
@@ -323,11 +373,18 @@ class Daemon:
                 "task_failures": dict(self.failures)}
 
     async def _prune_loop(self) -> None:
+        """Delete delivered history older than retention_h; an error (a full disk: even a
+        DELETE needs WAL space) is the guard's, and the next round tries again."""
         retention_s = self.config.collector.buffer.retention_h * 3600
         while True:
-            await asyncio.sleep(PRUNE_EVERY_S)
+            await asyncio.sleep(self.prune_every_s)
             assert self.outbox is not None
-            await asyncio.to_thread(self.outbox.prune, retention_s)
+            try:
+                await asyncio.to_thread(self.outbox.prune, retention_s)
+            except Exception as exc:
+                self._guarded_failure("prune", exc)
+            else:
+                self._guarded_ok("prune")
 
 
     async def _bounds_loop(self, topics: Topics) -> None:
@@ -342,8 +399,9 @@ class Daemon:
             try:
                 report = await asyncio.to_thread(outbox.enforce_size, max_bytes)
             except Exception as exc:  # a busy or failing disk: try again next round
-                log.warning("buffer size check failed: %s", exc)
+                self._guarded_failure("bounds", exc)
                 continue
+            self._guarded_ok("bounds")
             self.bounds.update(buffer_used_bytes=report.used_bytes,
                                buffer_max_bytes=max_bytes, buffer_full=report.quality_only)
             self.bounds["telemetry_dropped"] = int(self.bounds.get("telemetry_dropped", 0)) \
@@ -369,26 +427,41 @@ class Daemon:
         commits start failing and cleared when they work again (both are queued events:
         they reach the broker once the buffer can be written), with the telemetry dropped
         from memory meanwhile."""
-        assert self.outbox is not None
-        outbox = self.outbox
         active = False
         shed_at_start = 0
         while True:
             await asyncio.sleep(self.write_health_every_s)
-            h = outbox.write_health()
-            shed = int(h["telemetry_shed"])
-            self.bounds.update(write_errors=h["write_errors"], buffer_write_failing=h["failing"],
-                               last_write_error=h["last_write_error"], telemetry_shed=shed,
-                               buffer_queued_rows=h["queued_rows"])
-            if h["failing"] == active:
-                continue
-            active = bool(h["failing"])
-            if active:
-                shed_at_start = shed
-            emit_alarm(outbox, topics, "buffer_write_failed", active,
-                       {"write_errors": int(h["write_errors"]),
-                        "error": str(h["last_write_error"] or ""),
-                        "telemetry_dropped": shed - shed_at_start})
+            try:
+                active, shed_at_start = self._write_health_round(topics, active, shed_at_start)
+            except Exception as exc:
+                self._guarded_failure("write-health", exc)
+            else:
+                self._guarded_ok("write-health")
+
+    def _write_health_round(self, topics: Topics, active: bool, shed_at_start: int
+                            ) -> tuple[bool, int]:
+        """One round of :meth:`_write_health_loop`; returns its new (active, shed_at_start)."""
+        assert self.outbox is not None
+        outbox = self.outbox
+        h = outbox.write_health()
+        if h.get("checkpoint_failing"):  # the outbox's checkpoint thread, same guard
+            self._guarded_failure("checkpoint", RuntimeError(str(h.get("checkpoint_error"))))
+        elif self.guard is not None and self.guard.failing("checkpoint"):
+            self.guard.ok("checkpoint")
+        shed = int(h["telemetry_shed"])
+        self.bounds.update(write_errors=h["write_errors"], buffer_write_failing=h["failing"],
+                           last_write_error=h["last_write_error"], telemetry_shed=shed,
+                           buffer_queued_rows=h["queued_rows"])
+        if h["failing"] == active:
+            return active, shed_at_start
+        active = bool(h["failing"])
+        if active:
+            shed_at_start = shed
+        emit_alarm(outbox, topics, "buffer_write_failed", active,
+                   {"write_errors": int(h["write_errors"]),
+                    "error": str(h["last_write_error"] or ""),
+                    "telemetry_dropped": shed - shed_at_start})
+        return active, shed_at_start
 
 
 def emit_alarm(outbox: Outbox, topics: Topics, kind: str, active: bool,

@@ -120,6 +120,11 @@ async def serve(health: Callable[[], dict[str, Any]], port: int,
             await writer.drain()
         except (TimeoutError, ConnectionError, OSError):
             pass
+        except Exception as exc:  # e.g. the buffer unreadable: this request fails, not the server
+            log.error("health/metrics request failed: %s", exc)
+            with contextlib.suppress(ConnectionError, OSError):
+                writer.write(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n"
+                             b"Connection: close\r\n\r\n")
         finally:
             with contextlib.suppress(ConnectionError, OSError):
                 writer.close()

@@ -108,21 +108,25 @@ def test_a_long_queue_commits_in_bounded_transactions_in_order(db: Path) -> None
         assert again.stats()["rows"] == n
 
 
-def test_durable_batch_is_committed_with_synchronous_full(db: Path) -> None:
+def test_commits_that_can_leave_the_machine_are_synced_history_and_marks_are_not(
+        db: Path) -> None:
+    """Sync policy (the ordering itself: tests/test_durability.py): a commit with a row to
+    publish (telemetry or event) or a durable row is synced; history rows alone and
+    delivery marks alone are not."""
     with Outbox.open(db, commit_interval_s=0.01) as ob:
-        ob.add(row(ob, stream="telemetry"))
+        ob.add(row(ob, stream="gauge", delivered=True))  # local history only
         ob.flush_sync()
         assert ob.stats()["commits_full"] == 0
-        assert ob._exec_in_writer("PRAGMA synchronous")[0][0] == 1  # NORMAL
         ob.add(row(ob, stream="telemetry"))
+        ob.flush_sync()
+        assert ob.stats()["commits_full"] == 1
         ob.add(row(ob, durable=True))
         ob.flush_sync()
-        assert ob.stats()["commits_full"] == 1
-        assert ob._exec_in_writer("PRAGMA synchronous")[0][0] == 2  # FULL
-        ob.add(row(ob, stream="telemetry"))
+        assert ob.stats()["commits_full"] == 2
+        ob.mark_delivered([r[0] for r in ob.pending()])
         ob.flush_sync()
-        assert ob.stats()["commits_full"] == 1
-        assert ob._exec_in_writer("PRAGMA synchronous")[0][0] == 1
+        assert ob.stats()["commits_full"] == 2 and ob.stats()["pending"] == 0
+        assert ob._exec_in_writer("PRAGMA synchronous")[0][0] == 1  # NORMAL + own fsync
 
 
 def test_pending_in_id_order_and_mark_delivered(db: Path) -> None:
@@ -199,6 +203,7 @@ def test_refuses_a_foreign_sqlite_database_without_touching_it(db: Path) -> None
         Outbox.open(db)
     assert db.read_bytes() == before
     assert not Path(str(db) + "-wal").exists()
+    assert not Path(str(db) + "-seqmark").exists()  # nothing of ours left beside it
 
 
 def test_refuses_a_newer_schema(db: Path) -> None:

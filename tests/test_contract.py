@@ -230,6 +230,17 @@ def test_alarm_honours_its_schema() -> None:
     assert validate_message(f"{ROOT}/_collector/h/alarm", ROOT, write) == []
     write["data"]["write_errors"] = -1
     assert validate_message(f"{ROOT}/_collector/h/alarm", ROOT, write) != []
+    rolled = orjson.loads(messages.encode_alarm(5, "h", "buffer_rolled_back", True, {
+        "lost": [{"press": "p1", "stream": "telemetry", "first_seq": 31, "last_seq": 40}]}))
+    assert validate_message(f"{ROOT}/_collector/h/alarm", ROOT, rolled) == []
+    rolled["data"]["lost"][0]["first_seq"] = 0
+    assert validate_message(f"{ROOT}/_collector/h/alarm", ROOT, rolled) != []
+    task = orjson.loads(messages.encode_alarm(6, "h", "task_failed", True, {
+        "task": "prune", "error": "OperationalError: database or disk is full",
+        "failures": 1}))
+    assert validate_message(f"{ROOT}/_collector/h/alarm", ROOT, task) == []
+    task["data"]["failures"] = "many"
+    assert validate_message(f"{ROOT}/_collector/h/alarm", ROOT, task) != []
 
 
 def test_amended_setup_and_its_annotation_honour_their_schemas() -> None:

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ import pytest
 
 from buffer.store import Outbox, OutboxRow
 from collector.config import LoadedConfig
+from collector.daemon import Daemon
 from collector.local_broker import LocalBroker
 from tests.support.line import Line, contiguous
 
@@ -258,3 +260,148 @@ def test_memory_queue_sheds_oldest_telemetry_never_events(
     assert tele == list(range(101 - len(tele), 101))  # the newest, contiguous
     assert len(tele) == 100 - shed
     assert len([r for r in caplog.records if "dropping the oldest" in r.getMessage()]) == 1
+
+
+# ---------------------------------------------------------------- issue 12: no crash, no hang
+def test_prune_on_a_full_disk_fails_with_the_disk_error_and_changes_nothing(
+        disk: SmallDisk) -> None:
+    """Store level: SQLite rolls the prune's transaction back itself on SQLITE_FULL; the
+    prune used to answer with a second ROLLBACK ("no transaction is active") that hid
+    the real error. Now the disk error comes out, and the buffer is as it was."""
+    if disk.mode != "tmpfs":
+        pytest.skip("needs a real full file system (tmpfs): max_page_count does not limit "
+                    "the WAL that a DELETE writes")
+    with Outbox.open(disk.dir / "b.sqlite", commit_interval_s=0.005) as ob:
+        ob.add_many([OutboxRow("p1", "telemetry", ob.next_seq("p1", "telemetry"), "t",
+                               b"x" * 500) for _ in range(2000)])
+        assert ob.flush_sync(timeout=30)
+        ob.mark_delivered([r[0] for r in ob.pending(0, 5000)])
+        assert ob.flush_sync(timeout=30)
+        disk.fill(ob)
+        with pytest.raises(sqlite3.OperationalError, match="full"):
+            ob.prune(0)
+        assert ob.stats()["rows"] == 2000
+        disk.free(ob)
+        assert ob.prune(0) == 1999  # the newest row stays (ids never go back)
+
+
+def own_daemon(line: Line, **settings: float) -> Daemon:
+    """Replace the Line's daemon by one with shorter periods (set before it runs)."""
+    assert line.config is not None
+    daemon = Daemon(line.config)
+    for key, value in settings.items():
+        setattr(daemon, key, value)
+    line.daemon = daemon
+    line.task = asyncio.create_task(daemon.run())
+    return daemon
+
+
+async def test_background_loops_survive_a_full_disk_raise_and_clear_their_alarm(
+        tmp_path: Path, broker: LocalBroker, disk: SmallDisk,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The prune used to end the daemon (exit 1) on a full disk, losing the queued rows.
+    Now it fails, is logged once, raises task_failed, retries every round, and clears the
+    alarm when space is back; the daemon, its drivers and the queue live on."""
+    if disk.mode != "tmpfs":
+        pytest.skip("needs a real full file system (tmpfs) for the prune's DELETE to fail")
+    caplog.set_level(logging.INFO)
+
+    def tiny_retention(config: LoadedConfig) -> LoadedConfig:
+        config = on_disk(disk.dir)(config)
+        buf = config.collector.buffer.model_copy(update={"retention_h": 1e-6})
+        return config.model_copy(update={"collector": config.collector.model_copy(
+            update={"buffer": buf})})
+
+    line = Line(tmp_path, broker, presses=("p1", "p2"), adjust=tiny_retention)
+    await line.start()
+    try:
+        await line.stop_daemon()
+        daemon = own_daemon(line, prune_every_s=0.2, write_health_every_s=0.1)
+        await asyncio.wait_for(daemon.ready.wait(), 10)
+        assert line.sub is not None and line.task is not None
+        outbox = daemon.outbox
+        assert outbox is not None and daemon.guard is not None
+        await line.sub.wait_for(lambda m: all(len(line.seqs("telemetry")[p]) >= 20
+                                              for p in ("p1", "p2")), 15)
+        await until(lambda: outbox.stats()["rows"] < outbox.stats()["rows_written"], 10,
+                    "a prune that deleted rows")
+        disk.fill(outbox)
+        await until(lambda: daemon.guard is not None and daemon.guard.failing("prune"), 15,
+                    "a failing prune")
+        failures = daemon.failures["prune"]
+        await until(lambda: daemon.failures["prune"] >= failures + 3, 10, "more prune rounds")
+        assert not line.task.done()  # the daemon lives on
+        drivers = [t for t in asyncio.all_tasks() if t.get_name().startswith(("p1", "p2"))]
+        assert drivers and not any(t.done() for t in drivers)
+        events_before = daemon.presses["p2"].stats["events"]
+        line.sims["p2"].set_die(77)  # an event queued while the disk is full
+        await until(lambda: daemon.presses["p2"].stats["events"] > events_before, 10,
+                    "the die change event")
+        disk.free(outbox)
+        await until(lambda: not daemon.guard.failing("prune")  # type: ignore[union-attr]
+                    and not outbox.write_health()["failing"], 15, "prune works again")
+        await line.wait_event("p2", "setup", after=1)
+        await line.sub.wait_for(lambda m: [a["active"] for a in alarms(line)
+                                           if a["kind"] == "task_failed"
+                                           and a["task"] == "prune"] == [True, False], 15)
+        assert not line.task.done()
+        prune_logs = [r for r in caplog.records
+                      if "background task prune failed" in r.getMessage()]
+        assert len(prune_logs) == 1 and "full" in prune_logs[0].getMessage()
+        await line.stop_daemon()
+        events = line.seqs("events")
+        for press in ("p1", "p2"):
+            assert contiguous(events[press])[0] == [], press  # no event lost
+        assert line.contract_violations() == []
+    finally:
+        await line.close()
+
+
+async def test_sigterm_on_a_full_disk_stops_in_time_says_what_was_lost_never_reuses_seqs(
+        tmp_path: Path, broker: LocalBroker, disk: SmallDisk,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The stop used to wait forever on a flush that cannot finish (systemd then kills
+    it at TimeoutStopSec, losing everything in memory without a word). Now it ends well
+    inside the unit's stop timeout, logs every row it could not write (events with their
+    payload), and takes their seqs in the seq mark file: the next start reports them
+    (buffer_rolled_back) and goes on above them."""
+    caplog.set_level(logging.INFO)
+    line = Line(tmp_path, broker, presses=("p1", "p2"), adjust=on_disk(disk.dir))
+    await line.start()
+    try:
+        assert line.sub is not None and line.daemon is not None and line.task is not None
+        daemon = line.daemon
+        outbox = daemon.outbox
+        assert outbox is not None
+        await line.wait_event("p2", "setup")
+        disk.fill(outbox)
+        await until(lambda: outbox.write_health()["failing"], 15, "a failing commit")
+        events_before = daemon.presses["p2"].stats["events"]
+        line.sims["p2"].set_die(55)
+        await until(lambda: daemon.presses["p2"].stats["events"] > events_before, 10,
+                    "the die change event")
+        taken = outbox.last_seq("p2", "events")
+        started = time.monotonic()
+        daemon.stop()
+        await asyncio.wait_for(line.task, 30)  # deploy/press-collector.service TimeoutStopSec
+        stop_s = time.monotonic() - started
+        line.daemon = line.task = None
+        text = "\n".join(r.getMessage() for r in caplog.records)
+        assert "could not be written" in text and "p2/events" in text
+        assert "not written: p2/events" in text and '"die_id"' in text
+        if disk.mode == "tmpfs":  # (max_page_count was the closed connection's own limit)
+            disk.free(outbox)
+        await line.start_daemon()
+        restarted = line.daemon
+        assert restarted is not None and restarted.outbox is not None
+        assert any(x.press == "p2" and x.stream == "events" and x.last_seq >= taken
+                   for x in restarted.outbox.rollback)
+        assert restarted.outbox.last_seq("p2", "events") >= taken  # never issued again
+        await line.sub.wait_for(lambda m: any(a["kind"] == "buffer_rolled_back"
+                                              for a in alarms(line)), 15)
+        notice = next(a for a in alarms(line) if a["kind"] == "buffer_rolled_back")
+        assert any(x["press"] == "p2" and x["last_seq"] >= taken for x in notice["lost"])
+        assert line.contract_violations() == []
+        print(f"\nstop on a full disk ({disk.mode}): {stop_s:.2f} s (unit timeout 30 s)")
+    finally:
+        await line.close()
