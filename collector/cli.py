@@ -30,12 +30,25 @@ def setup_logging(level: str) -> None:
     for noisy in ("pymodbus", "asyncua"):
         # our drivers log each outage once; pymodbus would log every timeout with a frame dump
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    from collector.security import unmute_security_warnings
+
+    unmute_security_warnings()  # asyncua's own security warnings stay audible (once each)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from collector.config import check, summary
 
     problems = check(args.config_dir)
+    if not problems:
+        # what `run` would stop on before it opens the buffer (credential files, TLS files),
+        # in the words run uses; then what runs but weakens security (warnings)
+        from collector.config import load_config
+        from collector.security import startup_problems, startup_warnings
+
+        config = load_config(args.config_dir)
+        problems = startup_problems(config)
+        for line in startup_warnings(config):
+            print(f"warning: {line}", file=sys.stderr)
     if problems:
         for line in problems:
             print(line, file=sys.stderr)
