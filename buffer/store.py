@@ -57,6 +57,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from buffer.files import private_dir, private_file
+
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x50435342  # 'PCSB' press-collector store buffer
@@ -241,7 +243,7 @@ class Outbox:
                 raise BufferFileError(f"{path}: empty file, not a buffer")
             self._rconn = self._connect(readonly=True)
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent)  # 0700 whatever the umask (buffer/files.py)
             new = _check_ours(path)
             self._wconn = self._connect(readonly=False)
             if new:
@@ -263,6 +265,7 @@ class Outbox:
                                    isolation_level=None, check_same_thread=False)
         else:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            private_file(self.path)  # 0600 before WAL mode: -wal and -shm inherit it
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA wal_autocheckpoint=0")  # see CHECKPOINT_BYTES
