@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats = buffer_sub.add_parser("stats", help="rows, backlog, size")
     stats.add_argument("path", help="path of the buffer file")
     stats.set_defaults(func=cmd_buffer_stats)
+    from collector.buffer_cli import add_export_parser
+
+    add_export_parser(buffer_sub)
     return parser
 
 

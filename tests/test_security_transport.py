@@ -477,3 +477,14 @@ def test_production_template_uses_tls_on_8883_and_validates(tmp_path: Path) -> N
     broker = load_config(cfg).collector.broker
     assert broker.port == 8883 and broker.tls is not None and not broker.tls.insecure
     assert not broker.allow_plaintext and broker.password_file
+
+
+def test_unit_limits_resources_and_keeps_state_private() -> None:
+    unit = (REPO / "deploy/press-collector.service").read_text()
+    settings = dict(line.split("=", 1) for line in unit.splitlines()
+                    if "=" in line and not line.startswith("#"))
+    assert settings["StateDirectoryMode"] == "0700" and settings["UMask"] == "0077"
+    # sized from bench/unit_limits.py (docs/DESIGN.md): numbers, not "infinity"
+    assert settings["MemoryMax"].endswith("M") and int(settings["MemoryMax"][:-1]) >= 256
+    assert int(settings["MemoryHigh"][:-1]) < int(settings["MemoryMax"][:-1])
+    assert 32 <= int(settings["TasksMax"]) <= 256
