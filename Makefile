@@ -1,5 +1,5 @@
 # Every developer workflow step lives here or in scripts/.
-.PHONY: setup test demo lint bench bench-compare clean
+.PHONY: setup test demo lint lock lock-upgrade bench bench-compare clean
 
 setup:
 	scripts/setup
@@ -13,6 +13,15 @@ demo:
 lint:
 	scripts/setup && .venv/bin/ruff check collector drivers buffer tests bench
 
+# Hashed lock files in requirements/ (setup and CI install only from them): `make lock`
+# after a change to the dependencies in pyproject.toml, `make lock-upgrade` to move every
+# pin to the newest release; review the diff and run `make test` before committing.
+lock:
+	scripts/lock
+
+lock-upgrade:
+	scripts/lock --upgrade
+
 # Benchmarks (not tests): make bench [ARGS="line --quick"]; results in bench/results/
 bench:
 	bench/run $(ARGS)
@@ -24,4 +33,4 @@ bench-compare:
 	bench/compare --workload $(WORKLOAD) --duration $(DURATION)
 
 clean:
-	rm -rf .venv .pytest_cache .ruff_cache .hypothesis
+	rm -rf .venv .venv-lock .pytest_cache .ruff_cache .hypothesis

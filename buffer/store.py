@@ -73,6 +73,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from buffer.files import private_dir, private_file
 from buffer.seqmark import SeqMarkError, SeqMarks, mark_path
 
 log = logging.getLogger(__name__)
@@ -293,7 +294,7 @@ class Outbox:
             self._load_state()
             self._visible_id = self._last_id
             return self
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)  # 0700 whatever the umask (buffer/files.py)
         try:
             marks = SeqMarks.open(mark_path(path))
         except SeqMarkError as exc:
@@ -342,6 +343,7 @@ class Outbox:
                                    isolation_level=None, check_same_thread=False)
         else:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            private_file(self.path)  # 0600 before WAL mode: -wal and -shm inherit it
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA wal_autocheckpoint=0")  # see CHECKPOINT_BYTES

@@ -31,23 +31,33 @@ def setup_logging(level: str, stream: TextIO = sys.stdout) -> None:
     for noisy in ("pymodbus", "asyncua"):
         # our drivers log each outage once; pymodbus would log every timeout with a frame dump
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    from collector.security import unmute_security_warnings
+
+    unmute_security_warnings()  # asyncua's own security warnings stay audible (once each)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from collector.config import check, summary
+    from collector.config import check, load_config, summary
 
     problems = check(args.config_dir)
+    warnings: list[str] = []
+    if not problems:
+        # what `run` would stop on before it opens the buffer (credential files, TLS files),
+        # in the words run uses; then what runs but weakens security (warnings)
+        from collector.command_gate import command_warnings
+        from collector.security import startup_problems, startup_warnings
+
+        config = load_config(args.config_dir)
+        problems = startup_problems(config)
+        warnings = startup_warnings(config) + list(command_warnings(config))
+    for line in warnings:
+        print(f"warning: {line}", file=sys.stderr)
     if problems:
         for line in problems:
             print(line, file=sys.stderr)
         print(f"{len(problems)} problem(s) in {args.config_dir}", file=sys.stderr)
         return 1
     print(summary(args.config_dir))
-    from collector.command_gate import command_warnings
-    from collector.config import load_config
-
-    for line in command_warnings(load_config(args.config_dir)):
-        print(f"warning: {line}", file=sys.stderr)
     return 0
 
 
@@ -257,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   "buffer into a new one; the old file is kept (archived)")
     bsalv.add_argument("path", help="path of the buffer file")
     bsalv.set_defaults(func=cmd_buffer_salvage)
+    from collector.buffer_cli import add_export_parser
+
+    add_export_parser(buffer_sub)
     return parser
 
 

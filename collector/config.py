@@ -45,7 +45,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from collector import domain, roles
+from collector import domain, mqtt_names, roles
 
 __all__ = [
     "PASSWORD_ENV",
@@ -139,10 +139,11 @@ RTU_SERIAL_KEYS = ("baudrate", "bytesize", "parity", "stopbits")
 # A gauge poll trigger that is not a tag name: every step of the stroke counter.
 STROKE_TRIGGER = "stroke"
 
-ID_PATTERN = r"^[a-z0-9_-]+$"
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"  # collector/mqtt_names.py says why
 NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
 _PATTERN_HINTS = {
-    ID_PATTERN: "use lowercase letters, digits, '_' and '-'; it is used in MQTT topics",
+    ID_PATTERN: "use 1 to 64 lowercase letters, digits, '_' and '-', starting with a letter "
+                "or a digit; it is used in MQTT topics",
     NAME_PATTERN: "use letters, digits, '_' and '-'",
 }
 
@@ -291,25 +292,17 @@ class SiteConfig(_Model):
     @field_validator("topic_root")
     @classmethod
     def _topic_root(cls, value: str) -> str:
-        if not value:
-            raise ValueError("must not be empty (e.g. 'plant/press-shop')")
-        for wildcard in ("+", "#"):
-            if wildcard in value:
-                raise ValueError(f"{_show(value)} contains the MQTT wildcard '{wildcard}' "
-                                 "(not allowed in a topic root)")
-        if value.startswith("/") or value.endswith("/"):
-            raise ValueError(f"{_show(value)} starts or ends with '/' "
-                             "(write e.g. 'plant/press-shop')")
-        if "//" in value:
-            raise ValueError(f"{_show(value)} has an empty topic level ('//')")
+        problem = mqtt_names.topic_root_problem(value, _show(value))
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("host_id")
     @classmethod
     def _host_id(cls, value: str) -> str:
-        if any(c in value for c in "+#/"):
-            raise ValueError(f"{_show(value)} contains '+', '#' or '/' "
-                             "(it is one MQTT topic level)")
+        problem = value and mqtt_names.topic_level_problem(value, _show(value))
+        if problem:
+            raise ValueError(problem)
         return value
 
 
@@ -349,9 +342,47 @@ class BrokerConfig(_Model):
     # (a relative path is looked up in $CREDENTIALS_DIRECTORY by the daemon).
     password_file: str = ""
     tls: BrokerTlsConfig | None = None  # [broker.tls]; absent = plain MQTT
+    # Plain MQTT (no [broker.tls]) to a broker that is not on this machine: refused unless
+    # this says so explicitly (then a warning at every start; docs/security.md).
+    allow_plaintext: bool = False
     # Replay after an outage: at most this many backlog messages per second (0 = no
     # limit). Retained state and status are never throttled.
     replay_rate: int = Field(2000, ge=0, le=1_000_000)
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, value: str) -> str:
+        problem = mqtt_names.client_id_problem(value, _show(value))
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _tls_required(self) -> BrokerConfig:
+        """TLS for every broker off this machine, unless ``allow_plaintext`` says otherwise:
+        the password and every quality record would otherwise cross the plant network in
+        clear, and anyone on the path could forge commands and records."""
+        if self.tls is None and not self.allow_plaintext and not is_loopback(self.host):
+            _raise_problems([(("tls",), f"required: broker host {_show(self.host)} is not "
+                              "this machine (add [broker.tls] with the broker's CA, port 8883; "
+                              "or set broker.allow_plaintext = true to send the password and "
+                              "all data in clear)")])
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1 or 'localhost': traffic that never leaves the machine. Names are
+    not resolved (a DNS answer could change under us); only 'localhost' is trusted."""
+    import ipaddress
+
+    if host.lower() in ("localhost", "localhost.") or host.lower().endswith(".localhost"):
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    return address.is_loopback or bool(mapped and mapped.is_loopback)
 
 
 class BufferConfig(_Model):
@@ -611,6 +642,9 @@ class OpcuaPlcConfig(_Model):
     trust_dir: str = ""
     username: str = ""
     password_file: str = ""
+    # A user name with security_policy "None" sends the password in clear: refused unless
+    # this says so explicitly (then a warning at every start; docs/security.md).
+    allow_plaintext_password: bool = False
     publishing_interval_ms: int = Field(100, ge=10, le=60000)
     poll_interval_ms: int = Field(500, ge=10, le=60000)
     heartbeat_ms: int = Field(1000, ge=100, le=60000)
@@ -646,6 +680,14 @@ class OpcuaPlcConfig(_Model):
                                  "(security_policy is 'None')"))
         if self.password_file and not self.username:
             problems.append((("password_file",), "needs username"))
+        if self.username and not secure and not self.allow_plaintext_password:
+            problems.append((("username",), "with security_policy 'None' the password would "
+                             "cross the network in clear (use security_policy "
+                             "'Basic256Sha256' with security_mode 'SignAndEncrypt'; or set "
+                             "plc.allow_plaintext_password = true to accept that)"))
+        if self.allow_plaintext_password and secure:
+            problems.append((("allow_plaintext_password",), "only used with security_policy "
+                             f"'None' (security_policy is {_show(self.security_policy)})"))
         problems.extend(_tag_problems(self.tags))
         _raise_problems(problems)
         return self
@@ -1432,6 +1474,8 @@ def _load(config_dir: Path) -> tuple[LoadedConfig | None, list[ConfigProblem]]:
                                       "collector.toml, presses/*.toml and plans/*.toml)"))
     else:
         collector = _load_file(config_dir, collector_path, CollectorConfig, problems)
+    if collector is not None and not collector.site.host_id:
+        problems.extend(_hostname_problems())
 
     press_paths = sorted((config_dir / PRESSES_DIR).glob("*.toml"))
     if not press_paths:
@@ -1504,6 +1548,19 @@ def _load(config_dir: Path) -> tuple[LoadedConfig | None, list[ConfigProblem]]:
     return LoadedConfig(config_dir=config_dir, collector=collector, presses=presses,
                         plans=plans, plans_all=plans_all, press_files=press_files,
                         plan_files=plan_files), []
+
+
+def _hostname_problems() -> list[ConfigProblem]:
+    """site.host_id defaults to the hostname, which the daemon puts in its topics: check it
+    here, so that ``check`` refuses what ``run`` would publish under a broken topic."""
+    import socket
+
+    name = socket.gethostname()
+    problem = mqtt_names.topic_level_problem(name, _show(name))
+    if problem is None:
+        return []
+    return [ConfigProblem(COLLECTOR_FILE, "site.host_id", f"not set, and this machine's "
+                          f"hostname {problem}: set site.host_id")]
 
 
 def _check_buses(presses: dict[str, PressConfig],

@@ -78,6 +78,7 @@ def role_tags(press: PressConfig) -> dict[str, str]:
 
 
 def build_drivers(press: PressConfig, sink: Sink, buses: dict[str, ModbusBus] | None = None,
+                  opcua_password: str | None = None,
                   ) -> dict[str, Callable[[], Awaitable[None]]]:
     """Driver coroutine factories for one press, keyed by a name for logs and metrics.
 
@@ -94,7 +95,7 @@ def build_drivers(press: PressConfig, sink: Sink, buses: dict[str, ModbusBus] | 
     if plc.protocol == "opcua":
         from collector.opcua_setup import build_opcua_poller  # asyncua only when configured
 
-        opcua_poller = build_opcua_poller(press)
+        opcua_poller = build_opcua_poller(press, opcua_password)
         drivers[f"{press.id}/plc"] = lambda: opcua_poller.run(plc_sink)
     elif plc.bus_key() is not None:
         bus = make_bus(plc) if buses is None else buses.setdefault(plc.bus_key(), make_bus(plc))
@@ -207,7 +208,13 @@ class Daemon:
         host = host_id(self.config)
         topics = Topics(cfg.site.topic_root, host)
         # secrets and certificates first: a StartupError here leaves the buffer untouched
-        password = read_password(self.config)
+        from collector.security import drop_secret_env, read_secrets, startup_warnings
+
+        secrets = read_secrets(self.config)
+        drop_secret_env()  # read once: no longer in os.environ (docs/security.md)
+        password = secrets.broker_password
+        for warning in startup_warnings(self.config):
+            log.warning("%s", warning)
         tls = None
         if cfg.broker.tls is not None:
             from collector.security import tls_context
@@ -260,7 +267,9 @@ class Daemon:
                                            telemetry_filter=TelemetryFilter.from_config(press),
                                            gate=gate)
                     self.presses[press.id] = runtime
-                    for name, factory in build_drivers(press, runtime.sink, buses).items():
+                    for name, factory in build_drivers(
+                            press, runtime.sink, buses,
+                            secrets.opcua_passwords.get(press.id)).items():
                         driver_tasks.append(group.create_task(
                             supervise(name, factory, self.failures), name=name))
                 prune_task = group.create_task(self._prune_loop(), name="prune")

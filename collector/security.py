@@ -14,11 +14,21 @@ on a file that will not appear by itself.
 
 from __future__ import annotations
 
+import logging
 import os
 import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
-from collector.config import PASSWORD_ENV, BrokerTlsConfig, LoadedConfig
+from collector.config import (
+    OPCUA_PASSWORD_ENV,
+    PASSWORD_ENV,
+    BrokerTlsConfig,
+    LoadedConfig,
+    OpcuaPlcConfig,
+)
 
 CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 
@@ -27,8 +37,11 @@ class StartupError(Exception):
     """The daemon cannot start with this configuration (message says what to fix)."""
 
 
-def resolve_file(name: str, config_dir: Path | None, key: str) -> Path:
-    """An absolute path as is; a relative one in $CREDENTIALS_DIRECTORY, then config_dir."""
+def resolve_file(name: str, config_dir: Path | None, key: str,
+                 file: str = "collector.toml") -> Path:
+    """An absolute path as is; a relative one in $CREDENTIALS_DIRECTORY (systemd
+    LoadCredential=), then ``<config dir>/credentials/`` (where deploy/INSTALL.md keeps them,
+    so that a manual ``press-collector check`` finds them too), then the config dir."""
     path = Path(name)
     if path.is_absolute():
         candidates = [path]
@@ -37,27 +50,33 @@ def resolve_file(name: str, config_dir: Path | None, key: str) -> Path:
         if os.environ.get(CREDENTIALS_ENV):
             candidates.append(Path(os.environ[CREDENTIALS_ENV]) / path)
         if config_dir is not None:
-            candidates.append(config_dir / path)
+            candidates += [config_dir / "credentials" / path, config_dir / path]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
     where = " or ".join(str(c) for c in candidates) or name
-    raise StartupError(f"collector.toml: {key}: file {name!r} not found (looked in {where})")
+    raise StartupError(f"{file}: {key}: file {name!r} not found (looked in {where})")
+
+
+def read_secret_file(name: str, config_dir: Path | None, key: str,
+                     file: str = "collector.toml") -> str:
+    """The stripped text of a credential file; StartupError when missing, unreadable or empty."""
+    path = resolve_file(name, config_dir, key, file)
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StartupError(f"{file}: {key}: cannot read {path}: "
+                           f"{getattr(exc, 'strerror', None) or exc}") from None
+    if not text:
+        raise StartupError(f"{file}: {key}: {path} is empty")
+    return text
 
 
 def read_password(config: LoadedConfig) -> str | None:
     """The broker password from the credential file or the environment (None: no password)."""
     broker = config.collector.broker
     if broker.password_file:
-        path = resolve_file(broker.password_file, config.config_dir, "broker.password_file")
-        try:
-            text = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise StartupError(f"collector.toml: broker.password_file: cannot read {path}: "
-                               f"{getattr(exc, 'strerror', None) or exc}") from None
-        if not text:
-            raise StartupError(f"collector.toml: broker.password_file: {path} is empty")
-        return text
+        return read_secret_file(broker.password_file, config.config_dir, "broker.password_file")
     return os.environ.get(PASSWORD_ENV) or None
 
 
@@ -90,3 +109,139 @@ def tls_context(tls: BrokerTlsConfig, config_dir: Path | None = None) -> ssl.SSL
         ctx.check_hostname = True
         ctx.verify_mode = ssl.CERT_REQUIRED
     return ctx
+
+
+# --------------------------------------------------------------------------- OPC UA, startup
+
+
+def opcua_password_env(press_id: str) -> str:
+    """PRESS_COLLECTOR_OPCUA_PASSWORD_P4 for press 'p4' ('-' becomes '_')."""
+    return f"{OPCUA_PASSWORD_ENV}_{press_id.upper().replace('-', '_')}"
+
+
+def read_opcua_password(press_id: str, plc: OpcuaPlcConfig, config_dir: Path | None,
+                        file: str = "") -> str | None:
+    """An OPC UA press's password: ``plc.password_file`` (looked up like the broker's), else
+    env PRESS_COLLECTOR_OPCUA_PASSWORD_<PRESS_ID>, else PRESS_COLLECTOR_OPCUA_PASSWORD."""
+    if plc.password_file:
+        return read_secret_file(plc.password_file, config_dir, "plc.password_file",
+                                file or f"presses/{press_id}.toml")
+    return os.environ.get(opcua_password_env(press_id)) or os.environ.get(OPCUA_PASSWORD_ENV)
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Every secret the daemon needs, read once at start (before the buffer is opened)."""
+
+    broker_password: str | None
+    opcua_passwords: dict[str, str | None] = field(default_factory=dict)  # by press id
+
+
+def read_secrets(config: LoadedConfig) -> Secrets:
+    """Read the broker and OPC UA passwords; the first problem raises StartupError."""
+    opcua = {press.id: read_opcua_password(press.id, press.plc, config.config_dir,
+                                           config.press_files.get(press.id, ""))
+             for press in config.presses.values()
+             if isinstance(press.plc, OpcuaPlcConfig) and press.plc.username}
+    return Secrets(read_password(config), opcua)
+
+
+def drop_secret_env() -> list[str]:
+    """Remove every password variable from os.environ once the secrets are read, so that
+    no child process, crash handler or environment dump sees them. (The kernel's copy in
+    /proc/<pid>/environ is the start-up image and stays; only root and the service user
+    can read it, and ProtectProc=invisible hides it from other users: docs/security.md.)"""
+    names = [n for n in os.environ if n == PASSWORD_ENV or n.startswith(OPCUA_PASSWORD_ENV)]
+    for name in names:
+        del os.environ[name]
+    return names
+
+
+def startup_problems(config: LoadedConfig) -> list[str]:
+    """Every StartupError ``run`` would stop on, as lines: ``press-collector check`` prints
+    them, so that it refuses what run would refuse, with the same words."""
+    problems: list[str] = []
+    steps: list[Callable[[], object]] = [lambda: read_password(config)]
+    broker_tls = config.collector.broker.tls
+    if broker_tls is not None:
+        steps.append(lambda: tls_context(broker_tls, config.config_dir))
+    for press in config.presses.values():
+        plc = press.plc
+        if isinstance(plc, OpcuaPlcConfig) and plc.username:
+            steps.append(lambda p=press.id, c=plc: read_opcua_password(
+                p, c, config.config_dir, config.press_files.get(p, "")))
+    for step in steps:
+        try:
+            step()
+        except StartupError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def startup_warnings(config: LoadedConfig, now: datetime | None = None) -> list[str]:
+    """What runs but weakens transport security: logged at every start by the daemon and
+    printed by ``press-collector check``. Nothing here stops the daemon."""
+    from drivers.certificates import certificate_files, validity_problem
+
+    now = now or datetime.now(UTC)
+    out: list[str] = []
+    broker = config.collector.broker
+    if broker.tls is None and broker.allow_plaintext:
+        out.append(f"collector.toml: broker.allow_plaintext = true: MQTT to {broker.host}:"
+                   f"{broker.port} is not encrypted; the password and every record cross the "
+                   "network in clear and can be read or forged on the way")
+    if broker.tls is not None and broker.tls.insecure:
+        out.append(f"collector.toml: broker.tls.insecure = true: the certificate and host name "
+                   f"of {broker.host} are NOT checked; anyone on the network path can pose as "
+                   "the broker")
+    for press in config.presses.values():
+        plc = press.plc
+        if not isinstance(plc, OpcuaPlcConfig):
+            continue
+        file = config.press_files.get(press.id, f"presses/{press.id}.toml")
+        if plc.allow_plaintext_password and plc.username:
+            out.append(f"{file}: plc.allow_plaintext_password = true: the OPC UA password of "
+                       f"user {plc.username!r} crosses the network in clear "
+                       f"(security_policy 'None')")
+        certs = [(Path(plc.certificate), "plc.certificate")] if plc.certificate else []
+        if plc.trust_dir:
+            certs += [(path, "plc.trust_dir") for path in certificate_files(Path(plc.trust_dir))]
+        for path, key in certs:
+            problem = validity_problem(path, now)
+            if problem:
+                out.append(f"{file}: {key}: {problem}")
+    return out
+
+
+# --------------------------------------------------------------------------- library logs
+
+# asyncua's loggers that speak about security: a password sent in clear, a certificate
+# without the application URI or out of its dates, a deprecated policy, a revoked serial.
+ASYNCUA_SECURITY_LOGGERS = ("asyncua.crypto", "asyncua.client.client")
+
+
+class OncePerMessage(logging.Filter):
+    """Let each distinct message through once per process: a warning that asyncua repeats
+    at every reconnect is seen, not a flood (bounded memory: at most ``limit`` messages)."""
+
+    def __init__(self, limit: int = 1000) -> None:
+        super().__init__()
+        self._seen: set[tuple[str, str]] = set()
+        self._limit = limit
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, record.getMessage())
+        if key in self._seen or len(self._seen) >= self._limit:
+            return False
+        self._seen.add(key)
+        return True
+
+
+def unmute_security_warnings() -> None:
+    """The CLI mutes asyncua (it logs every timeout); its security warnings stay audible
+    at WARNING, each message once per process."""
+    for name in ASYNCUA_SECURITY_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.WARNING)
+        if not any(isinstance(f, OncePerMessage) for f in logger.filters):
+            logger.addFilter(OncePerMessage())

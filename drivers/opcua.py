@@ -32,8 +32,9 @@ Why it looks like this:
   with its own backoff, without disturbing the other tags.
 - **Security.** None, or Basic256Sha256 with Sign / SignAndEncrypt, a client certificate and
   key from files, and the server certificate checked against a trust directory (exact
-  certificate match, or signed by a CA certificate in that directory). Username/password
-  or anonymous.
+  certificate match, or signed by a CA certificate in that directory), and refused outside
+  its validity dates even when pinned (BadCertificateTimeInvalid, dates in the reason).
+  Username/password or anonymous.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from asyncua.crypto.truststore import TrustStore
 from cryptography import x509
 
 from drivers.base import Backoff, ConnectionChange, PollResult, Sink
+from drivers.certificates import dates_problem
 from drivers.opcua_nodes import NodeRef, parse_node
 
 log = logging.getLogger(__name__)
@@ -182,17 +184,25 @@ class TrustCheck:
 
     trust_dir: Path
     rejected: str = ""
+    status: str = "BadCertificateUntrusted"  # or BadCertificateTimeInvalid (dates)
 
     async def __call__(self, cert: x509.Certificate, _app: ua.ApplicationDescription) -> None:
         der = uacrypto.der_from_x509(cert)
-        trusted = self._fingerprints()
-        if hashlib.sha256(der).hexdigest() in trusted:
-            return
-        store = TrustStore([self.trust_dir], [])
-        with contextlib.suppress(Exception):
-            await store.load_trust()
-            if store.is_trusted(cert):
+        trusted = hashlib.sha256(der).hexdigest() in self._fingerprints()
+        if not trusted:
+            store = TrustStore([self.trust_dir], [])
+            with contextlib.suppress(Exception):
+                await store.load_trust()
+                trusted = store.is_trusted(cert)
+        if trusted:
+            # pinned is not forever: an expired (or not yet valid) certificate is refused
+            problem = dates_problem(cert)
+            if problem is None:
                 return
+            self.status = "BadCertificateTimeInvalid"
+            self.rejected = f"server {problem} (trusted in {self.trust_dir})"
+            raise ServiceError(ua.StatusCodes.BadCertificateTimeInvalid)
+        self.status = "BadCertificateUntrusted"
         self.rejected = (f"server certificate {cert.subject.rfc4514_string()} "
                          f"(SHA-256 {hashlib.sha256(der).hexdigest()[:16]}...) is not trusted: "
                          f"copy it into {self.trust_dir}")
@@ -283,7 +293,7 @@ async def connect(url: str, security: OpcuaSecurity, timeout_s: float = 4.0,
     except Exception as exc:
         await close(client)
         if check is not None and check.rejected:
-            raise LinkDown(f"BadCertificateUntrusted: {check.rejected}") from exc
+            raise LinkDown(f"{check.status}: {check.rejected}") from exc
         raise LinkDown(describe(exc)) from exc
     return client
 

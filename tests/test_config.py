@@ -30,8 +30,11 @@ REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "config"
 CASES = Path(__file__).resolve().parent / "config_cases"
 BASE = CASES / "_base"
-CASE_DIRS = sorted(p for p in CASES.iterdir() if p.is_dir() and not p.name.startswith("_"))
-CASE_META = {"expected.err", "remove"}
+CASE_DIRS = sorted(p for p in CASES.iterdir() if p.is_dir() and not p.name.startswith("_")
+                   and not (p / "startup.err").exists())
+# cases the loader accepts but the start-up check refuses (`check` and `run` alike)
+STARTUP_CASES = sorted(p for p in CASES.iterdir() if (p / "startup.err").is_file())
+CASE_META = {"expected.err", "startup.err", "remove"}
 
 
 def build_case(case: Path, target: Path) -> Path:
@@ -159,6 +162,20 @@ def test_error_case(case: Path, tmp_path: Path) -> None:
         load_config(config_dir)
     assert [str(p) for p in info.value.problems] == expected
     assert str(info.value) == "\n".join(expected)
+
+
+@pytest.mark.parametrize("case", STARTUP_CASES, ids=[c.name for c in STARTUP_CASES])
+def test_startup_case(case: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from collector.security import startup_problems
+
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    config_dir = build_case(case, tmp_path / "cfg")
+    text = (case / "startup.err").read_text(encoding="utf-8")
+    expected = [line.replace("{config_dir}", str(config_dir))
+                for line in text.splitlines() if line.strip()]
+    assert expected, f"{case.name}: startup.err is empty"
+    assert check(config_dir) == []
+    assert startup_problems(load_config(config_dir)) == expected
 
 
 def test_missing_config_dir(tmp_path: Path) -> None:
