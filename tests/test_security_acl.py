@@ -220,7 +220,8 @@ async def test_a_refused_command_subscription_is_logged_loudly(
 
 
 async def test_retained_command_is_never_executed_and_answered_once(
-        acl_broker: LocalBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        acl_broker: LocalBroker, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Today one retained hold re-applies at every reconnect. Under the shipped ACL the
     collector cannot clear it (it may not write command topics): refused, answered and
     logged once per process, never executed, also after a broker restart."""
@@ -233,6 +234,9 @@ async def test_retained_command_is_never_executed_and_answered_once(
         rid, ack = quality.command(ROOT, "p1", "hold", retain=True, operator="Q7",
                                    why="left retained by a buggy HMI")
         assert not ack.is_failure
+        # a restarted process gets its password from the environment again (the daemon
+        # drops it from os.environ once read)
+        monkeypatch.setenv("PRESS_COLLECTOR_MQTT_PASSWORD", PASSWORDS[COLLECTOR])
         await line.start_daemon()
         answer = await reply(line, rid)
         assert (answer["ok"], answer["error"]["code"]) == (False, "retained")
