@@ -197,7 +197,8 @@ async def probe_gauge(args: argparse.Namespace, out: TextIO) -> int:
     def sink(event: object) -> None:
         if isinstance(event, GaugeValue):
             counts["values"] += 1
-            flag = f" flag {event.flag}" if event.flag else ""
+            flag = (f" flag {event.flag}" + (f" ({event.verdict})" if event.verdict else "")
+                    if event.flag else "")
             channel = f" ch {event.channel}" if event.channel is not None else ""
             _print(out, f"{stamp()}  raw {event.raw!r:<28} -> {event.value} {event.unit}"
                         f"{channel}{flag}")

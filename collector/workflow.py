@@ -755,9 +755,12 @@ class PressWorkflow:
         unit: str,
         reading_id: str | None = None,
         calibration_overdue: bool = False,
+        gauge_flag: Mapping[str, Any] | None = None,
     ) -> list[Event]:
         """``calibration_overdue``: the gauge was past its calibration due date; the
-        result is flagged, and refused for first article when the settings say so."""
+        result is flagged, and refused for first article when the settings say so.
+        ``gauge_flag``: the gauge's own flag ``{"code", "verdict"}`` (e.g. Metro +NG),
+        carried into the result as it came; the verdict stays the plan's."""
         reading = {
             "gauge": _to_id(gauge),
             "channel": _to_channel(channel),
@@ -775,7 +778,8 @@ class PressWorkflow:
             return unassigned(f"state:{state}", f"readings are not taken in state {state}")
         pre = self._sync_plan(ts)
         if pre:
-            return pre + self.on_gauge(ts, gauge, channel, value, unit, reading_id)
+            return pre + self.on_gauge(ts, gauge, channel, value, unit, reading_id,
+                                       gauge_flag=gauge_flag)
         plan = self.plan()
         if plan is None:
             part = self._ids["part_number"]
@@ -818,6 +822,9 @@ class PressWorkflow:
             return unassigned("unknown_unit", str(exc))
         if calibration_overdue:
             result["calibration_overdue"] = True
+        if gauge_flag:
+            result["gauge_flag"] = {"code": gauge_flag.get("code"),
+                                    "verdict": gauge_flag.get("verdict")}
 
         if last_piece:
             return self._last_piece_reading(ts, plan, char, result)

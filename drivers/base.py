@@ -57,9 +57,12 @@ class GaugeValue:
     unit: str
     channel: int | None = None
     raw: bytes = b""
-    flag: str | None = None  # tolerance flag sent by the gauge itself ('<', '=', '>')
+    # The gauge's own flag as sent ('<', '=', '>', 'GO', '+NG', '-NG', '= <', 'MAX' ...)
+    # and, for a tolerance flag, its meaning: 'below', 'within' or 'above'.
+    flag: str | None = None
     # The gauge was past its calibration due date (config) when it took this reading.
     calibration_overdue: bool = False
+    verdict: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -70,6 +73,12 @@ class GaugeError:
     ts: float
     reason: str
     raw: bytes = b""
+
+    @property
+    def reportable(self) -> bool:
+        """A device error code or an unsupported record (the gauge said something that is
+        not noise): a ``gauge_error`` event. Garbage and line noise are only counted."""
+        return self.reason.startswith(("device_error", "unsupported"))
 
 
 DriverEvent = PollResult | ConnectionChange | GaugeValue | GaugeError

@@ -404,10 +404,10 @@ class SerialGauge:
             self._garbage_log.good()
             self._sink(GaugeValue(self.name, ts, result.value,
                                   result.unit or self.unit_default, result.channel, line,
-                                  result.flag, overdue))
+                                  result.flag, overdue, result.verdict))
         elif result.ignored:
             self.stats["ignored"] += 1
-        elif result.device_error:
+        elif result.reportable:
             self.stats["errors"] += 1
             self._garbage_log.good()
             log.info("%s: %s", self.gauge_id, result.reason)
