@@ -184,11 +184,12 @@ async def probe_gauge(args: argparse.Namespace, out: TextIO) -> int:
                         unit_default=args.unit, poll_command=poll_command,
                         channels=tuple(args.channel or ()),
                         poll_interval_s=args.interval if args.poll else 0.0,
-                        poll_timeout_s=min(1.0, args.interval))
+                        poll_timeout_s=min(1.0, args.interval), settings_cli=True)
     if args.poll and not gauge.poll_commands:
         raise ProbeError(f"preset {args.preset} has no poll command: give --poll-command")
     done = asyncio.Event()
     counts = {"values": 0, "errors": 0}
+    failed: list[str] = []  # the port never opened: why (one error line, exit 2)
     started = time.monotonic()
 
     def stamp() -> str:
@@ -213,6 +214,9 @@ async def probe_gauge(args: argparse.Namespace, out: TextIO) -> int:
                             f"{gauge.parity}{gauge.stopbits} preset {args.preset}"
                             + (f", polling {gauge.poll_commands!r} every {args.interval:g} s"
                                if args.poll else ", waiting for DATA key / footswitch"))
+            elif not gauge.ever_opened:
+                failed.append(event.reason)
+                done.set()
             else:
                 _print(out, f"{stamp()}  port lost: {event.reason}")
 
@@ -224,6 +228,8 @@ async def probe_gauge(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+    if failed:
+        raise ProbeError(failed[0])
     _print(out, f"{counts['values']} values, {counts['errors']} errors/garbage lines, "
                 f"{gauge.stats['poll_timeouts']} unanswered polls")
     return EXIT_OK if counts["values"] else EXIT_DEVICE_ERRORS

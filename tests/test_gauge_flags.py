@@ -162,3 +162,48 @@ def test_schema_takes_gauge_flag_only_in_its_shape() -> None:
     assert validation_errors("first_article", payload)
     payload["data"]["results"][0]["gauge_flag"] = {"code": "", "verdict": None}
     assert validation_errors("first_article", payload)
+
+
+# --------------------------------------------------------------------------- line settings
+
+async def test_refused_7e2_names_the_setting_and_the_override(tmp_path: Path) -> None:
+    """A Linux pty cannot do 7 data bits: the reason names the setting and the keys to
+    try, not pyserial's "(22, 'Invalid argument')", and the port is not left held."""
+    from drivers.modbus_bus import port_problem
+
+    sim = GaugeSimulator(str(tmp_path / "gauge"), preset="sylvac")
+    sim.open()
+    events: asyncio.Queue[DriverEvent] = asyncio.Queue()
+    gauge = SerialGauge("p1/g3", sim.path, make_parser("sylvac"),  # preset default 4800 7E2
+                        reopen_backoff=fast_backoff())
+    task = asyncio.create_task(gauge.run(events.put_nowait))
+    try:
+        change = await asyncio.wait_for(events.get(), 5.0)
+        assert not change.online  # type: ignore[union-attr]
+        reason = change.reason  # type: ignore[union-attr]
+        assert "Invalid argument" not in reason and "(22" not in reason
+        assert f"serial port {sim.path} refuses bytesize 7" in reason
+        assert "(line 4800 7E2)" in reason
+        assert 'try bytesize = 8' in reason and "in [[gauges]] g3" in reason
+        assert port_problem(sim.path) == ""  # neither busy nor held between attempts
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        sim.close()
+
+
+async def test_gauge_probe_refused_settings_is_one_error_line(tmp_path: Path) -> None:
+    from collector.probe import ProbeError
+    from tests.test_probe import probe
+
+    sim = GaugeSimulator(str(tmp_path / "gauge"), preset="millimar")
+    sim.open()
+    try:
+        with pytest.raises(ProbeError) as info:
+            await probe("gauge", sim.path, "--preset", "millimar", "--duration", "5")
+    finally:
+        sim.close()
+    text = str(info.value)
+    assert text.startswith(f"serial port {sim.path} refuses bytesize 7")
+    assert "--bytesize 8" in text and "Invalid argument" not in text
