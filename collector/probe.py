@@ -248,6 +248,13 @@ async def probe_press(args: argparse.Namespace, out: TextIO) -> int:
     except ConfigError as exc:
         raise ProbeError(str(exc)) from None
     plc = press.plc
+    if plc.protocol == "opcua":  # asyncua only for an OPC UA press
+        import logging
+
+        from collector import probe_opcua
+
+        logging.getLogger("asyncua").setLevel(logging.CRITICAL)  # our lines say what failed
+        return await probe_opcua.probe_press(press, args, out)
     specs = tag_specs(press)
     roles = {t.name: t.role or "" for t in plc.tags}
     timeout = plc.timeout_ms / 1000
@@ -261,7 +268,9 @@ async def probe_press(args: argparse.Namespace, out: TextIO) -> int:
         try:
             if bus is not None:
                 got = await read_once_rtu(bus.link, plc.unit, specs, timeout, plc.retries,
-                                          plc.max_gap)
+                                          plc.max_gap, bus.inter_frame_s,
+                                          f"in [plc] of {Path(args.press_file).name}",
+                                          settings_cli=False)
             else:
                 got = await read_once(plc.host, int(plc.port), plc.unit, specs, timeout,
                                       plc.max_gap)
