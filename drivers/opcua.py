@@ -389,7 +389,7 @@ class OpcuaPoller:
         self.watchdog_s = watchdog_s
         self.backoff = backoff or Backoff(initial=0.5, maximum=10.0)
         self.stats = {"polls": 0, "notifications": 0, "errors": 0, "reconnects": 0,
-                      "sessions": 0, "vanished": 0}
+                      "sessions": 0, "vanished": 0, "late_polls": 0}
         self.online: bool | None = None
         self._sink: Sink = _no_sink
         self._values: dict[str, Any] = {}
@@ -537,11 +537,13 @@ class OpcuaPoller:
                 except Exception as exc:
                     raise LinkDown(self._lost or describe(exc)) from exc
                 self._apply_reads(poll_tags, results)
-                self._deliver()
+                self._deliver(scheduled=next_poll, started=now)
                 last_emit = now = time.monotonic()
                 next_poll += self.poll_interval_s
-                if next_poll < now:  # late: skip missed slots instead of bursting
-                    next_poll = now + self.poll_interval_s
+                if next_poll < now:  # late: skip missed slots (counted) instead of bursting
+                    missed = int((now - next_poll) // self.poll_interval_s) + 1
+                    self.stats["late_polls"] += missed
+                    next_poll += missed * self.poll_interval_s
             if now >= next_retry and sub is not None:
                 next_retry = await self._retry_missing(client, sub, missing, retry)
             if now - last_emit >= self.heartbeat_s:
@@ -636,11 +638,14 @@ class OpcuaPoller:
             self._values.pop(name, None)
             self._errors[name] = error
 
-    def _deliver(self) -> None:
+    def _deliver(self, scheduled: float | None = None, started: float | None = None) -> None:
+        """One snapshot. ``scheduled``/``started``: the poll slot and the moment its read
+        began (polled tags: jitter and late slots as for Modbus); now for data changes."""
         self.stats["polls"] += 1
         now = time.monotonic()
         self._emit(PollResult(self.source, time.time(), dict(self._values), dict(self._errors),
-                              now, now))
+                              now if scheduled is None else scheduled,
+                              now if started is None else started, self.stats["late_polls"]))
 
     def _set_online(self, online: bool, reason: str) -> None:
         """Emit a ConnectionChange only when the state really changes."""
