@@ -87,7 +87,9 @@ class PressRuntime:
         values = result.values
         if result.errors:
             stats["poll_errors"] += 1
-        roles = {role: values[tag] for tag, role in self.role_tags if tag in values}
+        errors = result.errors  # a flagged value (NaN, bad text) never drives the workflow
+        roles = {role: values[tag] for tag, role in self.role_tags
+                 if tag in values and tag not in errors}
         events = self.workflow.on_poll(result.ts, roles)
         if self.telemetry_filter is not None and self.publish_telemetry:
             self._filtered_telemetry(result)

@@ -8,6 +8,7 @@ one function call per poll, not one coroutine per reading.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -82,6 +83,47 @@ class GaugeError:
 
 
 DriverEvent = PollResult | ConnectionChange | GaugeValue | GaugeError
+
+# Per-tag error codes for values a device sent that JSON cannot carry as they are.
+NON_FINITE = "NonFinite"  # a float NaN, +inf or -inf
+INVALID_TEXT = "InvalidUTF8"  # string bytes that are not UTF-8 (shown with U+FFFD)
+
+
+def non_finite_text(value: float) -> str:
+    """'NaN', 'Infinity' or '-Infinity' (the spellings JavaScript and Java print and
+    Python's float() reads back): telemetry keeps *which* one the PLC sent."""
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def json_safe(value: object) -> tuple[object, str | None]:
+    """A device value as JSON can carry it, and the per-tag error if it had to change.
+
+    A non-finite float becomes its name (``NON_FINITE``): orjson would write ``null``
+    and lose which one it was. A string holding undecodable bytes (asyncua keeps them as
+    lone surrogates, which orjson refuses: the whole poll would fail) gets U+FFFD for
+    them (``INVALID_TEXT``). Lists are checked element by element."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value, None
+        return non_finite_text(value), NON_FINITE
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            fixed = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            return fixed, INVALID_TEXT
+        return value, None
+    if isinstance(value, list):
+        problem = None
+        out = []
+        for item in value:
+            safe, bad = json_safe(item)
+            out.append(safe)
+            problem = problem or bad
+        return (out, problem) if problem else (value, None)
+    return value, None
 Sink = Callable[[DriverEvent], None]
 
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drivers.base import Backoff, ConnectionChange, PollResult, Sink
-from drivers.modbus_codec import Block, TagSpec, decode_block, plan_blocks
+from drivers.modbus_codec import Block, TagSpec, decode_block, plan_blocks, value_problems
 from drivers.modbus_tcp import exception_name
 from drivers.rtu_master import (
     BadAnswer,
@@ -272,7 +272,7 @@ class ModbusBus:
     async def run(self) -> None:
         """Connect, serve the units, reconnect after a link failure, until cancelled."""
         first = True
-        while True:
+        while self._attached():
             if not first:
                 self.stats["reconnects"] += 1
             first = False
@@ -301,15 +301,14 @@ class ModbusBus:
         while True:
             units = self._attached()
             if not units:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
+                return  # the last press left: run() ends (no idle wait without a timer)
             unit = min(units, key=lambda u: u.next_due)
             delay = unit.next_due - time.monotonic()
             if delay > 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                    async with asyncio.timeout(delay):  # wait_for may swallow a cancel (3.11)
+                        await self._wake.wait()
                 continue  # re-pick: a unit may have been attached meanwhile
             await self._poll_unit(master, unit)  # the master keeps the silence per frame
             if isinstance(self.link, TcpLink) and not any(u.last_ok for u in self._attached()):
@@ -326,7 +325,11 @@ class ModbusBus:
                 got, error = await read_block(master, block, unit.unit, unit.timeout_s,
                                               unit.retries)
                 if got is not None:
+                    bad = value_problems(block, got)
                     values.update(got)
+                    if bad:  # NaN/inf, text that is not UTF-8: a value, flagged per tag
+                        unit.stats["errors"] += len(bad)
+                        errors.update(bad)
                     continue
                 unit.stats["errors"] += 1
                 for tag in block.tags:

@@ -27,7 +27,7 @@ from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
 from drivers.base import Backoff, ConnectionChange, PollResult, Sink
-from drivers.modbus_codec import Block, TagSpec, decode_block, plan_blocks
+from drivers.modbus_codec import Block, TagSpec, decode_block, plan_blocks, value_problems
 
 log = logging.getLogger(__name__)
 logging.getLogger("pymodbus").setLevel(logging.WARNING)
@@ -223,7 +223,11 @@ class ModbusPoller:
         for read, block in zip(readers, self.blocks, strict=True):
             got, error = await _read_block(read, block, self.unit)
             if got is not None:
+                bad = value_problems(block, got)
                 values.update(got)
+                if bad:  # NaN/inf, text that is not UTF-8: a value, flagged per tag
+                    self.stats["errors"] += len(bad)
+                    errors.update(bad)
                 continue
             self.stats["errors"] += 1
             for tag in block.tags:

@@ -57,7 +57,7 @@ from asyncua.crypto import security_policies, uacrypto
 from asyncua.crypto.truststore import TrustStore
 from cryptography import x509
 
-from drivers.base import Backoff, ConnectionChange, PollResult, Sink
+from drivers.base import Backoff, ConnectionChange, PollResult, Sink, json_safe
 from drivers.opcua_nodes import NodeRef, parse_node
 
 log = logging.getLogger(__name__)
@@ -631,8 +631,13 @@ class OpcuaPoller:
 
     def _store(self, name: str, value: Any, error: str | None) -> None:
         if error is None:
+            value, problem = json_safe(value)  # NaN/inf, a String that is not UTF-8
             self._values[name] = value
-            self._errors.pop(name, None)
+            if problem is None:
+                self._errors.pop(name, None)
+            else:
+                self.stats["errors"] += 1
+                self._errors[name] = problem
         else:
             self.stats["errors"] += 1
             self._values.pop(name, None)

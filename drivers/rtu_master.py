@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 
 FUNCTIONS = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
 _CONNECT_TIMEOUT_S = 3.0
+# Before a deadline counts, one short wait through the event loop: bytes that arrived
+# while the loop was busy are read first (a stall must not turn into a false timeout, or
+# into a guard that ends before a late answer already on its way in was seen).
+_SETTLE_S = 0.001
 
 
 class LinkDown(Exception):
@@ -143,7 +147,8 @@ class _Line(asyncio.Protocol):
             return
         self.changed.clear()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.changed.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it can swallow a cancel
+                await self.changed.wait()
 
 
 def _reason(exc: BaseException) -> str:
@@ -262,11 +267,13 @@ class RtuMaster:
         """Wait for the silence before a request, discarding whatever arrives meanwhile;
         with ``respect_guard``, also for answers still owed by timed-out requests."""
         waited = False
+        settle = False
         while True:
             line = self._check_line()
             now = time.monotonic()
             if self._outstanding and now >= self._guard_deadline:
                 self._outstanding = 0  # later than twice the timeout: the slave is dead
+                settle = True  # but first read what a stalled loop has not read yet
             quiet_for = now - max(line.last_rx, self._last_tx_end)
             if line.buffer and now - line.last_rx >= self.gap_s:
                 self.stats["discarded_bytes"] += len(line.buffer)
@@ -283,6 +290,10 @@ class RtuMaster:
                     self.stats["guard_waits"] += 1
                     waited = True
                 await line.wait(self._guard_deadline - now)
+                continue
+            if settle:
+                settle = False
+                await line.wait(_SETTLE_S)
                 continue
             if quiet_for >= self.gap_s:
                 return
@@ -302,6 +313,7 @@ class RtuMaster:
     async def _answer(self, unit: int, function: int, expected: int,
                       deadline: float) -> bytes:
         """The data bytes of the answer to the request just sent, checked."""
+        settled = False
         while True:
             line = self._check_line()
             buf = line.buffer
@@ -309,6 +321,10 @@ class RtuMaster:
             if need is not None and len(buf) >= need:
                 break
             now = time.monotonic()
+            if now >= deadline and not settled:
+                settled = True  # a stalled loop may not have read what is there yet
+                await line.wait(_SETTLE_S)
+                continue
             if now >= deadline:
                 if buf:  # a started frame that never completed
                     raise BadAnswer(f"incomplete answer ({len(buf)} bytes: "

@@ -143,7 +143,12 @@ async def open_serial(port: str, settings: LineSettings,
                       exclusive: bool = True) -> tuple[asyncio.Transport, asyncio.Protocol]:
     """An asyncio transport on ``port``; raises (OSError, ValueError, termios.error,
     SerialException) with the port released."""
-    ser = await asyncio.to_thread(_open_sync, port, settings, exclusive)
+    opening = asyncio.ensure_future(asyncio.to_thread(_open_sync, port, settings, exclusive))
+    try:
+        ser = await asyncio.shield(opening)
+    except asyncio.CancelledError:  # the thread still opens it: close it when it has
+        opening.add_done_callback(_close_opened)
+        raise
     try:
         return await serial_asyncio_fast.connection_for_serial(
             asyncio.get_running_loop(), protocol_factory, ser)
@@ -151,6 +156,12 @@ async def open_serial(port: str, settings: LineSettings,
         with contextlib.suppress(Exception):
             ser.close()
         raise
+
+
+def _close_opened(opening: asyncio.Future[serial.Serial]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        with contextlib.suppress(Exception):
+            opening.result().close()
 
 
 async def open_serial_streams(port: str, settings: LineSettings,
