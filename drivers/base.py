@@ -8,6 +8,7 @@ one function call per poll, not one coroutine per reading.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from collections.abc import Callable
@@ -125,6 +126,20 @@ def json_safe(value: object) -> tuple[object, str | None]:
         return (out, problem) if problem else (value, None)
     return value, None
 Sink = Callable[[DriverEvent], None]
+
+
+def report_failure(set_online: Callable[[bool, str], None], source: str,
+                   exc: BaseException) -> None:
+    """A driver's run() is about to die of ``exc`` (a bug, often in the sink): say the
+    device is offline through the driver's own online bookkeeping, so that the press
+    is not left silent while its retained state says online. The supervisor restarts
+    the driver; its first good poll reports online again. Never raises: the original
+    exception is what the supervisor must see."""
+    reason = f"driver failed: {type(exc).__name__}: {exc}"[:200]
+    try:
+        set_online(False, reason)
+    except Exception:  # the sink may be what is broken; the crash is logged upstream
+        logging.getLogger(__name__).exception("%s: could not report the failure", source)
 
 
 class Backoff:

@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.base import Backoff, ConnectionChange, PollResult, Sink
+from drivers.base import Backoff, ConnectionChange, PollResult, Sink, report_failure
 from drivers.modbus_codec import Block, TagSpec, decode_block, plan_blocks, value_problems
 from drivers.modbus_tcp import exception_name
 from drivers.rtu_master import (
@@ -259,6 +259,9 @@ class ModbusBus:
             self._task = asyncio.create_task(self.run(), name=f"bus {self.name}")
         try:
             await asyncio.shield(self._task)
+        except Exception as exc:  # the bus loop died of a bug: this press is not polled
+            report_failure(unit.set_online, source, exc)
+            raise
         finally:
             unit.attached = False
             unit.sink = _no_sink

@@ -26,7 +26,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
-from drivers.base import Backoff, ConnectionChange, PollResult, Sink
+from drivers.base import Backoff, ConnectionChange, PollResult, Sink, report_failure
 from drivers.modbus_codec import Block, TagSpec, decode_block, plan_blocks, value_problems
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,16 @@ class ModbusPoller:
         self._late_in_burst = 0  # slots skipped in the current burst of late polls
 
     async def run(self, sink: Sink) -> None:
-        """Connect, poll, reconnect, until cancelled; device trouble never escapes."""
+        """Connect, poll, reconnect, until cancelled; device trouble never escapes.
+        A failure that does escape (a bug, e.g. in the sink) first reports the device
+        offline (``report_failure``), then propagates to the supervisor."""
+        try:
+            await self._run(sink)
+        except Exception as exc:
+            report_failure(self._set_online, self.source, exc)
+            raise
+
+    async def _run(self, sink: Sink) -> None:
         self._sink = sink
         attempts = 0
         while True:

@@ -57,7 +57,7 @@ from asyncua.crypto import security_policies, uacrypto
 from asyncua.crypto.truststore import TrustStore
 from cryptography import x509
 
-from drivers.base import Backoff, ConnectionChange, PollResult, Sink, json_safe
+from drivers.base import Backoff, ConnectionChange, PollResult, Sink, json_safe, report_failure
 from drivers.opcua_nodes import NodeRef, parse_node
 
 log = logging.getLogger(__name__)
@@ -289,9 +289,20 @@ async def connect(url: str, security: OpcuaSecurity, timeout_s: float = 4.0,
 
 
 async def close(client: Client, timeout_s: float = 2.0) -> None:
-    """Close a session; never raises and never hangs on a dead server."""
-    with contextlib.suppress(BaseException):
-        await asyncio.wait_for(client.disconnect(), timeout_s)
+    """Close a session; never hangs on a dead server, raises nothing but a cancel.
+
+    A cancel that arrives while closing is passed on after the socket is dropped: it
+    used to be swallowed here, and a driver cancelled during a close (daemon stop, a
+    supervisor restarting it) kept running for ever."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await client.disconnect()
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            client.disconnect_socket()
+        raise
+    except Exception:  # a dead or rude server: the socket is dropped below anyway
+        log.debug("session close failed", exc_info=True)
     with contextlib.suppress(Exception):
         client.disconnect_socket()
 
@@ -349,6 +360,27 @@ def _no_sink(_event: object) -> None:
     """Placeholder until run() is given the real sink."""
 
 
+async def _next_event(sub: Subscription, timeout: float) -> Any:
+    """``sub.next_event(timeout)`` without ``asyncio.wait_for``: on Python 3.11 a cancel
+    that met wait_for there waited for the inner queue getter's own cancellation, which
+    after a crashed session never came, so the driver could not be stopped (daemon stop,
+    supervisor restart). Same private queue as ``_drain`` (pinned asyncua)."""
+    if sub._event_queue is None:
+        sub._event_queue = asyncio.Queue(maxsize=sub._queue_maxsize)
+    getter = asyncio.ensure_future(sub._event_queue.get())
+    try:
+        done, _ = await asyncio.wait({getter}, timeout=timeout)
+    finally:
+        if not getter.done():
+            getter.cancel()
+    if getter not in done:
+        return None
+    item = getter.result()
+    if item is None:
+        raise StopAsyncIteration
+    return item
+
+
 # --------------------------------------------------------------------------- poller
 
 
@@ -399,7 +431,16 @@ class OpcuaPoller:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def run(self, sink: Sink) -> None:
-        """Connect, subscribe, poll, reconnect, until cancelled; device trouble never escapes."""
+        """Connect, subscribe, poll, reconnect, until cancelled; device trouble never escapes.
+        A failure that does escape (a bug, e.g. in the sink) first reports the device
+        offline (``report_failure``), then propagates to the supervisor."""
+        try:
+            await self._run(sink)
+        except Exception as exc:
+            report_failure(self._set_online, self.source, exc)
+            raise
+
+    async def _run(self, sink: Sink) -> None:
         self._sink = sink
         attempts = 0
         while True:
@@ -520,7 +561,7 @@ class OpcuaPoller:
                                 next_retry - now, _WAIT_STEP_S))
             if sub is not None:
                 try:
-                    event = await sub.next_event(timeout=wait)
+                    event = await _next_event(sub, wait)
                 except StopAsyncIteration:
                     raise LinkDown("subscription closed") from None
                 if event is not None:
