@@ -7,6 +7,7 @@ simulator, the RTU simulator on a pty pair, the OPC UA press simulator; a real o
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -99,7 +100,7 @@ async def crash_loop(tmp_path: Path, factory: Callable[[Buggy], Callable[[], Awa
                                               "collector"}
     flags = [e["online"] for e in events]
     assert flags[0] is True and flags[-2:] == [False, True]
-    assert all(a != b for a, b in zip(flags, flags[1:], strict=False))  # each change once
+    assert all(a != b for a, b in itertools.pairwise(flags))  # each change once
     return rig, failures
 
 
