@@ -138,11 +138,10 @@ class PressRuntime:
         self.outbox.add(OutboxRow(self.press, GAUGE_STREAM, seq,
                                   f"{self.topics.root}/{self.press}/gauge/{value.gauge}",
                                   payload, durable=True, delivered=True))
-        flag = {"code": value.flag, "verdict": value.verdict} if value.flag else None
         events = self.workflow.on_gauge(value.ts, value.gauge, value.channel, value.value,
                                         value.unit, reading_id=reading_id,
                                         calibration_overdue=value.calibration_overdue,
-                                        gauge_flag=flag)
+                                        gauge_flag=value.flag)
         self._emit(events, value.ts)
 
     def _on_gauge_error(self, error: GaugeError) -> None:

@@ -153,6 +153,7 @@ from collector import quality
 from collector.domain import STATES, Characteristic, Event, Plan, WorkflowSettings
 from collector.quality import COMMANDS, CharSpc, CommandError
 from collector.tolerance import UnitError, check, parse_value
+from drivers.gauge_parsers import flag_verdict
 
 # --------------------------------------------------------------------------------------
 # States, triggers and the transition table. Everything that moves a press between
@@ -755,12 +756,13 @@ class PressWorkflow:
         unit: str,
         reading_id: str | None = None,
         calibration_overdue: bool = False,
-        gauge_flag: Mapping[str, Any] | None = None,
+        gauge_flag: str | None = None,
     ) -> list[Event]:
         """``calibration_overdue``: the gauge was past its calibration due date; the
         result is flagged, and refused for first article when the settings say so.
-        ``gauge_flag``: the gauge's own flag ``{"code", "verdict"}`` (e.g. Metro +NG),
-        carried into the result as it came; the verdict stays the plan's."""
+        ``gauge_flag``: the gauge's own flag as sent (e.g. Metro ``+NG``), carried into
+        the result as ``gauge_flag {code, verdict}``; the result's verdict stays the
+        plan's."""
         reading = {
             "gauge": _to_id(gauge),
             "channel": _to_channel(channel),
@@ -823,8 +825,7 @@ class PressWorkflow:
         if calibration_overdue:
             result["calibration_overdue"] = True
         if gauge_flag:
-            result["gauge_flag"] = {"code": gauge_flag.get("code"),
-                                    "verdict": gauge_flag.get("verdict")}
+            result["gauge_flag"] = {"code": gauge_flag, "verdict": flag_verdict(gauge_flag)}
 
         if last_piece:
             return self._last_piece_reading(ts, plan, char, result)

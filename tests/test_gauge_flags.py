@@ -151,12 +151,12 @@ def test_schema_takes_gauge_flag_only_in_its_shape() -> None:
     wf = PressWorkflow("p1", WorkflowSettings(), {"BRK-100": PLAN})
     wf.on_poll(T, {"part_number": "BRK-100", "die_id": 7, "material_lot": "L1",
                    "stroke_count": 10, "setup_mode": False})
-    events = wf.on_gauge(T + 1, "g1", 1, "25.01", "mm", gauge_flag={"code": "=",
-                                                                   "verdict": "within"})
+    events = wf.on_gauge(T + 1, "g1", 1, "25.01", "mm", gauge_flag="=")
     events += wf.on_gauge(T + 2, "g1", 1, "0.01", "mm")
     fa = next(e for e in events if e.kind == "first_article")
     payload = orjson.loads(messages.encode_event(fa, "p1", 1, "host1"))
     assert validation_errors("first_article", payload) == []
+    assert payload["data"]["results"][0]["gauge_flag"] == {"code": "=", "verdict": "within"}
     assert "gauge_flag" not in payload["data"]["results"][1]  # absent when none was sent
     payload["data"]["results"][0]["gauge_flag"] = {"code": "+NG", "verdict": "high"}
     assert validation_errors("first_article", payload)
