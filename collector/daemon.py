@@ -139,9 +139,11 @@ def build_gauge(press_id: str, cfg) -> SerialGauge:
 
 
 async def supervise(name: str, factory: Callable[[], Awaitable[None]],
-                    failures: dict[str, int]) -> None:
-    """Run a driver forever; a crash is a bug, logged with context and restarted."""
-    backoff = Backoff(initial=1.0, maximum=60.0)
+                    failures: dict[str, int], backoff: Backoff | None = None) -> None:
+    """Run a driver forever; a crash is a bug, logged with context and restarted. The
+    driver itself reports its device offline before it dies (drivers.base.
+    report_failure), so a crash-looping driver leaves its press offline, not silent."""
+    backoff = backoff or Backoff(initial=1.0, maximum=60.0)
     while True:
         started = time.monotonic()
         try:

@@ -60,7 +60,9 @@ class GaugeTriggers:
     def due(self, result: PollResult) -> list[Pollable]:
         """The gauges this poll result fires (each once), and remember the tag values."""
         fire: list[Pollable] = []
-        values = result.values
+        # A flagged value (NaN, text that is not UTF-8) counts as missing: no edge.
+        values = ({t: v for t, v in result.values.items() if t not in result.errors}
+                  if result.errors else result.values)
         for trigger, tag, gauge in self._rules:
             new = values.get(tag, _MISSING)
             old = self._last.get(tag, _MISSING)

@@ -93,7 +93,9 @@ class PressRuntime:
         values = result.values
         if result.errors:
             stats["poll_errors"] += 1
-        roles = {role: values[tag] for tag, role in self.role_tags if tag in values}
+        errors = result.errors  # a flagged value (NaN, bad text) never drives the workflow
+        roles = {role: values[tag] for tag, role in self.role_tags
+                 if tag in values and tag not in errors}
         for tag, role in self._id_role_tags:
             value = roles.get(role)
             if value.__class__ is str and not value.isprintable():
@@ -168,7 +170,7 @@ class PressRuntime:
 
     def _on_gauge_error(self, error: GaugeError) -> None:
         self.stats["gauge_errors"] += 1
-        if not error.reason.startswith("device_error"):
+        if not error.reportable:
             return  # garbage is counted and logged by the driver, never an event per line
         event = Event("gauge_error", error.ts,
                       {"gauge": error.gauge, "reason": error.reason, "raw": error.raw},

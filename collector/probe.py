@@ -184,11 +184,12 @@ async def probe_gauge(args: argparse.Namespace, out: TextIO) -> int:
                         unit_default=args.unit, poll_command=poll_command,
                         channels=tuple(args.channel or ()),
                         poll_interval_s=args.interval if args.poll else 0.0,
-                        poll_timeout_s=min(1.0, args.interval))
+                        poll_timeout_s=min(1.0, args.interval), settings_cli=True)
     if args.poll and not gauge.poll_commands:
         raise ProbeError(f"preset {args.preset} has no poll command: give --poll-command")
     done = asyncio.Event()
     counts = {"values": 0, "errors": 0}
+    failed: list[str] = []  # the port never opened: why (one error line, exit 2)
     started = time.monotonic()
 
     def stamp() -> str:
@@ -197,7 +198,8 @@ async def probe_gauge(args: argparse.Namespace, out: TextIO) -> int:
     def sink(event: object) -> None:
         if isinstance(event, GaugeValue):
             counts["values"] += 1
-            flag = f" flag {event.flag}" if event.flag else ""
+            flag = (f" flag {event.flag}" + (f" ({event.verdict})" if event.verdict else "")
+                    if event.flag else "")
             channel = f" ch {event.channel}" if event.channel is not None else ""
             _print(out, f"{stamp()}  raw {event.raw!r:<28} -> {event.value} {event.unit}"
                         f"{channel}{flag}")
@@ -212,6 +214,9 @@ async def probe_gauge(args: argparse.Namespace, out: TextIO) -> int:
                             f"{gauge.parity}{gauge.stopbits} preset {args.preset}"
                             + (f", polling {gauge.poll_commands!r} every {args.interval:g} s"
                                if args.poll else ", waiting for DATA key / footswitch"))
+            elif not gauge.ever_opened:
+                failed.append(event.reason)
+                done.set()
             else:
                 _print(out, f"{stamp()}  port lost: {event.reason}")
 
@@ -223,6 +228,8 @@ async def probe_gauge(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+    if failed:
+        raise ProbeError(failed[0])
     _print(out, f"{counts['values']} values, {counts['errors']} errors/garbage lines, "
                 f"{gauge.stats['poll_timeouts']} unanswered polls")
     return EXIT_OK if counts["values"] else EXIT_DEVICE_ERRORS
@@ -241,6 +248,13 @@ async def probe_press(args: argparse.Namespace, out: TextIO) -> int:
     except ConfigError as exc:
         raise ProbeError(str(exc)) from None
     plc = press.plc
+    if plc.protocol == "opcua":  # asyncua only for an OPC UA press
+        import logging
+
+        from collector import probe_opcua
+
+        logging.getLogger("asyncua").setLevel(logging.CRITICAL)  # our lines say what failed
+        return await probe_opcua.probe_press(press, args, out)
     specs = tag_specs(press)
     roles = {t.name: t.role or "" for t in plc.tags}
     timeout = plc.timeout_ms / 1000
@@ -254,7 +268,9 @@ async def probe_press(args: argparse.Namespace, out: TextIO) -> int:
         try:
             if bus is not None:
                 got = await read_once_rtu(bus.link, plc.unit, specs, timeout, plc.retries,
-                                          plc.max_gap)
+                                          plc.max_gap, bus.inter_frame_s,
+                                          f"in [plc] of {Path(args.press_file).name}",
+                                          settings_cli=False)
             else:
                 got = await read_once(plc.host, int(plc.port), plc.unit, specs, timeout,
                                       plc.max_gap)

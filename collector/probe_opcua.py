@@ -146,6 +146,69 @@ async def probe(args: argparse.Namespace) -> tuple[int, list[str]]:
     return (0 if ok else 1), out
 
 
+async def probe_press(press: Any, args: argparse.Namespace, out: Any) -> int:
+    """``probe press`` for an OPC UA press: one session with the press's endpoint and
+    security, every tag read by one Read request per round (``--watch``: every
+    ``--interval`` or the press's poll interval), printed with its role and node.
+    Exit codes as every probe: 0, 1 a tag could not be read, 2 no session."""
+    import time
+
+    from asyncua import ua
+
+    from collector.opcua_setup import security_of
+    from collector.probe import EXIT_DEVICE_ERRORS, EXIT_OK, ProbeError
+    from drivers.opcua import LinkDown, _value_of, close, connect, describe, read_values, resolve
+    from drivers.opcua_nodes import parse_node
+
+    plc = press.plc
+    tags = list(plc.tags)
+    timeout = plc.timeout_ms / 1000
+    try:
+        security = security_of(press.id, plc)
+        refs = {t.name: parse_node(t.node) for t in tags}
+    except (OSError, ValueError) as exc:
+        raise ProbeError(f"{press.id}: {exc}") from None
+    try:
+        client = await connect(plc.endpoint, security, timeout, name="press-collector probe")
+    except LinkDown as exc:
+        raise ProbeError(f"cannot open a session with {plc.endpoint}: {exc}") from None
+
+    def line(text: str) -> None:
+        out.write(text + "\n")
+        out.flush()
+
+    line(f"press {press.id} (opcua {plc.endpoint}, security {security.policy}/"
+         f"{security.mode}), {len(tags)} tags")
+    rounds = errors = 0
+    try:
+        while True:
+            try:
+                ids, missing = await resolve(client, refs)
+                names = [t.name for t in tags if t.name in ids]
+                results = await read_values(client, [ids[n] for n in names]) if names else []
+            except (OSError, TimeoutError, ua.UaError) as exc:
+                raise ProbeError(f"{plc.endpoint}: {describe(exc)}") from None
+            got = dict(zip(names, results, strict=True))
+            rounds += 1
+            if args.watch:
+                line(f"-- {time.strftime('%H:%M:%S')} poll {rounds}")
+            errors = 0
+            for tag in tags:
+                if tag.name in missing:
+                    text, bad = f"ERROR {missing[tag.name]}", True
+                else:
+                    value, error = _value_of(got[tag.name])
+                    text, bad = (f"ERROR {error}", True) if error else (repr(value), False)
+                errors += bad
+                line(f"  {tag.name:<16} {tag.role or '':<14} {tag.node:<40} {text}")
+            if not args.watch or (args.count and rounds >= args.count):
+                break
+            await asyncio.sleep(args.interval or plc.poll_interval_ms / 1000)
+    finally:
+        await close(client)
+    return EXIT_DEVICE_ERRORS if errors else EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
     import logging
 

@@ -176,6 +176,7 @@ from collector.domain import (
 )
 from collector.quality import COMMANDS, CharSpc, CommandError
 from collector.tolerance import UnitError, check, parse_value
+from drivers.gauge_parsers import flag_verdict
 
 # --------------------------------------------------------------------------------------
 # States, triggers and the transition table. Everything that moves a press between
@@ -1003,6 +1004,8 @@ class PressWorkflow:
             return unassigned("unknown_unit", str(exc))
         if r.calibration_overdue:
             result["calibration_overdue"] = True
+        if r.flag:
+            result["gauge_flag"] = {"code": r.flag, "verdict": flag_verdict(r.flag)}
 
         if last_piece:
             return self._last_piece_reading(ts, plan, char, result)

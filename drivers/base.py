@@ -8,6 +8,8 @@ one function call per poll, not one coroutine per reading.
 
 from __future__ import annotations
 
+import logging
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,9 +59,12 @@ class GaugeValue:
     unit: str
     channel: int | None = None
     raw: bytes = b""
-    flag: str | None = None  # tolerance flag sent by the gauge itself ('<', '=', '>')
+    # The gauge's own flag as sent ('<', '=', '>', 'GO', '+NG', '-NG', '= <', 'MAX' ...)
+    # and, for a tolerance flag, its meaning: 'below', 'within' or 'above'.
+    flag: str | None = None
     # The gauge was past its calibration due date (config) when it took this reading.
     calibration_overdue: bool = False
+    verdict: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -71,9 +76,70 @@ class GaugeError:
     reason: str
     raw: bytes = b""
 
+    @property
+    def reportable(self) -> bool:
+        """A device error code or an unsupported record (the gauge said something that is
+        not noise): a ``gauge_error`` event. Garbage and line noise are only counted."""
+        return self.reason.startswith(("device_error", "unsupported"))
+
 
 DriverEvent = PollResult | ConnectionChange | GaugeValue | GaugeError
+
+# Per-tag error codes for values a device sent that JSON cannot carry as they are.
+NON_FINITE = "NonFinite"  # a float NaN, +inf or -inf
+INVALID_TEXT = "InvalidUTF8"  # string bytes that are not UTF-8 (shown with U+FFFD)
+
+
+def non_finite_text(value: float) -> str:
+    """'NaN', 'Infinity' or '-Infinity' (the spellings JavaScript and Java print and
+    Python's float() reads back): telemetry keeps *which* one the PLC sent."""
+    if math.isnan(value):
+        return "NaN"
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def json_safe(value: object) -> tuple[object, str | None]:
+    """A device value as JSON can carry it, and the per-tag error if it had to change.
+
+    A non-finite float becomes its name (``NON_FINITE``): orjson would write ``null``
+    and lose which one it was. A string holding undecodable bytes (asyncua keeps them as
+    lone surrogates, which orjson refuses: the whole poll would fail) gets U+FFFD for
+    them (``INVALID_TEXT``). Lists are checked element by element."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value, None
+        return non_finite_text(value), NON_FINITE
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            fixed = value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            return fixed, INVALID_TEXT
+        return value, None
+    if isinstance(value, list):
+        problem = None
+        out = []
+        for item in value:
+            safe, bad = json_safe(item)
+            out.append(safe)
+            problem = problem or bad
+        return (out, problem) if problem else (value, None)
+    return value, None
 Sink = Callable[[DriverEvent], None]
+
+
+def report_failure(set_online: Callable[[bool, str], None], source: str,
+                   exc: BaseException) -> None:
+    """A driver's run() is about to die of ``exc`` (a bug, often in the sink): say the
+    device is offline through the driver's own online bookkeeping, so that the press
+    is not left silent while its retained state says online. The supervisor restarts
+    the driver; its first good poll reports online again. Never raises: the original
+    exception is what the supervisor must see."""
+    reason = f"driver failed: {type(exc).__name__}: {exc}"[:200]
+    try:
+        set_online(False, reason)
+    except Exception:  # the sink may be what is broken; the crash is logged upstream
+        logging.getLogger(__name__).exception("%s: could not report the failure", source)
 
 
 class Backoff:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation, localcontext
 
 __all__ = [
+    "FLAG_VERDICTS",
     "PRESETS",
     "UNITS",
     "Parsed",
@@ -28,6 +29,7 @@ __all__ = [
     "Rejected",
     "canonical_unit",
     "convert_unit",
+    "flag_verdict",
     "format_mitutoyo",
     "make_parser",
     "normalise_decimal",
@@ -39,26 +41,45 @@ __all__ = [
 
 @dataclass(slots=True, frozen=True)
 class Parsed:
-    """A value read from one line. ``unit`` is None when the record carries none."""
+    """A value read from one line. ``unit`` is None when the record carries none.
+
+    ``flag`` is the gauge's own flag exactly as the record carries it (blanks around it
+    dropped, inner blanks kept as one): a tolerance verdict (``<``, ``=``, ``>``, ``GO``,
+    ``+NG``, ``-NG``; Millimar may append a warning-limit symbol: ``= <``) or a mode
+    code (Metro ``ABS``, ``REL``, ``MIN``, ``MAX``). A flagged value is still a value:
+    the flag travels with it, the collector still judges against the plan.
+    ``verdict`` is what a tolerance flag means, in one vocabulary for every family:
+    ``below``, ``within`` or ``above`` (None for a mode code or no flag).
+    """
 
     value: str
     unit: str | None = None
     channel: int | None = None
     flag: str | None = None
+    verdict: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
 class Rejected:
-    """A line that is not a value. ``reason`` is ``device_error: <text>`` for a known
-    error string of the gauge, else a short code: ``garbage``, ``bad_value``,
-    ``too_long``, ``empty``; ``ignored`` for lines that are neither (a power-on id line,
-    the echo of a command), which a reader drops without counting them as garbage."""
+    """A line that is not a value. ``reason`` is ``device_error: <text>`` for an error
+    code of the gauge (with its meaning, or "undocumented error code"), ``unsupported:
+    <text>`` for a well-formed record this collector cannot use (e.g. an angle in
+    deg:min:s), else a short code: ``garbage``, ``bad_value``, ``too_long``, ``empty``;
+    ``ignored`` for lines that are neither (a power-on id line, the echo of a command),
+    which a reader drops without counting them as garbage. Device errors and unsupported
+    records are reported (a ``gauge_error`` event): the gauge said something that is not
+    noise, and it must not vanish."""
 
     reason: str
 
     @property
     def device_error(self) -> bool:
         return self.reason.startswith("device_error")
+
+    @property
+    def reportable(self) -> bool:
+        """A device error or an unsupported record: an event, not just a counter."""
+        return self.reason.startswith(("device_error", "unsupported"))
 
     @property
     def ignored(self) -> bool:
@@ -226,14 +247,34 @@ def format_mitutoyo(value: str | Decimal, channel: int = 1) -> bytes:
     return f"0{channel}A{sign}{body.zfill(8)}".encode("ascii")
 
 
-_FLAGS = frozenset("<=>")
+# What a tolerance flag means, in one vocabulary for every family (gauges.md lists them).
+FLAG_VERDICTS: dict[str, str] = {
+    "<": "below", "=": "within", ">": "above",          # Sylvac, Mahr, Millimar
+    "-NG": "below", "GO": "within", "+NG": "above",     # Metro (and many counters)
+}
+
+
+def flag_verdict(flag: str | None) -> str | None:
+    """'+NG' -> 'above', '= <' -> 'within' (the first symbol is the tolerance verdict, a
+    second one is Millimar's warning limit); None for mode codes (ABS, MAX ...)."""
+    if not flag:
+        return None
+    return FLAG_VERDICTS.get(flag.split()[0].upper())
+
+
+def _flag(text: str | None) -> str | None:
+    """The flag as sent, blanks around dropped and inner runs of blanks made one."""
+    if text is None:
+        return None
+    return " ".join(text.split()) or None
 
 
 def _parse_generic(parser: Parser, text: str) -> Parsed | Rejected:
     """Configured regex: group 'value' required; 'unit', 'channel', 'flag' optional.
 
     The regex must match the whole line (surrounding blanks ignored): a partial match
-    inside a longer line is garbage, not a value.
+    inside a longer line is garbage, not a value. Whatever the 'flag' group captures is
+    kept as the gauge's flag (its verdict when it is one of FLAG_VERDICTS).
     """
     if parser.pattern is None:
         return Rejected("garbage")
@@ -248,10 +289,9 @@ def _parse_generic(parser: Parser, text: str) -> Parsed | Rejected:
     channel_text = groups.get("channel")
     if channel_text is not None and not (channel_text.isascii() and channel_text.isdigit()):
         return Rejected("bad_value")
-    flag = groups.get("flag") or None
-    if flag is not None and flag not in _FLAGS:
-        return Rejected("bad_value")
-    return Parsed(value, unit, int(channel_text) if channel_text else None, flag)
+    flag = _flag(groups.get("flag"))
+    return Parsed(value, unit, int(channel_text) if channel_text else None, flag,
+                  flag_verdict(flag))
 
 
 def _record_unit(unit: str | None) -> str | None:
@@ -284,14 +324,17 @@ def _parse_sylvac(_parser: Parser, text: str) -> Parsed | Rejected:
     if value is None:  # pragma: no cover - the regex admits only decimals
         return Rejected("bad_value")
     unit = canonical_unit(match["unit"]) if match["unit"] else None
-    return Parsed(value, unit, None, match["flag"])
+    return Parsed(value, unit, None, match["flag"], flag_verdict(match["flag"]))
 
 
-# Mahr Millimar C1202: features separated by ';', each 'N +012.34 mm' with an optional
-# tolerance flag, or 'N ERR6' for a deactivated feature.
-_MAHR_FEATURE = re.compile(r"(?P<feature>\d{1,2}) +(?:(?P<err>ERR\d)|(?P<sign>[+\-])?"
-                           r"(?P<number>\d+(?:\.\d+)?) *(?P<unit>mm|in|um|µm|inch)?"
-                           r" *(?P<flag>[<=>])?)")
+# Mahr Millimar C1202: features separated by ';', each 'N +012.34 mm' with the tolerance
+# symbol when tolerances are on ('<' below, '=' within, '>' above) and a second symbol
+# when warning limits are on too ('1 +012.34 mm = <'); 'N ERR6' for a deactivated
+# feature. Units mm, um, inch, deg, rad, or dms with the value as deg:min:s.
+_MAHR_FEATURE = re.compile(r"(?P<feature>\d{1,2}) +(?:(?P<err>ERR\d+)|(?P<sign>[+\-])?"
+                           r"(?:(?P<number>\d+(?:\.\d+)?)|(?P<dms>\d+:\d\d:\d\d(?:\.\d+)?))"
+                           r" *(?P<unit>mm|in|um|µm|inch|deg|rad|dms)?"
+                           r"(?P<flag>(?: *[<=>]){0,2}))")
 _MAHR_ERRORS = {"ERR6": "feature deactivated"}
 
 
@@ -307,14 +350,22 @@ def _parse_millimar(_parser: Parser, text: str) -> list[Parsed | Rejected] | Rej
             return Rejected("garbage")
         feature = int(match["feature"])
         if match["err"]:
-            meaning = _MAHR_ERRORS.get(match["err"], "device error")
+            meaning = _MAHR_ERRORS.get(match["err"], "undocumented error code")
             out.append(Rejected(f"device_error: feature {feature} {match['err']} ({meaning})"))
+            continue
+        if match["dms"] is not None or match["unit"] == "dms":
+            if match["dms"] is None or match["unit"] not in (None, "dms"):
+                return Rejected("garbage")
+            out.append(Rejected(f"unsupported: feature {feature} angle {match['dms']} dms "
+                                "(deg:min:s has no decimal resolution: set the C1202's "
+                                "unit to deg)"))
             continue
         value = _signed(match["sign"], match["number"])
         if value is None:  # pragma: no cover
             return Rejected("bad_value")
-        unit = canonical_unit(match["unit"]) if match["unit"] else None
-        out.append(Parsed(value, unit, feature, match["flag"]))
+        unit = _record_unit(match["unit"])
+        flag = " ".join(re.findall(r"[<=>]", match["flag"])) or None
+        out.append(Parsed(value, unit, feature, flag, flag_verdict(flag)))
     return out
 
 
@@ -336,7 +387,7 @@ def _parse_optors(_parser: Parser, text: str) -> Parsed | Rejected:
 
 # Chicago Dial Indicator: sign, an 8-character value field padded with blanks, ', ' and
 # the unit, e.g. '+   0.500, MM' or '-  0.0125, IN'.
-_CHICAGO = re.compile(r"(?P<sign>[+\-])(?P<field>[ 0-9.]{8}), ?(?P<unit>IN|MM)")
+_CHICAGO = re.compile(r"(?P<sign>[+\-])(?P<field>[ 0-9.]{8}), ?(?P<unit>IN|MM|in|mm)")
 _PLAIN_NUMBER = re.compile(r" *(?P<number>\d+\.\d*|\d*\.\d+|\d+) *")
 
 
@@ -355,26 +406,55 @@ def _parse_chicago(_parser: Parser, text: str) -> Parsed | Rejected:
     return Parsed(value, canonical_unit(match["unit"]))
 
 
-# Metro (Datavac) Mux: 'Vx: uuuu ttt seeeee.dddddd', e.g. 'V2: mm       -00001.250000';
-# errors 'Nxy:Ex' (E1 communication, E3 reading).
-_METRO = re.compile(r"V(?P<channel>[1-8]): (?P<unit>[^ ]{1,4})? *(?:(?P<kind>[A-Za-z]{1,3}) +)?"
-                    r"(?P<sign>[+\- ])(?P<number>\d+\.\d+)")
+# Metro (Datavac) Mux 2/4/8: 'Vx: uuuu ttt seeeee.dddddd' in fixed columns, e.g.
+# 'V2: mm       -00001.250000'. uuuu is the unit (mm, inch, IN, ...; blanks when the
+# instrument sends none), ttt the instrument's tolerance verdict (GO, +NG, -NG) or mode
+# (ABS, REL, MIN, MAX, ...; blanks when none), s the sign (+, - or a blank).
+# Errors 'Nxy:Ex' (E1 communication, E3 reading).
+_METRO = re.compile(r"V(?P<channel>[1-8]):(?P<head>[ -~]*?)(?P<sign>[+\- ])(?P<number>\d+\.\d+)")
+_METRO_FIXED = re.compile(r" (?P<unit>[A-Za-z/ ]{4}) (?P<tol>[A-Za-z+\- ]{3}) ")
+_METRO_WORD = re.compile(r"[+\-]?[A-Za-z][A-Za-z/]{0,3}")  # a unit or a code, unpadded
 _METRO_ERROR = re.compile(r"N(?P<channel>\d)(?P<sub>\d):E(?P<code>\d)")
 _METRO_ERRORS = {"1": "communication error", "3": "reading error"}
+_METRO_CODES = frozenset({"GO", "+NG", "-NG", "NG", "ABS", "REL", "MIN", "MAX"})
+
+
+def _metro_fields(head: str, sign: str) -> tuple[str | None, str | None] | None:
+    """(unit, tolerance/mode code) from the text between 'Vx:' and the sign; None if it
+    is neither the fixed columns nor (as some firmware sends) 1-2 blank-separated words."""
+    fixed = _METRO_FIXED.fullmatch(head)
+    if fixed is not None:
+        return fixed["unit"].strip() or None, fixed["tol"].strip() or None
+    words = head.split()
+    if not head.startswith(" ") or len(words) > 2 or not all(map(_METRO_WORD.fullmatch, words)):
+        return None
+    if words and not (head.endswith(" ") or sign == " "):
+        return None  # a word glued to the number's sign is not a column
+    if len(words) == 2:
+        return words[0], words[1]
+    if len(words) == 1:
+        word = words[0]
+        return (None, word) if word.upper() in _METRO_CODES or word[0] in "+-" else (word, None)
+    return None, None
 
 
 def _parse_metro(_parser: Parser, text: str) -> Parsed | Rejected:
     error = _METRO_ERROR.fullmatch(text.strip())
     if error is not None:
-        meaning = _METRO_ERRORS.get(error["code"], "device error")
+        meaning = _METRO_ERRORS.get(error["code"], "undocumented error code")
         return Rejected(f"device_error: {error.group(0)} ({meaning})")
     match = _METRO.fullmatch(text.rstrip(" "))
     if match is None:
         return Rejected("garbage")
+    fields = _metro_fields(match["head"], match["sign"])
+    if fields is None:
+        return Rejected("garbage")
+    unit, code = fields
     value = _signed(match["sign"], match["number"])
     if value is None:  # pragma: no cover
         return Rejected("bad_value")
-    return Parsed(value, _record_unit(match["unit"]), int(match["channel"]))
+    flag = _flag(code)
+    return Parsed(value, _record_unit(unit), int(match["channel"]), flag, flag_verdict(flag))
 
 
 _SYLVAC_ERRORS = (("ERR0", "sensor error"), ("ERR1", "bad command"), ("ERR2", "parity error"),
@@ -386,7 +466,7 @@ PRESETS: dict[str, Preset] = {
     "generic": Preset("generic", _parse_generic, 9600, 8, "N", 1, b"\r\n",
                       unit_in_record=True, needs_pattern=True),
     "sylvac": Preset("sylvac", _parse_sylvac, 4800, 7, "E", 2, b"\r",
-                     error_strings=tuple(code for code, _ in _SYLVAC_ERRORS),
+                     error_strings=("ERR",),
                      poll=b"?\r", echoes_commands=True, error_meanings=_SYLVAC_ERRORS,
                      ignore_prefixes=("SY",)),
     "millimar": Preset("millimar", _parse_millimar, 9600, 7, "E", 2, b"\r\n",
@@ -470,10 +550,16 @@ def parse_records(parser: Parser, line: bytes) -> list[Parsed | Rejected]:
 
 
 def _device_error(parser: Parser, text: str) -> Rejected | None:
+    """A line starting with one of the gauge's error strings, with the code's meaning
+    when the family documents it ('undocumented error code' when the family has a list
+    of codes and this one is not on it: still an error, never a value or silence)."""
     stripped = text.strip()
     for prefix in parser.error_strings:
         if stripped.startswith(prefix):
-            meaning = dict(parser.preset.error_meanings).get(stripped)
+            meanings = dict(parser.preset.error_meanings)
+            meaning = meanings.get(stripped)
+            if meaning is None and meanings and prefix in parser.preset.error_strings:
+                meaning = "undocumented error code"
             suffix = f" ({meaning})" if meaning else ""
             return Rejected(f"device_error: {stripped}{suffix}")
     return None

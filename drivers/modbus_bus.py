@@ -17,12 +17,16 @@ Why it looks like this:
   *for that press only*, and is tried again only after a capped exponential backoff, so
   it costs one timeout per backoff period; the other units keep their period. When it
   answers again it is online and back on its period.
-- pymodbus's own retries and auto-disconnect are switched off: ``retries=0``, and the
-  transaction manager's "close the connection after retries+3 silent requests" counter
-  is disarmed, because on a shared bus silence from one unit says nothing about the
-  link. The link is declared down (every unit offline, reconnect with backoff) when the
-  port or socket fails, or — over TCP — when no attached unit answered its last poll.
-- Modbus exception responses are per tag with the exception name, as in the TCP driver.
+- The RTU framing is our own (``drivers.rtu_master``): silence before every frame,
+  stray and late answers discarded, every answer checked against its request (unit,
+  function, byte count, CRC). pymodbus's RTU client took a late answer as the reply to
+  the next request and sent frames back to back (see that module). Silence from one
+  unit says nothing about the link: the link is declared down (every unit offline,
+  port released, reconnect with backoff) when the port or socket fails or cannot be
+  opened with its line settings, or — over TCP — when no attached unit answered its
+  last poll.
+- Modbus exception responses are per tag with the exception name, as in the TCP driver;
+  an answer that is not the answer to the request is per tag ``BadResponse``.
 """
 
 from __future__ import annotations
@@ -37,22 +41,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusIOException
-from pymodbus.framer import FramerType
-
-from drivers.base import Backoff, ConnectionChange, PollResult, Sink
-from drivers.modbus_codec import Block, TagSpec, decode_block, plan_blocks
+from drivers.base import Backoff, ConnectionChange, PollResult, Sink, report_failure
+from drivers.modbus_codec import Block, TagSpec, decode_block, plan_blocks, value_problems
 from drivers.modbus_tcp import exception_name
+from drivers.rtu_master import (
+    BadAnswer,
+    ExceptionAnswer,
+    LinkDown,
+    NoAnswer,
+    RtuMaster,
+    char_time_s,
+)
+from drivers.serial_settings import LineSettings
 
 log = logging.getLogger(__name__)
-logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+logging.getLogger("pymodbus").setLevel(logging.CRITICAL)  # as before: probes print one line
 
-Client = AsyncModbusSerialClient | AsyncModbusTcpClient
-
-
-class LinkDown(Exception):
-    """The port or socket is unusable; carries the reason."""
+__all__ = ["BusUnit", "LinkDown", "ModbusBus", "SerialLink", "TcpLink", "UnitTimeout",
+           "port_problem", "read_block", "read_once_rtu", "rtu_gap_s"]
 
 
 class UnitTimeout(Exception):
@@ -84,6 +90,10 @@ class SerialLink:
     def describe(self) -> str:
         return f"{self.port} {self.baudrate} {self.bytesize}{self.parity}{self.stopbits}"
 
+    @property
+    def settings(self) -> LineSettings:
+        return LineSettings(self.baudrate, self.bytesize, self.parity, self.stopbits)
+
 
 @dataclass(frozen=True, slots=True)
 class TcpLink:
@@ -103,22 +113,15 @@ class TcpLink:
 Link = SerialLink | TcpLink
 
 
-def new_client(link: Link, timeout_s: float, name: str) -> Client:
-    """A pymodbus RTU client that neither retries nor disconnects behind our back."""
-    client: Client
+def new_master(link: Link, inter_frame_s: float,
+               settings_where: str = "in the [plc] table of every press on this bus",
+               settings_cli: bool = False) -> RtuMaster:
+    """An RTU master for ``link`` keeping ``inter_frame_s`` of silence before each frame."""
     if isinstance(link, SerialLink):
-        client = AsyncModbusSerialClient(
-            link.port, framer=FramerType.RTU, baudrate=link.baudrate,
-            bytesize=link.bytesize, parity=link.parity, stopbits=link.stopbits,
-            timeout=timeout_s, retries=0, reconnect_delay=0, name=name)
-    else:
-        client = AsyncModbusTcpClient(
-            link.host, port=link.port, framer=FramerType.RTU, timeout=timeout_s,
-            retries=0, reconnect_delay=0, name=name)
-    # Disarm pymodbus's "no answer to retries+3 requests -> close" rule: on a shared bus
-    # one dead unit would otherwise cut the connection for every press.
-    client.ctx.max_until_disconnect = client.ctx.count_until_disconnect = 1 << 30
-    return client
+        return RtuMaster(port=link.port, settings=link.settings, gap_s=inter_frame_s,
+                         char_s=char_time_s(link.settings), settings_where=settings_where,
+                         settings_cli=settings_cli)
+    return RtuMaster(host=link.host, tcp_port=link.port, gap_s=inter_frame_s)
 
 
 def port_problem(path: str) -> str:
@@ -139,58 +142,29 @@ def port_problem(path: str) -> str:
     return ""
 
 
-def _cannot_open(link: Link) -> str:
-    if isinstance(link, SerialLink):
-        return port_problem(link.port) or f"cannot open {link.describe()}"
-    return f"cannot connect to {link.host}:{link.port}"
-
-
-def _reader(client: Client, area: str) -> Any:
-    return {
-        "holding": client.read_holding_registers,
-        "input": client.read_input_registers,
-        "coil": client.read_coils,
-        "discrete": client.read_discrete_inputs,
-    }[area]
-
-
-async def read_block(client: Client, block: Block, unit: int, timeout_s: float,
+async def read_block(master: RtuMaster, block: Block, unit: int, timeout_s: float,
                      retries: int) -> tuple[dict[str, Any] | None, str | None]:
-    """Read and decode one block on a bus: (values, None) or (None, exception name).
+    """Read and decode one block on a bus: (values, None) or (None, error name).
 
-    Raises ``UnitTimeout`` when the unit stays silent through ``retries`` repeats and
-    ``LinkDown`` when the port/socket fails. The per-unit timeout is set on the client's
-    transaction parameters before each request: one client serves units with different
-    timeouts (a slow old PLC beside fast ones).
+    The error name is the Modbus exception's, or ``BadResponse`` for an answer that is
+    not the answer to this request. Raises ``UnitTimeout`` when the unit stays silent
+    through ``retries`` repeats and ``LinkDown`` when the port/socket fails.
     """
-    client.ctx.comm_params.timeout_connect = timeout_s
-    read = _reader(client, block.area)
-    for _attempt in range(retries + 1):
-        try:
-            response = await read(block.start, count=block.count, device_id=unit)
-        except asyncio.CancelledError:
-            raise
-        except ModbusIOException as exc:
-            if "device id" in str(exc) or "No response" in str(exc):
-                continue  # silence, or a stray frame from another unit: retry
-            raise LinkDown(str(exc) or "I/O error") from exc
-        except (ConnectionException, OSError) as exc:
-            raise LinkDown(_link_reason(exc)) from exc
-        if response.isError():
-            return None, exception_name(getattr(response, "exception_code", 0))
-        data = response.bits if block.is_bits else response.registers
-        try:
-            return decode_block(block, data), None
-        except ValueError:
-            return None, "BadResponse"
-    raise UnitTimeout(f"timeout (unit {unit} did not answer)")
-
-
-def _link_reason(exc: BaseException) -> str:
-    text = str(exc)
-    if "Not connected" in text or "cannot connect" in text:
-        return "connection lost"
-    return text[:200] or type(exc).__name__
+    try:
+        data = await master.read(unit, block.area, block.start, block.count, timeout_s,
+                                 retries)
+    except ExceptionAnswer as exc:
+        return None, exception_name(exc.code)
+    except BadAnswer as exc:
+        log.warning("bus %s unit %d, %s %d+%d: %s", master.name, unit, block.area,
+                    block.start, block.count, exc)
+        return None, "BadResponse"
+    except NoAnswer as exc:
+        raise UnitTimeout(f"timeout (unit {unit} did not answer)") from exc
+    try:
+        return decode_block(block, data), None
+    except ValueError:
+        return None, "BadResponse"
 
 
 def _no_sink(_event: object) -> None:
@@ -248,7 +222,7 @@ class ModbusBus:
         self.stats = {"requests": 0, "reconnects": 0, "link_errors": 0}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._last_frame_end = 0.0
+        self.master: RtuMaster | None = None  # the current line (stats: discarded bytes)
 
     @property
     def name(self) -> str:
@@ -285,6 +259,9 @@ class ModbusBus:
             self._task = asyncio.create_task(self.run(), name=f"bus {self.name}")
         try:
             await asyncio.shield(self._task)
+        except Exception as exc:  # the bus loop died of a bug: this press is not polled
+            report_failure(unit.set_online, source, exc)
+            raise
         finally:
             unit.attached = False
             unit.sink = _no_sink
@@ -298,55 +275,49 @@ class ModbusBus:
     async def run(self) -> None:
         """Connect, serve the units, reconnect after a link failure, until cancelled."""
         first = True
-        while True:
+        while self._attached():
             if not first:
                 self.stats["reconnects"] += 1
             first = False
-            timeout = max((u.timeout_s for u in self.units.values()), default=1.0)
-            client = new_client(self.link, timeout, self.name)
+            master = new_master(self.link, self.inter_frame_s)
+            self.master = master
             try:
-                if not await client.connect():
-                    raise LinkDown(_cannot_open(self.link))
+                await master.open()
                 self.link_backoff.reset()
-                await self._serve(client)
+                await self._serve(master)
             except LinkDown as exc:
                 self.stats["link_errors"] += 1
                 log.warning("bus %s down: %s", self.name, exc)
                 for unit in self._attached():
                     unit.set_online(False, str(exc))
             finally:
-                client.close()
+                await master.close()  # released before the backoff, never held
             await asyncio.sleep(self.link_backoff.next_delay())
 
     def _attached(self) -> list[BusUnit]:
         return [u for u in self.units.values() if u.attached]
 
-    async def _serve(self, client: Client) -> None:
+    async def _serve(self, master: RtuMaster) -> None:
         now = time.monotonic()
         for unit in self._attached():  # after a reconnect every unit starts afresh
             unit.anchor, unit.slot, unit.next_due = now, 0, now
         while True:
             units = self._attached()
             if not units:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
+                return  # the last press left: run() ends (no idle wait without a timer)
             unit = min(units, key=lambda u: u.next_due)
             delay = unit.next_due - time.monotonic()
             if delay > 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                    async with asyncio.timeout(delay):  # wait_for may swallow a cancel (3.11)
+                        await self._wake.wait()
                 continue  # re-pick: a unit may have been attached meanwhile
-            gap = self._last_frame_end + self.inter_frame_s - time.monotonic()
-            if gap > 0:
-                await asyncio.sleep(gap)
-            await self._poll_unit(client, unit)
-            self._last_frame_end = time.monotonic()
+            await self._poll_unit(master, unit)  # the master keeps the silence per frame
             if isinstance(self.link, TcpLink) and not any(u.last_ok for u in self._attached()):
                 raise LinkDown("no unit answers")
 
-    async def _poll_unit(self, client: Client, unit: BusUnit) -> None:
+    async def _poll_unit(self, master: RtuMaster, unit: BusUnit) -> None:
         scheduled = unit.next_due
         started = time.monotonic()
         values: dict[str, Any] = {}
@@ -354,10 +325,14 @@ class ModbusBus:
         try:
             for block in unit.blocks:
                 self.stats["requests"] += 1
-                got, error = await read_block(client, block, unit.unit, unit.timeout_s,
+                got, error = await read_block(master, block, unit.unit, unit.timeout_s,
                                               unit.retries)
                 if got is not None:
+                    bad = value_problems(block, got)
                     values.update(got)
+                    if bad:  # NaN/inf, text that is not UTF-8: a value, flagged per tag
+                        unit.stats["errors"] += len(bad)
+                        errors.update(bad)
                     continue
                 unit.stats["errors"] += 1
                 for tag in block.tags:
@@ -375,7 +350,8 @@ class ModbusBus:
             unit.anchor, unit.slot = scheduled, 0
             unit.set_online(True, "")
         unit.stats["polls"] += 1
-        unit.emit(PollResult(unit.source, time.time(), values, errors, scheduled, started))
+        unit.emit(PollResult(unit.source, time.time(), values, errors, scheduled, started,
+                             unit.stats["late_polls"]))
         self._next_slot(unit)
 
     @staticmethod
@@ -392,20 +368,24 @@ class ModbusBus:
 
 
 async def read_once_rtu(link: Link, unit: int, tags: Sequence[TagSpec], timeout_s: float,
-                        retries: int = 0, max_gap: int = 8) -> dict[str, Any]:
+                        retries: int = 0, max_gap: int = 8,
+                        inter_frame_s: float | None = None, settings_where: str = "",
+                        settings_cli: bool = True) -> dict[str, Any]:
     """Read every tag once over RTU (CLI probe): ``{name: value | TagError}``.
 
-    Raises ``ConnectionError`` when the port cannot be opened or the unit does not answer.
+    Raises ``ConnectionError`` when the port cannot be opened (a refused line setting is
+    named) or the unit does not answer; the port is always released.
     """
     from drivers.modbus_tcp import TagError
 
-    client = new_client(link, timeout_s, "probe")
+    if inter_frame_s is None:
+        inter_frame_s = rtu_gap_s(link.baudrate) if isinstance(link, SerialLink) else 0.0
+    master = new_master(link, inter_frame_s, settings_where, settings_cli)
     out: dict[str, Any] = {}
     try:
-        if not await client.connect():
-            raise ConnectionError(_cannot_open(link))
+        await master.open()
         for block in plan_blocks(tags, max_gap):
-            got, error = await read_block(client, block, unit, timeout_s, retries)
+            got, error = await read_block(master, block, unit, timeout_s, retries)
             if got is None:
                 out.update({t.name: TagError(error or "error") for t in block.tags})
             else:
@@ -415,6 +395,5 @@ async def read_once_rtu(link: Link, unit: int, tags: Sequence[TagSpec], timeout_
     except LinkDown as exc:
         raise ConnectionError(f"{link.key}: {exc}") from exc
     finally:
-        with contextlib.suppress(Exception):
-            client.close()
+        await master.close()
     return out

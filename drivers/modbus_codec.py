@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any, Literal
 
+from drivers.base import INVALID_TEXT, NON_FINITE, non_finite_text
+
 Area = Literal["holding", "input", "coil", "discrete"]
 TagType = Literal["bool", "int16", "uint16", "int32", "uint32", "float32", "float64", "string"]
 Order = Literal["ABCD", "CDAB", "BADC", "DCBA"]
@@ -160,6 +162,10 @@ class Block:
     count: int
     tags: tuple[TagSpec, ...]
     plan: _RegisterPlan | _BitPlan = field(compare=False, repr=False)
+    # Tags whose decoded value may need a look (see value_problems): float results
+    # (NaN/inf) and strings (bytes that are not UTF-8).
+    floats: tuple[str, ...] = field(default=(), compare=False, repr=False)
+    texts: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     @property
     def is_bits(self) -> bool:
@@ -167,8 +173,10 @@ class Block:
 
 
 def _string_post(raw: bytes) -> str:
-    """PLC strings are NUL-terminated or NUL/space padded; bytes after a NUL are stale."""
-    return raw.split(b"\x00", 1)[0].decode("ascii", "replace").rstrip(" ")
+    """PLC strings are NUL-terminated or NUL/space padded; bytes after a NUL are stale.
+    Decoded as UTF-8 (ASCII is a subset; a lot number with an umlaut survives); bytes
+    that are not UTF-8 become U+FFFD and the tag gets a per-tag error (value_problems)."""
+    return raw.split(b"\x00", 1)[0].decode("utf-8", "replace").rstrip(" ")
 
 
 def _scaler(scale: float, offset: float) -> Callable[[Any], float]:
@@ -267,7 +275,29 @@ def make_block(area: str, tags: Sequence[TagSpec]) -> Block:
     start = min(t.address for t in tags)
     count = max(t.end for t in tags) - start
     plan = _bit_plan(start, tags) if area in BIT_AREAS else _register_plan(start, count, tags)
-    return Block(area=area, start=start, count=count, tags=tuple(tags), plan=plan)
+    floats = tuple(t.name for t in tags if area not in BIT_AREAS and t.type not in (
+        "string", "bool") and (t.type in ("float32", "float64") or not t.identity_scaling))
+    texts = tuple(t.name for t in tags if area not in BIT_AREAS and t.type == "string")
+    return Block(area=area, start=start, count=count, tags=tuple(tags), plan=plan,
+                 floats=floats, texts=texts)
+
+
+def value_problems(block: Block, values: dict[str, Any]) -> dict[str, str]:
+    """Per-tag errors for decoded values JSON cannot carry as they are, fixing the value
+    in place: a NaN/inf float becomes 'NaN'/'Infinity'/'-Infinity' (``NonFinite``), a
+    string with bytes that are not UTF-8 keeps U+FFFD for them (``InvalidUTF8``). Only
+    the block's float and string tags are looked at: nothing for an integer block."""
+    problems: dict[str, str] = {}
+    for name in block.floats:
+        value = values.get(name)
+        if isinstance(value, float) and not math.isfinite(value):
+            values[name] = non_finite_text(value)
+            problems[name] = NON_FINITE
+    for name in block.texts:
+        value = values.get(name)
+        if isinstance(value, str) and "\ufffd" in value:
+            problems[name] = INVALID_TEXT
+    return problems
 
 
 # ---------------------------------------------------------------------------- planning

@@ -26,8 +26,8 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
 from pymodbus.pdu import ModbusPDU
 
-from drivers.base import Backoff, ConnectionChange, PollResult, Sink
-from drivers.modbus_codec import Block, TagSpec, decode_block, plan_blocks
+from drivers.base import Backoff, ConnectionChange, PollResult, Sink, report_failure
+from drivers.modbus_codec import Block, TagSpec, decode_block, plan_blocks, value_problems
 
 log = logging.getLogger(__name__)
 logging.getLogger("pymodbus").setLevel(logging.WARNING)
@@ -163,7 +163,16 @@ class ModbusPoller:
         self._late_in_burst = 0  # slots skipped in the current burst of late polls
 
     async def run(self, sink: Sink) -> None:
-        """Connect, poll, reconnect, until cancelled; device trouble never escapes."""
+        """Connect, poll, reconnect, until cancelled; device trouble never escapes.
+        A failure that does escape (a bug, e.g. in the sink) first reports the device
+        offline (``report_failure``), then propagates to the supervisor."""
+        try:
+            await self._run(sink)
+        except Exception as exc:
+            report_failure(self._set_online, self.source, exc)
+            raise
+
+    async def _run(self, sink: Sink) -> None:
         self._sink = sink
         attempts = 0
         while True:
@@ -223,7 +232,11 @@ class ModbusPoller:
         for read, block in zip(readers, self.blocks, strict=True):
             got, error = await _read_block(read, block, self.unit)
             if got is not None:
+                bad = value_problems(block, got)
                 values.update(got)
+                if bad:  # NaN/inf, text that is not UTF-8: a value, flagged per tag
+                    self.stats["errors"] += len(bad)
+                    errors.update(bad)
                 continue
             self.stats["errors"] += 1
             for tag in block.tags:

@@ -58,7 +58,7 @@ from asyncua.crypto import security_policies, uacrypto
 from asyncua.crypto.truststore import TrustStore
 from cryptography import x509
 
-from drivers.base import Backoff, ConnectionChange, PollResult, Sink
+from drivers.base import Backoff, ConnectionChange, PollResult, Sink, json_safe, report_failure
 from drivers.certificates import dates_problem
 from drivers.opcua_nodes import NodeRef, parse_node
 
@@ -299,9 +299,20 @@ async def connect(url: str, security: OpcuaSecurity, timeout_s: float = 4.0,
 
 
 async def close(client: Client, timeout_s: float = 2.0) -> None:
-    """Close a session; never raises and never hangs on a dead server."""
-    with contextlib.suppress(BaseException):
-        await asyncio.wait_for(client.disconnect(), timeout_s)
+    """Close a session; never hangs on a dead server, raises nothing but a cancel.
+
+    A cancel that arrives while closing is passed on after the socket is dropped: it
+    used to be swallowed here, and a driver cancelled during a close (daemon stop, a
+    supervisor restarting it) kept running for ever."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await client.disconnect()
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            client.disconnect_socket()
+        raise
+    except Exception:  # a dead or rude server: the socket is dropped below anyway
+        log.debug("session close failed", exc_info=True)
     with contextlib.suppress(Exception):
         client.disconnect_socket()
 
@@ -359,6 +370,27 @@ def _no_sink(_event: object) -> None:
     """Placeholder until run() is given the real sink."""
 
 
+async def _next_event(sub: Subscription, timeout: float) -> Any:
+    """``sub.next_event(timeout)`` without ``asyncio.wait_for``: on Python 3.11 a cancel
+    that met wait_for there waited for the inner queue getter's own cancellation, which
+    after a crashed session never came, so the driver could not be stopped (daemon stop,
+    supervisor restart). Same private queue as ``_drain`` (pinned asyncua)."""
+    if sub._event_queue is None:
+        sub._event_queue = asyncio.Queue(maxsize=sub._queue_maxsize)
+    getter = asyncio.ensure_future(sub._event_queue.get())
+    try:
+        done, _ = await asyncio.wait({getter}, timeout=timeout)
+    finally:
+        if not getter.done():
+            getter.cancel()
+    if getter not in done:
+        return None
+    item = getter.result()
+    if item is None:
+        raise StopAsyncIteration
+    return item
+
+
 # --------------------------------------------------------------------------- poller
 
 
@@ -399,7 +431,7 @@ class OpcuaPoller:
         self.watchdog_s = watchdog_s
         self.backoff = backoff or Backoff(initial=0.5, maximum=10.0)
         self.stats = {"polls": 0, "notifications": 0, "errors": 0, "reconnects": 0,
-                      "sessions": 0, "vanished": 0}
+                      "sessions": 0, "vanished": 0, "late_polls": 0}
         self.online: bool | None = None
         self._sink: Sink = _no_sink
         self._values: dict[str, Any] = {}
@@ -409,7 +441,16 @@ class OpcuaPoller:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def run(self, sink: Sink) -> None:
-        """Connect, subscribe, poll, reconnect, until cancelled; device trouble never escapes."""
+        """Connect, subscribe, poll, reconnect, until cancelled; device trouble never escapes.
+        A failure that does escape (a bug, e.g. in the sink) first reports the device
+        offline (``report_failure``), then propagates to the supervisor."""
+        try:
+            await self._run(sink)
+        except Exception as exc:
+            report_failure(self._set_online, self.source, exc)
+            raise
+
+    async def _run(self, sink: Sink) -> None:
         self._sink = sink
         attempts = 0
         while True:
@@ -530,7 +571,7 @@ class OpcuaPoller:
                                 next_retry - now, _WAIT_STEP_S))
             if sub is not None:
                 try:
-                    event = await sub.next_event(timeout=wait)
+                    event = await _next_event(sub, wait)
                 except StopAsyncIteration:
                     raise LinkDown("subscription closed") from None
                 if event is not None:
@@ -547,11 +588,13 @@ class OpcuaPoller:
                 except Exception as exc:
                     raise LinkDown(self._lost or describe(exc)) from exc
                 self._apply_reads(poll_tags, results)
-                self._deliver()
+                self._deliver(scheduled=next_poll, started=now)
                 last_emit = now = time.monotonic()
                 next_poll += self.poll_interval_s
-                if next_poll < now:  # late: skip missed slots instead of bursting
-                    next_poll = now + self.poll_interval_s
+                if next_poll < now:  # late: skip missed slots (counted) instead of bursting
+                    missed = int((now - next_poll) // self.poll_interval_s) + 1
+                    self.stats["late_polls"] += missed
+                    next_poll += missed * self.poll_interval_s
             if now >= next_retry and sub is not None:
                 next_retry = await self._retry_missing(client, sub, missing, retry)
             if now - last_emit >= self.heartbeat_s:
@@ -639,18 +682,26 @@ class OpcuaPoller:
 
     def _store(self, name: str, value: Any, error: str | None) -> None:
         if error is None:
+            value, problem = json_safe(value)  # NaN/inf, a String that is not UTF-8
             self._values[name] = value
-            self._errors.pop(name, None)
+            if problem is None:
+                self._errors.pop(name, None)
+            else:
+                self.stats["errors"] += 1
+                self._errors[name] = problem
         else:
             self.stats["errors"] += 1
             self._values.pop(name, None)
             self._errors[name] = error
 
-    def _deliver(self) -> None:
+    def _deliver(self, scheduled: float | None = None, started: float | None = None) -> None:
+        """One snapshot. ``scheduled``/``started``: the poll slot and the moment its read
+        began (polled tags: jitter and late slots as for Modbus); now for data changes."""
         self.stats["polls"] += 1
         now = time.monotonic()
         self._emit(PollResult(self.source, time.time(), dict(self._values), dict(self._errors),
-                              now, now))
+                              now if scheduled is None else scheduled,
+                              now if started is None else started, self.stats["late_polls"]))
 
     def _set_online(self, online: bool, reason: str) -> None:
         """Emit a ConnectionChange only when the state really changes."""

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from datetime import date
 
 import serial
-import serial_asyncio_fast
 
 from drivers.base import Backoff, ConnectionChange, GaugeError, GaugeValue, Sink
 from drivers.gauge_parsers import (
@@ -45,6 +44,13 @@ from drivers.gauge_parsers import (
     make_parser,
     parse_records,
     poll_commands,
+)
+from drivers.serial_settings import (
+    LineSettings,
+    explain_refusal,
+    is_settings_refusal,
+    open_serial_streams,
+    refused_settings,
 )
 
 log = logging.getLogger(__name__)
@@ -204,6 +210,8 @@ class SerialGauge:
         echo: bool | None = None,
         calibration_due: date | None = None,
         today: Callable[[], date] = date.today,
+        settings_where: str = "",
+        settings_cli: bool = False,
     ) -> None:
         self.gauge_id = gauge_id
         # Values and errors carry the gauge's id from its own config ('g1'), which is what
@@ -236,6 +244,9 @@ class SerialGauge:
         self.echo = preset.echoes_commands if echo is None else echo
         self.calibration_due = calibration_due
         self._today = today
+        # Where a refused line setting is overridden (said in the reason): config or CLI.
+        self.settings_where = settings_where or f"in [[gauges]] {self.name}"
+        self.settings_cli = settings_cli
         self._writer: asyncio.StreamWriter | None = None
         self._echo_pending: list[bytes] = []
         self._answer = asyncio.Event()
@@ -255,7 +266,7 @@ class SerialGauge:
             except (OSError, ValueError, termios.error) as exc:  # SerialException: OSError
                 self.stats["open_failures"] += 1
                 log.debug("%s: cannot open %s: %s", self.gauge_id, self.port, exc)
-                self._set_online(False, _reason(exc))
+                self._set_online(False, await self._open_failure(exc))
                 await asyncio.sleep(self.backoff.next_delay())
                 continue
             poller: asyncio.Task[None] | None = None
@@ -276,10 +287,24 @@ class SerialGauge:
             self._lost(reason)
             await asyncio.sleep(self.backoff.next_delay())
 
+    @property
+    def ever_opened(self) -> bool:
+        """The port was open at least once (a probe tells "cannot open" from "lost")."""
+        return self._opened > 0
+
+    async def _open_failure(self, exc: BaseException) -> str:
+        """The reason an open failed; for refused line settings, which setting and the
+        override to try (not pyserial's bare "(22, 'Invalid argument')")."""
+        if not is_settings_refusal(exc):
+            return _reason(exc)
+        settings = LineSettings(self.baudrate, self.bytesize, self.parity, self.stopbits)
+        refused = await asyncio.to_thread(refused_settings, self.port, settings)
+        return explain_refusal(self.port, settings, refused, self.settings_where,
+                               self.settings_cli)
+
     async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await serial_asyncio_fast.open_serial_connection(
-            url=self.port, baudrate=self.baudrate, bytesize=self.bytesize,
-            parity=self.parity, stopbits=self.stopbits, exclusive=True)
+        return await open_serial_streams(
+            self.port, LineSettings(self.baudrate, self.bytesize, self.parity, self.stopbits))
 
     def _set_lines(self, writer: asyncio.StreamWriter) -> None:
         """Set DTR/RTS as the cable needs (Sylvac: powered by DTR on, RTS off)."""
@@ -404,10 +429,10 @@ class SerialGauge:
             self._garbage_log.good()
             self._sink(GaugeValue(self.name, ts, result.value,
                                   result.unit or self.unit_default, result.channel, line,
-                                  result.flag, overdue))
+                                  result.flag, overdue, result.verdict))
         elif result.ignored:
             self.stats["ignored"] += 1
-        elif result.device_error:
+        elif result.reportable:
             self.stats["errors"] += 1
             self._garbage_log.good()
             log.info("%s: %s", self.gauge_id, result.reason)

@@ -51,7 +51,7 @@ def format_record(preset: str, value: str | Decimal, channel: int = 1, unit: str
         text = f"{sign}{body.rjust(8)}, {unit.upper()}"
     elif preset == "metro":
         whole, _, frac = body.partition(".")
-        text = f"V{channel}: {unit:<4} {'':3} {sign}{whole.zfill(5)}.{frac.ljust(6, '0')}"
+        text = f"V{channel}: {unit:<4} {flag:<3} {sign}{whole.zfill(5)}.{frac.ljust(6, '0')}"
     else:
         raise ValueError(f"no simulator format for preset {preset!r}")
     return text.encode("ascii")

@@ -268,6 +268,12 @@ class OpcuaPressSimulator:
 
     # ------------------------------------------------------------------ press state
 
+    def set_raw(self, name: str, value: Any) -> None:
+        """Any value for a node, as a PLC may send it: NaN, infinities, a String with
+        bytes that are not UTF-8 (give lone surrogates: asyncua writes them back as the
+        original bytes)."""
+        self._set(name, value)
+
     def _set(self, name: str, value: Any) -> None:
         self._state[name] = value
         self._dirty.add(name)

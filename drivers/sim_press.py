@@ -266,6 +266,11 @@ class PressSimulator:
     def running(self) -> bool:
         return bool(self._coils & 2)
 
+    def set_registers(self, address: int, registers: list[int]) -> None:
+        """Raw holding registers, as a PLC program may leave them (a NaN float, string
+        bytes that are not text): what the collector must survive."""
+        self._hr[address : address + len(registers)] = registers
+
     def set_die(self, die: int) -> None:
         self._write("die_id", die)
 

@@ -116,9 +116,17 @@ def test_generic_error_strings(line: bytes, reason: str) -> None:
 def test_generic_channel_flag_and_unit_aliases() -> None:
     parser = make_parser("generic", pattern=r"(?P<channel>\d) (?P<value>[+-]\d+\.\d+) "
                                             r"(?P<unit>mm|IN|inch)(?P<flag>[<=>])?")
-    assert parse_line(parser, b"1 +012.34 mm=") == Parsed("12.34", "mm", 1, "=")
+    assert parse_line(parser, b"1 +012.34 mm=") == Parsed("12.34", "mm", 1, "=", "within")
     assert parse_line(parser, b"2 -000.50 IN") == Parsed("-0.50", "in", 2, None)
-    assert parse_line(parser, b"3 +1.0 inch>") == Parsed("1.0", "in", 3, ">")
+    assert parse_line(parser, b"3 +1.0 inch>") == Parsed("1.0", "in", 3, ">", "above")
+
+
+def test_generic_keeps_any_flag_its_pattern_captures() -> None:
+    """A flag outside < = > (e.g. GO/NG of a counter) used to make the line garbage: the
+    flagged reading vanished. It is a value with its flag kept."""
+    parser = make_parser("generic", pattern=r"(?P<value>[+-]?\d+\.\d+) mm (?P<flag>\S+)")
+    assert parse_line(parser, b"+1.250 mm +NG") == Parsed("1.250", None, None, "+NG", "above")
+    assert parse_line(parser, b"+1.250 mm NGX") == Parsed("1.250", None, None, "NGX", None)
 
 
 def test_generic_value_group_must_hold_a_plain_decimal() -> None:

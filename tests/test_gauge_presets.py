@@ -57,9 +57,9 @@ def test_poll_commands() -> None:
     (b"-0.0020", Parsed("-0.0020")),
     (b" 0.010", Parsed("0.010")),          # a blank is the plus sign
     (b" 12.345", Parsed("12.345")),
-    (b"-12.345<", Parsed("-12.345", None, None, "<")),
-    (b"+0.500=", Parsed("0.500", None, None, "=")),
-    (b" 1.000>", Parsed("1.000", None, None, ">")),
+    (b"-12.345<", Parsed("-12.345", None, None, "<", "below")),
+    (b"+0.500=", Parsed("0.500", None, None, "=", "within")),
+    (b" 1.000>", Parsed("1.000", None, None, ">", "above")),
     (b"+0.4920 IN", Parsed("0.4920", "in")),
 ])
 def test_sylvac_records(line: bytes, expected: Parsed) -> None:
@@ -68,7 +68,8 @@ def test_sylvac_records(line: bytes, expected: Parsed) -> None:
 
 @pytest.mark.parametrize(("line", "meaning"), [
     (b"ERR0", "sensor error"), (b"ERR1", "bad command"), (b"ERR2", "parity error"),
-    (b"ERR3", "over range"),
+    (b"ERR3", "over range"), (b"ERR7", "undocumented error code"),
+    (b"ERR12", "undocumented error code"),
 ])
 def test_sylvac_errors(line: bytes, meaning: str) -> None:
     assert parse_line(SYLVAC, line) == Rejected(f"device_error: {line.decode()} ({meaning})")
@@ -91,12 +92,28 @@ def test_millimar_multi_feature_record() -> None:
     got = parse_records(MILLIMAR, b"1 +012.34 mm;2 -000.05 mm<;3 ERR6")
     assert got == [
         Parsed("12.34", "mm", 1, None),
-        Parsed("-0.05", "mm", 2, "<"),
+        Parsed("-0.05", "mm", 2, "<", "below"),
         Rejected("device_error: feature 3 ERR6 (feature deactivated)"),
     ]
     assert parse_records(MILLIMAR, b"1 +012.34 mm") == [Parsed("12.34", "mm", 1)]
-    assert parse_records(MILLIMAR, b"1 +012.34 mm =") == [Parsed("12.34", "mm", 1, "=")]
+    assert parse_records(MILLIMAR, b"1 +012.34 mm =") == [Parsed("12.34", "mm", 1, "=", "within")]
     assert parse_line(MILLIMAR, b"1 +1.0 mm;2 +2.0 mm") == Rejected("multiple_records")
+
+
+def test_millimar_tolerance_and_warning_flags_units_and_errors() -> None:
+    """C1202 manual: with warning limits on, a second symbol follows the tolerance one;
+    units mm/um/inch/deg/rad; an angle in dms and any ERRn are reported, never dropped."""
+    got = parse_records(MILLIMAR, b"1 +012.34 mm > ;2 -000.05 mm = <;3 +001.50 deg =;"
+                                  b"4 ERR9;5 +012:30:15 dms")
+    assert got == [
+        Parsed("12.34", "mm", 1, ">", "above"),
+        Parsed("-0.05", "mm", 2, "= <", "within"),
+        Parsed("1.50", "deg", 3, "=", "within"),
+        Rejected("device_error: feature 4 ERR9 (undocumented error code)"),
+        Rejected("unsupported: feature 5 angle 012:30:15 dms (deg:min:s has no decimal "
+                 "resolution: set the C1202's unit to deg)"),
+    ]
+    assert all(r.reportable for r in got if isinstance(r, Rejected))
 
 
 @pytest.mark.parametrize("line", [b"1 +012.34 mm;garbage", b"+012.34 mm", b"1 +012.34 mm;;",
@@ -145,14 +162,27 @@ def test_chicago_garbage(line: bytes) -> None:
 @pytest.mark.parametrize(("line", "expected"), [
     (b"V2: mm       -00001.250000", Parsed("-1.250000", "mm", 2)),
     (b"V1: in       +00000.012500", Parsed("0.012500", "in", 1)),
-    (b"V8: mm   abs  00012.000000", Parsed("12.000000", "mm", 8)),
+    (b"V8: mm   abs  00012.000000", Parsed("12.000000", "mm", 8, "abs")),
+    # The instrument's own tolerance verdict in the ttt column: a flagged value is a value.
+    (b"V2: mm   +NG +00001.250000", Parsed("1.250000", "mm", 2, "+NG", "above")),
+    (b"V3: mm   -NG -00000.750000", Parsed("-0.750000", "mm", 3, "-NG", "below")),
+    (b"V4: mm   GO  +00001.000000", Parsed("1.000000", "mm", 4, "GO", "within")),
+    (b"V5: inch MAX  00000.012500", Parsed("0.012500", "in", 5, "MAX")),
+    (b"V6:      REL -00000.001000", Parsed("-0.001000", None, 6, "REL")),
+    (b"V7: m/s  XYZ +00003.000000", Parsed("3.000000", "m/s", 7, "XYZ")),  # unknown: kept
+    (b"V1: IN   +NG  00000.500000", Parsed("0.500000", "in", 1, "+NG", "above")),
+    # firmware that does not pad the columns
+    (b"V2: mm +NG -1.25", Parsed("-1.25", "mm", 2, "+NG", "above")),
+    (b"V2: -NG -1.25", Parsed("-1.25", None, 2, "-NG", "below")),
+    (b"V2: mm -1.25", Parsed("-1.25", "mm", 2)),
 ])
 def test_metro_records(line: bytes, expected: Parsed) -> None:
     assert parse_line(METRO, line) == expected
 
 
 @pytest.mark.parametrize(("line", "meaning"), [(b"N21:E1", "communication error"),
-                                               (b"N30:E3", "reading error")])
+                                               (b"N30:E3", "reading error"),
+                                               (b"N40:E5", "undocumented error code")])
 def test_metro_errors(line: bytes, meaning: str) -> None:
     assert parse_line(METRO, line) == Rejected(f"device_error: {line.decode()} ({meaning})")
 
@@ -169,19 +199,20 @@ def test_mitutoyo_multiplexer_channels() -> None:
 # What a value line must look like, written independently of each parser.
 STRICT = {
     "sylvac": re.compile(rb"[+\- ]?\d+(\.\d+)?( ?(mm|in|inch|MM|IN))?[<=>]? *"),
-    "millimar": re.compile(rb" *\d{1,2} +([+-]?\d+(\.\d+)? *(mm|in|um|\xc2\xb5m|inch)? *[<=>]?"
-                           rb"|ERR\d)( *; *\d{1,2} +([+-]?\d+(\.\d+)? *(mm|in|um|inch)? *[<=>]?"
-                           rb"|ERR\d))* *;? *"),
+    "millimar": re.compile(rb" *\d{1,2} +([+-]?\d+(\.\d+)? *(mm|in|um|\xc2\xb5m|inch|deg|rad)?"
+                           rb"( *[<=>]){0,2}|ERR\d+|[+-]?\d+:\d\d:\d\d *(dms)?)"
+                           rb"( *; *\d{1,2} +([+-]?\d+(\.\d+)? *(mm|in|um|inch|deg|rad)?"
+                           rb"( *[<=>]){0,2}|ERR\d+|[+-]?\d+:\d\d:\d\d *(dms)?))* *;? *"),
     "mahr_optors": re.compile(rb" *[+-]? *\d+\.\d+ *(mm|in|inch|um)\s*", re.IGNORECASE),
-    "chicago": re.compile(rb"[+-] *(\d+\.?\d*|\d*\.\d+) *, ?(IN|MM) *"),
-    "metro": re.compile(rb"V[1-8]: \S{0,4} *([A-Za-z]{1,3} +)?[+\- ]\d+\.\d+ *"),
+    "chicago": re.compile(rb"[+-] *(\d+\.?\d*|\d*\.\d+) *, ?(IN|MM|in|mm) *"),
+    "metro": re.compile(rb"V[1-8]:( [ -~]{4} [ -~]{3} |( +\S{1,4}){0,2} *)[+\- ]\d+\.\d+ *"),
 }
 SAMPLES = {
     "sylvac": [b"+12.345", b" 0.010<", b"-0.0020=", b"+0.4920 IN"],
-    "millimar": [b"1 +012.34 mm;2 -000.05 mm<", b"3 ERR6", b"1 +1.0 mm ="],
+    "millimar": [b"1 +012.34 mm;2 -000.05 mm<", b"3 ERR6", b"1 +1.0 mm = <"],
     "mahr_optors": [b"012.345mm", b"-0.0123in"],
     "chicago": [b"+   0.500, MM", b"-  0.0125, IN"],
-    "metro": [b"V2: mm       -00001.250000", b"N21:E1"],
+    "metro": [b"V2: mm       -00001.250000", b"N21:E1", b"V2: mm   +NG +00001.250000"],
 }
 
 
@@ -214,4 +245,6 @@ def test_garbage_never_raises_and_never_yields_a_value(preset: str, data: st.Dat
     for r in results:
         if isinstance(r, Parsed):
             assert re.fullmatch(r"-?\d+(\.\d+)?", r.value)
-            assert r.flag in (None, "<", "=", ">")
+            assert r.flag is None or (r.flag == r.flag.strip() and r.flag.isprintable())
+            assert r.verdict in (None, "below", "within", "above")
+            assert r.verdict is None or r.flag is not None
