@@ -1,4 +1,4 @@
-"""Command line: ``press-collector run | check | demo | buffer ...``.
+"""Command line: ``press-collector run | check | demo | buffer | export | status ...``.
 
 Each command is a thin shell over a library function the daemon and the tests use too.
 Heavy imports (pymodbus, paho, asyncua) happen inside the commands that need them, so
@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats = buffer_sub.add_parser("stats", help="rows, backlog, size")
     stats.add_argument("path", help="path of the buffer file")
     stats.set_defaults(func=cmd_buffer_stats)
+    from collector import exports_cli  # export qdas|csv, status (issue 14)
+
+    exports_cli.add_commands(sub, DEFAULT_CONFIG_DIR)
     return parser
 
 

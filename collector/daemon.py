@@ -168,6 +168,7 @@ class Daemon:
     bounds: dict[str, object] = field(default_factory=dict)
     write_health_every_s: float = WRITE_HEALTH_EVERY_S
     _unknown_presses: set[str] = field(default_factory=set)  # command log lines, bounded
+    started: float = field(default_factory=time.time)  # /health daemon.uptime_s
 
     def stop(self) -> None:
         self._stop.set()
@@ -304,16 +305,28 @@ class Daemon:
     def health(self) -> dict[str, object]:
         """Health document (``/health``, ``/metrics``): per press polls, late polls and poll
         jitter, outbox and publisher counters, driver task failures."""
+        from collector.status import daemon_section, press_status
+
+        now = time.time()
+        cfg = self.config.collector
         presses = {pid: {**rt.stats, **rt.timing.summary(), "state": rt.workflow.state,
                          "plc_online": rt.plc_online,
-                         "sanitised_by_tag": dict(rt.sanitised_by_tag)}
+                         "sanitised_by_tag": dict(rt.sanitised_by_tag),
+                         **press_status(rt.workflow.context(), rt.last_poll_ts,
+                                        rt.gauge_lines, self._gauge_ids(pid), now)}
                    for pid, rt in self.presses.items()}
-        return {"presses": presses,
+        return {"daemon": daemon_section(host_id(self.config), os.getpid(), self.started,
+                                         f"{cfg.broker.host}:{cfg.broker.port}", now),
+                "presses": presses,
                 "outbox": self.outbox.stats() if self.outbox is not None else {},
                 "publisher": self.publisher.stats() if self.publisher is not None else {},
                 "commands": self.commands.stats() if self.commands is not None else {},
                 "buffer": dict(self.bounds),
                 "task_failures": dict(self.failures)}
+
+    def _gauge_ids(self, press_id: str) -> list[str]:
+        press = self.config.presses.get(press_id)
+        return [g.id for g in press.gauges] if press is not None else []
 
     async def _prune_loop(self) -> None:
         retention_s = self.config.collector.buffer.retention_h * 3600
