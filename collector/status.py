@@ -115,8 +115,11 @@ def problems(doc: Mapping[str, Any]) -> list[str]:
     pub = doc.get("publisher") or {}
     if pub and not pub.get("connected"):
         out.append("broker not connected: events wait in the buffer")
-    cmds = doc.get("commands") or {}
-    if cmds and cmds.get("connected") is False:
+    sub = (doc.get("commands") or {}).get("subscription")
+    if sub in ("refused", "deaf"):
+        out.append(f"command subscription {sub}: commands from the broker are not received "
+                   "(broker ACL, docs/security.md)")
+    elif sub == "off" and pub.get("connected"):
         out.append("command connection down: commands from the broker are not received")
     buf = doc.get("buffer") or {}
     if buf.get("buffer_write_failing"):

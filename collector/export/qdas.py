@@ -192,7 +192,7 @@ class QdasWriter:
                         open(self._spool_path, encoding="utf-8", newline="") as spool:
                     try:
                         fh.write(NEWLINE.join(self._header()) + NEWLINE)
-                        while chunk := spool.read(1 << 20):
+                        while chunk := spool.read(1 << 18):
                             fh.write(chunk)
                     except UnicodeEncodeError as exc:
                         bad = exc.object[exc.start:exc.end]
