@@ -49,8 +49,8 @@ def _buffer_and_description(args: argparse.Namespace) -> tuple[Path, str | None]
     """The buffer file (``--buffer`` or the config's buffer.path) and the plan's part
     description when the config is at hand."""
     description = getattr(args, "description", None)
-    if args.buffer is not None and description is not None:
-        return Path(args.buffer), description
+    if args.buffer is not None and (description is not None or args.format == "csv"):
+        return Path(args.buffer), description  # nothing needed from the config
     from collector.config import ConfigError, load_config
 
     try:

@@ -110,6 +110,7 @@ def buffer_values(path: Path, part: str, start: float | None = None,
                         "subgroup": (r.get("subgroup") or {}).get("id"),
                         "position": (r.get("subgroup") or {}).get("position"),
                         "attempt": d["data"].get("attempt"), "context": d["context"],
+                        "seq": d["seq"],
                         "deviation": r["deviation"], "verdict": r["verdict"]})
         last_value_event = pos
     return out
@@ -204,7 +205,7 @@ def test_qdas_file_parsed_back_field_by_field(story: Any, tmp_path: Path) -> Non
         assert v.get(80) == e["subgroup"]
         assert v.get(81) == (str(e["position"]) if e["position"] else None)
         if e["purpose"] == "first_article":
-            assert v[14] == f"p1/FA{e['attempt']}/1"
+            assert v[14] == f"p1/{e['seq']}/FA{e['attempt']}/1"
         assert f"die {e['context']['die_id']}" in v[9]
     # what the story did, seen in the file
     codes = [v.get(5) for v in values]
@@ -438,3 +439,23 @@ def test_export_memory_does_not_grow_with_the_buffer(tmp_path: Path) -> None:
         peak_big = peak_export_memory(big, tmp_path / f"b.{fmt}", fmt)
         assert os.path.getsize(tmp_path / f"b.{fmt}") > 2 * peak_big  # output >> memory
         assert peak_big < peak_small * 1.3 + 256 * 1024, (fmt, peak_small, peak_big)
+
+
+def test_worked_example_in_the_docs_is_what_the_export_writes(story: Any, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]
+                                                              ) -> None:
+    """docs/quality.md shows an excerpt of a real export of this story: every K-field line
+    it shows is in the file the same command writes."""
+    doc = (REPO_CONFIG.parent / "docs" / "quality.md").read_text()
+    block = doc.split("Worked example", 1)[1].split("```\nK0100", 1)[1].split("```", 1)[0]
+    shown = [re.split(r"\s{2,}", ln)[0] for ln in ("K0100" + block).splitlines()
+             if ln.startswith("K")]
+    assert len(shown) > 20
+    out = tmp_path / "brk100.dfq"
+    assert run("export", "qdas", "--part", PART, "--from", "2026-12-01T14:01:30+08:00",
+               "--to", "2026-12-01T15:00+08:00", "--out", str(out), "--buffer",
+               str(story.path), "--config-dir", str(REPO_CONFIG)) == 0
+    assert (f"15 values of BRK-100 from 2026-12-01T14:01:30+08:00 to "
+            f"2026-12-01T15:00+08:00 -> {out}") in capsys.readouterr().out
+    written = set(out.read_bytes().decode("utf-8-sig").split("\r\n"))
+    assert [ln for ln in shown if ln not in written] == []

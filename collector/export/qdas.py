@@ -125,7 +125,8 @@ class QdasWriter:
         if m.gauge:
             lines.append((12, _catalogue_ref(m.gauge)))
         if m.purpose == "first_article":
-            lines.append((14, clean(f"{m.press}/FA{m.attempt}/{m.piece or 1}")))
+            # the piece: press / seq of the first_article event / attempt / piece
+            lines.append((14, clean(f"{m.press}/{m.seq}/FA{m.attempt}/{m.piece or 1}")))
         lines.append((15, REASON_FIRST_ARTICLE if m.purpose == "first_article"
                       else REASON_ONGOING))
         if m.subgroup_id:
@@ -136,8 +137,10 @@ class QdasWriter:
 
     @staticmethod
     def _text(m: Measurement) -> str:
-        parts = [f"press {m.press}", f"die {m.die_id}", f"heat {m.heat_number}",
-                 f"stroke {m.stroke_count}", m.purpose]
+        parts = [f"{label} {value}" for label, value in (
+            ("press", m.press), ("die", m.die_id), ("heat", m.heat_number),
+            ("stroke", m.stroke_count)) if value is not None]
+        parts.append(m.purpose)
         if m.voided:
             parts.append("voided (repeat measurement)")
         parts += [f"{e.name} {e.detail}".strip() for e in m.events]
