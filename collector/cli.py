@@ -1,4 +1,4 @@
-"""Command line: ``press-collector run | check | demo | buffer ...``.
+"""Command line: ``press-collector run | check | demo | buffer | export | status ...``.
 
 Each command is a thin shell over a library function the daemon and the tests use too.
 Heavy imports (pymodbus, paho, asyncua) happen inside the commands that need them, so
@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     from collector.buffer_cli import add_export_parser
 
     add_export_parser(buffer_sub)
+    from collector import exports_cli  # export qdas|csv, status (issue 14)
+
+    exports_cli.add_commands(sub, DEFAULT_CONFIG_DIR)
     return parser
 
 

@@ -179,6 +179,7 @@ class Daemon:
     _unknown_presses: set[str] = field(default_factory=set)  # command log lines, bounded
     prune_every_s: float = PRUNE_EVERY_S
     guard: TaskGuard | None = None  # failure episodes of the background loops
+    started: float = field(default_factory=time.time)  # /health daemon.uptime_s
 
     def stop(self) -> None:
         self._stop.set()
@@ -372,16 +373,28 @@ class Daemon:
     def health(self) -> dict[str, object]:
         """Health document (``/health``, ``/metrics``): per press polls, late polls and poll
         jitter, outbox and publisher counters, driver task failures."""
+        from collector.status import daemon_section, press_status
+
+        now = time.time()
+        cfg = self.config.collector
         presses = {pid: {**rt.stats, **rt.timing.summary(), "state": rt.workflow.state,
                          "plc_online": rt.plc_online,
-                         "sanitised_by_tag": dict(rt.sanitised_by_tag)}
+                         "sanitised_by_tag": dict(rt.sanitised_by_tag),
+                         **press_status(rt.workflow.context(), rt.last_poll_ts,
+                                        rt.gauge_lines, self._gauge_ids(pid), now)}
                    for pid, rt in self.presses.items()}
-        return {"presses": presses,
+        return {"daemon": daemon_section(host_id(self.config), os.getpid(), self.started,
+                                         f"{cfg.broker.host}:{cfg.broker.port}", now),
+                "presses": presses,
                 "outbox": self.outbox.stats() if self.outbox is not None else {},
                 "publisher": self.publisher.stats() if self.publisher is not None else {},
                 "commands": self.commands.stats() if self.commands is not None else {},
                 "buffer": dict(self.bounds),
                 "task_failures": dict(self.failures)}
+
+    def _gauge_ids(self, press_id: str) -> list[str]:
+        press = self.config.presses.get(press_id)
+        return [g.id for g in press.gauges] if press is not None else []
 
     async def _prune_loop(self) -> None:
         """Delete delivered history older than retention_h; an error (a full disk: even a

@@ -19,6 +19,7 @@ from collector.command_gate import CLEARED, CommandGate, Drop, Refuse, Replay
 from collector.domain import Event, Plan, WorkflowSettings
 from collector.messages import EVENTS_STREAM, TELEMETRY_STREAM, Topics
 from collector.metrics import PollTiming
+from collector.status import gauge_line
 from collector.telemetry_filter import TelemetryFilter
 from collector.workflow import CommandResult, PressWorkflow, reading
 from drivers.base import ConnectionChange, DriverEvent, GaugeError, GaugeValue, PollResult
@@ -63,6 +64,10 @@ class PressRuntime:
         self.plc_online = False
         self.stats: dict[str, int] = {"polls": 0, "events": 0, "gauge_values": 0,
                                       "gauge_errors": 0, "poll_errors": 0, "late_polls": 0}
+        # for `press-collector status` (/health): when the PLC last answered, and each
+        # gauge line's state (collector/status.py)
+        self.last_poll_ts: float | None = None
+        self.gauge_lines: dict[str, dict[str, Any]] = {}
         snapshot = outbox.get_kv(snapshot_key(press_id))
         if snapshot:
             self.workflow = PressWorkflow.restore(press_id, settings, plans, snapshot)
@@ -89,6 +94,7 @@ class PressRuntime:
         stats = self.stats
         stats["polls"] += 1
         stats["late_polls"] = result.late_polls
+        self.last_poll_ts = result.ts
         self.timing.add(result.started - result.scheduled)
         values = result.values
         if result.errors:
@@ -150,6 +156,7 @@ class PressRuntime:
 
     def _on_gauge(self, value: GaugeValue) -> None:
         self.stats["gauge_values"] += 1
+        gauge_line(self.gauge_lines, value.gauge, values=1, last_value_ts=value.ts)
         seq = self.outbox.next_seq(self.press, GAUGE_STREAM)
         reading_id = f"{self.press}/{GAUGE_STREAM}/{seq}"
         payload = messages.dumps({
@@ -170,6 +177,8 @@ class PressRuntime:
 
     def _on_gauge_error(self, error: GaugeError) -> None:
         self.stats["gauge_errors"] += 1
+        gauge_line(self.gauge_lines, error.gauge, errors=1, last_error=error.reason[:80],
+                   last_error_ts=error.ts)
         if not error.reportable:
             return  # garbage is counted and logged by the driver, never an event per line
         event = Event("gauge_error", error.ts,
@@ -182,6 +191,8 @@ class PressRuntime:
             self.plc_online = change.online
             events = self.workflow.on_connection(change.ts, change.online, change.reason)
         else:
+            gauge_line(self.gauge_lines, change.source.rsplit("/", 1)[-1],
+                       online=change.online, reason=change.reason, since_ts=change.ts)
             events = [Event("gauge_connection", change.ts,
                             {"gauge": change.source.rsplit("/", 1)[-1], "online": change.online,
                              "reason": change.reason},

@@ -21,3 +21,15 @@ def test_readme_starts_with_the_demo_and_test_commands() -> None:
     head = README.read_text().splitlines()[:6]
     assert any(line.startswith("make demo") for line in head)
     assert any(line.startswith("make test") for line in head)
+
+
+def test_readme_command_table_lists_every_command() -> None:
+    """Every top-level command of the CLI has a row in the README's command table."""
+    import argparse
+
+    from collector.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    table = README.read_text().split("## Commands", 1)[1].split("\n## ", 1)[0]
+    missing = [name for name in sub.choices if f"`press-collector {name}" not in table]
+    assert missing == [], f"README.md command table lacks {missing}"
