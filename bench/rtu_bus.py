@@ -15,7 +15,7 @@ import asyncio
 import time
 
 from drivers.base import PollResult
-from drivers.modbus_bus import ModbusBus, SerialLink
+from drivers.modbus.engine import ModbusBus, SerialLink
 from drivers.sim_bus import BusSimulator
 from drivers.sim_press import PRESS_TAGS, PressSimulator
 

@@ -238,15 +238,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     probe_sub = probe.add_subparsers(dest="probe_command", required=True)
     add_probe_commands(probe_sub)
-    from collector import probe_opcua  # light: imports asyncua only when run
+    from drivers.opcua import probe as opcua_probe  # light: imports asyncua only when run
 
-    probe_opcua.add_arguments(probe_sub.add_parser("opcua", help="connect to an OPC UA "
-                                                   "server, read and browse nodes"))
-    probe_sub.choices["opcua"].set_defaults(func=lambda a: probe_opcua.run(a))
     opcua_cert = sub.add_parser("opcua-cert", help="create a self-signed OPC UA client "
                                 "certificate if none exists")
-    probe_opcua.add_cert_arguments(opcua_cert)
-    opcua_cert.set_defaults(func=lambda a: probe_opcua.run_cert(a))
+    opcua_probe.add_cert_arguments(opcua_cert)
+    opcua_cert.set_defaults(func=lambda a: opcua_probe.run_cert(a))
 
     buffer = sub.add_parser("buffer", help="inspect the SQLite buffer")
     buffer_sub = buffer.add_subparsers(dest="buffer_command", required=True)

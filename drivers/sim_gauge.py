@@ -21,40 +21,17 @@ import tty
 from decimal import Decimal
 from pathlib import Path
 
-from drivers.gauge_parsers import PRESETS, format_mitutoyo, poll_commands
-
-
-def _sign_body(value: str | Decimal) -> tuple[str, str]:
-    number = Decimal(value)
-    if not number.is_finite():
-        raise ValueError(f"not a finite value: {value!r}")
-    sign = "-" if number.is_signed() and not number.is_zero() else "+"
-    return sign, f"{number.copy_abs():f}"
+from drivers.gauge import records
+from drivers.gauge.presets import PRESETS, poll_commands
 
 
 def format_record(preset: str, value: str | Decimal, channel: int = 1, unit: str = "mm",
                   flag: str = "") -> bytes:
-    """The record (without terminator) a gauge of ``preset`` sends for ``value``, as the
-    table in DOMAIN.md §2 shows it."""
-    sign, body = _sign_body(value)
-    if preset == "mitutoyo":
-        return format_mitutoyo(value, channel)
-    if preset == "generic":
-        return f"{value} {unit}".encode("ascii")
-    if preset == "sylvac":  # a blank is the plus sign; unit only when not mm
-        text = f"{' ' if sign == '+' else '-'}{body}{' IN' if unit == 'in' else ''}{flag}"
-    elif preset == "millimar":
-        text = f"{channel} {sign}{body.zfill(6)} {unit}{flag}"
-    elif preset == "mahr_optors":
-        text = f"{'-' if sign == '-' else ''}{body.zfill(7)}{unit}"
-    elif preset == "chicago":
-        text = f"{sign}{body.rjust(8)}, {unit.upper()}"
-    elif preset == "metro":
-        whole, _, frac = body.partition(".")
-        text = f"V{channel}: {unit:<4} {flag:<3} {sign}{whole.zfill(5)}.{frac.ljust(6, '0')}"
-    else:
+    """The record (without terminator) a gauge of ``preset`` sends for ``value``: the
+    family's own formatter (``drivers/gauge/families/<preset>.py``), next to its parser."""
+    if preset not in PRESETS:
         raise ValueError(f"no simulator format for preset {preset!r}")
-    return text.encode("ascii")
+    return records.format_record(PRESETS[preset], value, channel, unit, flag)
 
 
 class GaugeSimulator:

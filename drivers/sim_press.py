@@ -51,7 +51,7 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from drivers.modbus_codec import TagSpec, encode_value
+from drivers.modbus.codec import TagSpec, encode_value
 from drivers.sim_strokes import press_arguments, stroke_loop
 
 log = logging.getLogger(__name__)

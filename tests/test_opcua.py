@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from collector.local_broker import LocalBroker
-from collector.probe_opcua import probe, run_cert
 from drivers.base import Backoff
 from drivers.opcua import OpcuaSecurity, OpcuaTag, generate_certificate
+from drivers.opcua.probe import probe, run_cert
 from drivers.sim_opcua import OpcuaPressSimulator, free_port, node_text
 from tests.support.opcua import OpcuaLine, Recorder, poller, press_tags, running, trust
 

@@ -16,15 +16,9 @@ import pytest
 import serial
 
 from collector.cli import build_parser
-from collector.probe import (
-    EXIT_DEVICE_ERRORS,
-    EXIT_OK,
-    ProbeError,
-    parse_address,
-    probe_gauge,
-    probe_modbus,
-    probe_press,
-)
+from collector.probe import EXIT_DEVICE_ERRORS, EXIT_OK, ProbeError, probe_press
+from drivers.gauge.probe import probe_gauge
+from drivers.modbus.probe import parse_address, probe_modbus
 from drivers.sim_bus import BusSimulator
 from drivers.sim_gauge import GaugeSimulator
 from drivers.sim_press import PressSimulator

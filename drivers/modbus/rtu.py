@@ -8,7 +8,8 @@ that only a large enough timeout avoids it. On a bus of presses that means a str
 count or a material lot of one press published for another, with no error flag. It
 also sends the next request at once after an answer, with no 3.5-character silence
 (a slave that frames by silence then glues the two frames and drops the request). So
-this module owns the RTU framing; pymodbus stays for Modbus TCP.
+this module owns the RTU framing (the PDUs are ``drivers.modbus.pdu``'s, shared with
+Modbus TCP).
 
 Rules of the line, every frame:
 
@@ -38,42 +39,34 @@ from dataclasses import dataclass, field
 
 import serial
 
+from drivers.link import LinkDown
+from drivers.modbus.pdu import (
+    BadAnswer,
+    ExceptionAnswer,
+    NoAnswer,
+    Request,
+    read_request,
+    write_request,
+)
 from drivers.serial_settings import (
     LineSettings,
     explain_refusal,
     is_settings_refusal,
     open_serial,
+    port_problem,
     refused_settings,
 )
 
 log = logging.getLogger(__name__)
 
-FUNCTIONS = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
+__all__ = ["BadAnswer", "ExceptionAnswer", "LinkDown", "NoAnswer", "RtuMaster", "char_time_s",
+           "crc16", "rtu_frame"]
+
 _CONNECT_TIMEOUT_S = 3.0
 # Before a deadline counts, one short wait through the event loop: bytes that arrived
 # while the loop was busy are read first (a stall must not turn into a false timeout, or
 # into a guard that ends before a late answer already on its way in was seen).
 _SETTLE_S = 0.001
-
-
-class LinkDown(Exception):
-    """The port or socket is unusable; carries the reason."""
-
-
-class NoAnswer(Exception):
-    """The unit did not answer in time (after the retries)."""
-
-
-class BadAnswer(Exception):
-    """Something answered, but not the answer to this request (detail in the message)."""
-
-
-class ExceptionAnswer(Exception):
-    """The unit answered with a Modbus exception code."""
-
-    def __init__(self, code: int) -> None:
-        super().__init__(code)
-        self.code = code
 
 
 # ---------------------------------------------------------------------------- frames
@@ -99,22 +92,10 @@ def crc16(data: bytes) -> bytes:
     return struct.pack("<H", crc)
 
 
-def read_request(unit: int, area: str, start: int, count: int) -> bytes:
-    """The RTU frame of a read (functions 1-4)."""
-    body = struct.pack(">BBHH", unit, FUNCTIONS[area], start, count)
+def rtu_frame(unit: int, request: Request) -> bytes:
+    """The RTU frame of a request: unit, PDU, CRC."""
+    body = bytes((unit,)) + request.pdu
     return body + crc16(body)
-
-
-def answer_bytes(area: str, count: int) -> int:
-    """The byte count a correct answer to a read of ``count`` registers/bits carries."""
-    return (count + 7) // 8 if area in ("coil", "discrete") else 2 * count
-
-
-def decode_answer(area: str, count: int, data: bytes) -> list[int] | list[bool]:
-    """Registers (big-endian words) or bits (LSB first) of a checked answer's data."""
-    if area in ("coil", "discrete"):
-        return [bool(data[i // 8] >> (i % 8) & 1) for i in range(count)]
-    return list(struct.unpack(f">{count}H", data))
 
 
 # ---------------------------------------------------------------------------- line
@@ -211,8 +192,6 @@ class RtuMaster:
             refused = await asyncio.to_thread(refused_settings, self.port, self.settings)
             return explain_refusal(self.port, self.settings, refused, self.settings_where,
                                    self.settings_cli)
-        from drivers.modbus_bus import port_problem  # the wording every probe uses
-
         return port_problem(self.port) or f"cannot open {self.port}: {_reason(exc)}"
 
     async def close(self) -> None:
@@ -226,24 +205,37 @@ class RtuMaster:
         while line.lost is None and time.monotonic() < deadline:
             await line.wait(deadline - time.monotonic())
 
-    # -- one read ------------------------------------------------------------------
+    # -- one request ---------------------------------------------------------------
     async def read(self, unit: int, area: str, start: int, count: int, timeout_s: float,
                    retries: int = 0) -> list[int] | list[bool]:
         """One read, checked against the request. Raises ``ExceptionAnswer`` (the unit
         said no), ``BadAnswer`` (not the answer to this request), ``NoAnswer`` (silent
         through the retries) or ``LinkDown``."""
-        request = read_request(unit, area, start, count)
-        expected = answer_bytes(area, count)
+        data = await self.transact(unit, read_request(area, start, count), timeout_s, retries)
+        assert data is not None
+        return data
+
+    async def write(self, unit: int, area: str, start: int, values: list[int] | list[bool],
+                    timeout_s: float, retries: int = 0) -> None:
+        """One write (coils or holding registers), its echo checked; raises as ``read``.
+        A retry repeats the same write: writing the same value twice is harmless."""
+        await self.transact(unit, write_request(area, start, values), timeout_s, retries)
+
+    async def transact(self, unit: int, request: Request, timeout_s: float,
+                       retries: int = 0) -> list[int] | list[bool] | None:
+        """Send ``request`` (with up to ``retries`` repeats while the unit is silent)
+        and return its checked answer (``Request.check``)."""
+        frame = rtu_frame(unit, request)
         for attempt in range(retries + 1):
             await self._quiet(respect_guard=attempt == 0)
-            sent_end = self._send(request)
+            sent_end = self._send(frame)
             if self._outstanding:
                 # The answer taken below may be an earlier attempt's: this attempt's own
                 # answer can still come, up to two timeouts after it was sent.
                 self._guard_deadline = max(self._guard_deadline, sent_end + 2 * timeout_s)
             try:
-                data = await self._answer(unit, FUNCTIONS[area], expected,
-                                          sent_end + timeout_s)
+                answer = await self._answer(unit, request, sent_end + timeout_s)
+                return request.check(answer)
             except NoAnswer:
                 self.stats["timeouts"] += 1
                 self._outstanding += 1
@@ -252,7 +244,6 @@ class RtuMaster:
             except BadAnswer:
                 self.stats["bad_answers"] += 1
                 raise
-            return decode_answer(area, count, data)
         raise NoAnswer(f"unit {unit} did not answer")
 
     def _check_line(self) -> _Line:
@@ -310,14 +301,14 @@ class RtuMaster:
         self._last_tx_end = time.monotonic() + len(frame) * self.char_s
         return self._last_tx_end
 
-    async def _answer(self, unit: int, function: int, expected: int,
-                      deadline: float) -> bytes:
-        """The data bytes of the answer to the request just sent, checked."""
+    async def _answer(self, unit: int, request: Request, deadline: float) -> bytes:
+        """The PDU of the answer to the request just sent (its frame checked: unit,
+        function, length, CRC, nothing glued after it)."""
         settled = False
         while True:
             line = self._check_line()
             buf = line.buffer
-            need = self._frame_length(buf, unit, function, expected)
+            need = self._frame_length(buf, unit, request)
             if need is not None and len(buf) >= need:
                 break
             now = time.monotonic()
@@ -345,28 +336,18 @@ class RtuMaster:
             raise BadAnswer(f"{len(buf) - need} more byte(s) on the line right after "
                             "the answer")
         del buf[:need]
-        if frame[1] & 0x80:
-            raise ExceptionAnswer(frame[2])
-        return frame[3:-2]
+        return frame[1:-2]
 
     @staticmethod
-    def _frame_length(buf: bytearray, unit: int, function: int,
-                      expected: int) -> int | None:
-        """Length of the answer once its header is in; BadAnswer when the header is not
-        an answer to this request; None while too few bytes are in."""
+    def _frame_length(buf: bytearray, unit: int, request: Request) -> int | None:
+        """Length of the answer frame once its header is in; BadAnswer when the header
+        is not an answer to this request; None while too few bytes are in."""
         if len(buf) < 2:
             return None
         if buf[0] != unit:
             raise BadAnswer(f"unit {buf[0]} answered a request to unit {unit}")
-        if buf[1] == function | 0x80:
-            return 5
-        if buf[1] != function:
-            raise BadAnswer(f"function {buf[1]} answered a request of function {function}")
-        if len(buf) < 3:
-            return None
-        if buf[2] != expected:
-            raise BadAnswer(f"byte count {buf[2]} for a read that asked for {expected}")
-        return 5 + expected
+        pdu_length = request.answer_length(buf[1:3])
+        return None if pdu_length is None else 3 + pdu_length
 
 
 def char_time_s(settings: LineSettings) -> float:

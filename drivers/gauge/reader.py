@@ -1,7 +1,7 @@
 """Serial gauge reader: pyserial-asyncio-fast port, line framing, unplug and replug.
 
 One ``SerialGauge`` per gauge (or gauge multiplexer) port. It reads bytes, cuts them into
-lines, parses each line with its preset (``drivers.gauge_parsers``) and hands values and
+lines, parses each line with its family's rules (``drivers.gauge.records``) and hands values and
 errors to the synchronous sink. Why it looks like this:
 
 - Framing accepts CR, LF and CRLF whatever the configured terminator says: USB adapters,
@@ -36,15 +36,10 @@ from datetime import date
 
 import serial
 
-from drivers.base import Backoff, ConnectionChange, GaugeError, GaugeValue, Sink
-from drivers.gauge_parsers import (
-    Parsed,
-    Parser,
-    Rejected,
-    make_parser,
-    parse_records,
-    poll_commands,
-)
+from drivers.base import Backoff, GaugeError, GaugeValue, Sink
+from drivers.gauge.presets import make_parser, poll_commands
+from drivers.gauge.records import Parsed, Parser, Rejected, parse_records
+from drivers.link import LinkState
 from drivers.serial_settings import (
     LineSettings,
     explain_refusal,
@@ -159,10 +154,6 @@ class BurstLog:
         self._unreported = 0
 
 
-def _no_sink(_event: object) -> None:
-    """Placeholder until run() is given the real sink."""
-
-
 _ERRNO_TEXT = re.compile(r"\[Errno (\d+)\] ([^:\]]+)")
 
 
@@ -231,9 +222,11 @@ class SerialGauge:
         self.max_line = max_line
         self.unit_default = unit_default
         self.backoff = reopen_backoff or Backoff(initial=0.2, maximum=5.0)
-        self.stats = {"lines": 0, "values": 0, "errors": 0, "garbage": 0, "too_long": 0,
-                      "partial_dropped": 0, "reopens": 0, "open_failures": 0, "ignored": 0,
-                      "echoes": 0, "polls": 0, "poll_timeouts": 0}
+        self.link = LinkState(gauge_id, ("lines", "values", "garbage", "too_long",
+                                         "partial_dropped", "reopens", "open_failures",
+                                         "ignored", "echoes", "poll_timeouts"),
+                              on_change=self._log_change)
+        self.stats = self.link.stats
         # Polled gauges: what one poll sends (Metro: one channel digit per channel).
         self.poll_commands = poll_commands(preset, tuple(channels), poll_command)
         self.poll_interval_s = poll_interval_s
@@ -251,15 +244,13 @@ class SerialGauge:
         self._echo_pending: list[bytes] = []
         self._answer = asyncio.Event()
         self._poll_lock = asyncio.Lock()
-        self.online: bool | None = None  # None until the first verdict
         self.framer = LineFramer(max_line)
         self._garbage_log = BurstLog(gauge_id, garbage_log_every)
-        self._sink: Sink = _no_sink
         self._opened = 0
 
     async def run(self, sink: Sink) -> None:
         """Open, read, reopen after loss, until cancelled."""
-        self._sink = sink
+        self.link.attach(sink)
         while True:
             try:
                 reader, writer = await self._open()
@@ -427,7 +418,7 @@ class SerialGauge:
         if isinstance(result, Parsed):
             self.stats["values"] += 1
             self._garbage_log.good()
-            self._sink(GaugeValue(self.name, ts, result.value,
+            self.link.emit(GaugeValue(self.name, ts, result.value,
                                   result.unit or self.unit_default, result.channel, line,
                                   result.flag, overdue, result.verdict))
         elif result.ignored:
@@ -436,7 +427,7 @@ class SerialGauge:
             self.stats["errors"] += 1
             self._garbage_log.good()
             log.info("%s: %s", self.gauge_id, result.reason)
-            self._sink(GaugeError(self.name, ts, result.reason, line))
+            self.link.emit(GaugeError(self.name, ts, result.reason, line))
         else:
             self._on_garbage(result.reason, line, ts)
 
@@ -448,18 +439,22 @@ class SerialGauge:
     def _on_garbage(self, reason: str, raw: bytes, ts: float) -> None:
         self.stats["garbage"] += 1
         self._garbage_log.bad(reason, raw)
-        self._sink(GaugeError(self.name, ts, reason, raw))
+        self.link.emit(GaugeError(self.name, ts, reason, raw))
+
+    @property
+    def online(self) -> bool | None:
+        """None until the first verdict."""
+        return self.link.online
 
     def _set_online(self, online: bool, reason: str) -> None:
         """Emit a ConnectionChange only when the state really changes."""
-        if self.online is online:
-            return
-        self.online = online
+        self.link.set_online(online, reason)
+
+    def _log_change(self, source: str, online: bool, reason: str) -> None:
         if online:
-            log.info("%s online (%s)", self.gauge_id, self.port)
+            log.info("%s online (%s)", source, self.port)
         else:
-            log.warning("%s offline (%s): %s", self.gauge_id, self.port, reason)
-        self._sink(ConnectionChange(self.gauge_id, time.time(), online, reason))
+            log.warning("%s offline (%s): %s", source, self.port, reason)
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:

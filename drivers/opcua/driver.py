@@ -58,9 +58,10 @@ from asyncua.crypto import security_policies, uacrypto
 from asyncua.crypto.truststore import TrustStore
 from cryptography import x509
 
-from drivers.base import Backoff, ConnectionChange, PollResult, Sink, json_safe, report_failure
+from drivers.base import Backoff, PollResult, Sink, json_safe
 from drivers.certificates import dates_problem
-from drivers.opcua_nodes import NodeRef, parse_node
+from drivers.link import LinkDown, LinkState, SlotGrid, TagError, WriteFailed
+from drivers.opcua.nodes import NodeRef, parse_node
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +72,6 @@ DEFAULT_APP_URI = "urn:press-collector:client"
 # Status codes that mean "this node id does not exist (any more)".
 _GONE_NAMES = ("BadNodeIdUnknown", "BadNodeIdInvalid")
 _WAIT_STEP_S = 0.2  # how often the session loop looks at the lost-connection flag
-
-
-class LinkDown(Exception):
-    """The session is unusable (lost, refused, rejected, timed out); carries the reason."""
 
 
 class NodesVanished(Exception):
@@ -109,13 +106,6 @@ class OpcuaSecurity:
     @property
     def secure(self) -> bool:
         return self.policy != "None"
-
-
-@dataclass(frozen=True, slots=True)
-class TagError:
-    """A tag that could not be read, as ``read_nodes`` reports it (CLI probe)."""
-
-    reason: str
 
 
 def status_name(code: Any) -> str:
@@ -358,16 +348,67 @@ async def read_values(client: Client, ids: Sequence[ua.NodeId]) -> list[ua.DataV
     return await client.uaclient.read(params)
 
 
+_INTEGER_TYPES = frozenset({"SByte", "Byte", "Int16", "UInt16", "Int32", "UInt32", "Int64",
+                            "UInt64"})
+
+
+def _coerce(value: Any, vtype: ua.VariantType) -> Any:
+    """``value`` as the node's own data type wants it (a bool for Boolean, an int for an
+    integer type, ...); ValueError when it cannot be that without loss."""
+    name = vtype.name
+    if name == "Boolean":
+        if not isinstance(value, bool | int) or value not in (0, 1):
+            raise ValueError(f"{value!r} is not a Boolean")
+        return bool(value)
+    if name in _INTEGER_TYPES:
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(f"{value!r} is not an integer ({name})")
+        return int(value)
+    if name in ("Float", "Double"):
+        return float(value)
+    if name == "String":
+        return str(value)
+    raise ValueError(f"nodes of type {name} cannot be written by the collector")
+
+
+def _same(written: Any, back: Any, vtype: ua.VariantType) -> bool:
+    if vtype.name == "Float" and isinstance(back, float):  # float32 on the server
+        import struct
+
+        return struct.pack("<f", written) == struct.pack("<f", back)
+    return bool(written == back)
+
+
+async def write_node(client: Client, node_id: ua.NodeId, value: Any, timeout_s: float) -> Any:
+    """Write ``value`` with the node's own data type, read it back and compare.
+
+    Returns the value written; raises ``WriteFailed`` (refused: BadNotWritable,
+    BadUserAccessDenied, BadTypeMismatch ...; or read back different) and ValueError for
+    a value the node's type cannot hold."""
+    node = client.get_node(node_id)
+    async with asyncio.timeout(timeout_s * 3):
+        current = await node.read_data_value()
+        vtype = current.Value.VariantType if current.Value is not None else None
+        if vtype is None:
+            raise WriteFailed(f"node {node_id.to_string()} has no value to learn its type from")
+        want = _coerce(value, vtype)
+        try:
+            await node.write_value(ua.DataValue(ua.Variant(want, vtype)))
+        except ua.UaStatusCodeError as exc:
+            raise WriteFailed(f"refused: {describe(exc)}") from exc
+        back = (await node.read_data_value()).Value
+    got = back.Value if back is not None else None
+    if not _same(want, got, vtype):
+        raise WriteFailed(f"read back {got!r}, wrote {want!r}")
+    return want
+
+
 def _value_of(dv: ua.DataValue) -> tuple[Any, str | None]:
     """(value, None) or (None, status name)."""
     status = dv.StatusCode
     if status is not None and not status.is_good():
         return None, status_name(status)
     return convert(dv.Value.Value if dv.Value is not None else None), None
-
-
-def _no_sink(_event: object) -> None:
-    """Placeholder until run() is given the real sink."""
 
 
 async def _next_event(sub: Subscription, timeout: float) -> Any:
@@ -430,10 +471,11 @@ class OpcuaPoller:
         self.timeout_s = timeout_s
         self.watchdog_s = watchdog_s
         self.backoff = backoff or Backoff(initial=0.5, maximum=10.0)
-        self.stats = {"polls": 0, "notifications": 0, "errors": 0, "reconnects": 0,
-                      "sessions": 0, "vanished": 0, "late_polls": 0}
-        self.online: bool | None = None
-        self._sink: Sink = _no_sink
+        self.link = LinkState(source, ("notifications", "reconnects", "sessions", "vanished",
+                                       "writes", "write_errors"))
+        self.stats = self.link.stats
+        self._grid = SlotGrid(poll_interval_s, self.link)
+        self._client: Client | None = None  # the current session (writes)
         self._values: dict[str, Any] = {}
         self._errors: dict[str, str] = {}
         self._lost: str | None = None
@@ -447,11 +489,15 @@ class OpcuaPoller:
         try:
             await self._run(sink)
         except Exception as exc:
-            report_failure(self._set_online, self.source, exc)
+            self.link.report_failure(exc)
             raise
 
+    @property
+    def online(self) -> bool | None:
+        return self.link.online
+
     async def _run(self, sink: Sink) -> None:
-        self._sink = sink
+        self.link.attach(sink)
         attempts = 0
         while True:
             if attempts:
@@ -464,11 +510,12 @@ class OpcuaPoller:
                 await self._session(client)
             except LinkDown as exc:
                 self.stats["errors"] += 1
-                self._set_online(False, str(exc))
+                self.link.set_online(False, str(exc))
             except NodesVanished as exc:
                 self.stats["vanished"] += 1
                 log.info("%s: %s; new session", self.source, exc)
             finally:
+                self._client = None
                 if client is not None:
                     await close(client)
             await asyncio.sleep(self.backoff.next_delay())
@@ -511,7 +558,8 @@ class OpcuaPoller:
         if poll_tags:
             self._apply_reads(poll_tags, poll_results, first_session_read=True)
         self.backoff.reset()
-        self._set_online(True, "")
+        self._client = client
+        self.link.set_online(True, "")
         if poll_tags and not sub_tags:
             self._deliver()
         await self._deliver_loop(client, sub, sub_tags, poll_tags, ids, missing)
@@ -558,7 +606,10 @@ class OpcuaPoller:
         """Data changes, polls, heartbeats and retries of missing tags, until LinkDown."""
         by_handle = {self._handle(t.name): t.name for t in self.tags}
         now = time.monotonic()
-        next_poll = now + self.poll_interval_s if poll_tags else float("inf")
+        grid = self._grid
+        grid.restart(now)
+        grid.slot = 1  # the session's first read was the poll of slot 0
+        next_poll = grid.due if poll_tags else float("inf")
         last_emit = now
         retry = Backoff(initial=1.0, maximum=30.0)
         next_retry = now + retry.next_delay() if missing else float("inf")
@@ -590,11 +641,8 @@ class OpcuaPoller:
                 self._apply_reads(poll_tags, results)
                 self._deliver(scheduled=next_poll, started=now)
                 last_emit = now = time.monotonic()
-                next_poll += self.poll_interval_s
-                if next_poll < now:  # late: skip missed slots (counted) instead of bursting
-                    missed = int((now - next_poll) // self.poll_interval_s) + 1
-                    self.stats["late_polls"] += missed
-                    next_poll += missed * self.poll_interval_s
+                grid.advance(now)  # late: skip missed slots (counted) instead of bursting
+                next_poll = grid.due
             if now >= next_retry and sub is not None:
                 next_retry = await self._retry_missing(client, sub, missing, retry)
             if now - last_emit >= self.heartbeat_s:
@@ -703,17 +751,34 @@ class OpcuaPoller:
                               now if scheduled is None else scheduled,
                               now if started is None else started, self.stats["late_polls"]))
 
-    def _set_online(self, online: bool, reason: str) -> None:
-        """Emit a ConnectionChange only when the state really changes."""
-        if self.online is online:
-            return
-        self.online = online
-        log.info("%s %s %s", self.source, "online" if online else "offline", reason)
-        self._emit(ConnectionChange(self.source, time.time(), online, reason))
-
-    def _emit(self, event: PollResult | ConnectionChange) -> None:
+    def _emit(self, event: PollResult) -> None:
         """Call the sink; its exceptions are collector bugs and propagate."""
-        self._sink(event)
+        self.link.emit(event)
+
+    # -- writes ------------------------------------------------------------------------
+
+    async def write(self, tag: str, value: Any) -> None:
+        """Write ``value`` to the node of ``tag`` in the current session, read it back
+        and compare (``write_node``). Runs beside the subscription and the polls (asyncua
+        multiplexes requests on the session), so it never holds them up. Raises
+        ``LinkDown`` when there is no session and ``WriteFailed`` otherwise."""
+        client = self._client
+        if client is None:
+            raise LinkDown(f"{self.source}: no session")
+        if tag not in self.refs:
+            raise WriteFailed(f"{self.source}: no tag {tag!r}")
+        self.stats["writes"] += 1
+        try:
+            ids, errors = await resolve(client, {tag: self.refs[tag]})
+            if errors:
+                raise WriteFailed(f"{self.source}: tag {tag}: {errors[tag]}")
+            await write_node(client, ids[tag], value, self.timeout_s)
+        except WriteFailed:
+            self.stats["write_errors"] += 1
+            raise
+        except (OSError, TimeoutError, ua.UaError) as exc:
+            self.stats["write_errors"] += 1
+            raise WriteFailed(f"{self.source}: tag {tag}: {describe(exc)}") from exc
 
 
 # --------------------------------------------------------------------------- one-shot

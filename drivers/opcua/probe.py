@@ -1,6 +1,6 @@
 """``press-collector probe opcua URL``: commissioning check of an OPC UA PLC.
 
-A thin shell over drivers.opcua (the same connect, security, trust check and node-id
+A thin shell over drivers.opcua.driver (the same connect, security, trust check and node-id
 resolution the daemon uses), so that what works here works in the daemon. Without
 ``--read``/``--browse`` it connects, prints the server's namespaces and browses the
 Objects folder one level. Node ids print in the config spelling (``nsu=URI;s=Id``) so
@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _security(args: argparse.Namespace) -> Any:
-    from drivers.opcua import MODES, POLICIES, OpcuaSecurity
+    from drivers.opcua.driver import MODES, POLICIES, OpcuaSecurity
 
     policy, _, mode = args.security.partition(",")
     mode = mode or ("None" if policy == "None" else "SignAndEncrypt")
@@ -68,8 +68,8 @@ def config_spelling(node_id: Any, namespaces: list[str]) -> str:
 
 
 async def _browse(client: Any, text: str, out: list[str]) -> bool:
-    from drivers.opcua import describe, resolve
-    from drivers.opcua_nodes import parse_node
+    from drivers.opcua.driver import describe, resolve
+    from drivers.opcua.nodes import parse_node
 
     namespaces = await client.get_namespace_array()
     ids, errors = await resolve(client, {text: parse_node(text, allow_index=True)})
@@ -98,8 +98,8 @@ async def _browse(client: Any, text: str, out: list[str]) -> bool:
 
 async def probe(args: argparse.Namespace) -> tuple[int, list[str]]:
     """Run the probe; returns (exit code, output lines)."""
-    from drivers.opcua import LinkDown, TagError, close, connect, read_values, resolve
-    from drivers.opcua_nodes import parse_node
+    from drivers.opcua.driver import LinkDown, TagError, close, connect, read_values, resolve
+    from drivers.opcua.nodes import parse_node
 
     out: list[str] = []
     try:
@@ -146,28 +146,39 @@ async def probe(args: argparse.Namespace) -> tuple[int, list[str]]:
     return (0 if ok else 1), out
 
 
-async def probe_press(press: Any, args: argparse.Namespace, out: Any) -> int:
+async def press_probe(press_id: str, plc: Any, options: Any, out: Any,
+                      password: str | None = None) -> int:
     """``probe press`` for an OPC UA press: one session with the press's endpoint and
     security, every tag read by one Read request per round (``--watch``: every
     ``--interval`` or the press's poll interval), printed with its role and node.
     Exit codes as every probe: 0, 1 a tag could not be read, 2 no session."""
+    import logging
     import time
 
     from asyncua import ua
 
-    from collector.opcua_setup import security_of
-    from collector.probe import EXIT_DEVICE_ERRORS, EXIT_OK, ProbeError
-    from drivers.opcua import LinkDown, _value_of, close, connect, describe, read_values, resolve
-    from drivers.opcua_nodes import parse_node
+    from drivers.opcua.driver import (
+        LinkDown,
+        _value_of,
+        close,
+        connect,
+        describe,
+        read_values,
+        resolve,
+    )
+    from drivers.opcua.nodes import parse_node
+    from drivers.opcua.plugin import security_of
+    from drivers.probing import EXIT_DEVICE_ERRORS, EXIT_OK, ProbeError
 
-    plc = press.plc
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)  # our lines say what failed
+    press = press_id
     tags = list(plc.tags)
     timeout = plc.timeout_ms / 1000
     try:
-        security = security_of(press.id, plc)
+        security = security_of(plc, password)
         refs = {t.name: parse_node(t.node) for t in tags}
     except (OSError, ValueError) as exc:
-        raise ProbeError(f"{press.id}: {exc}") from None
+        raise ProbeError(f"{press}: {exc}") from None
     try:
         client = await connect(plc.endpoint, security, timeout, name="press-collector probe")
     except LinkDown as exc:
@@ -177,7 +188,7 @@ async def probe_press(press: Any, args: argparse.Namespace, out: Any) -> int:
         out.write(text + "\n")
         out.flush()
 
-    line(f"press {press.id} (opcua {plc.endpoint}, security {security.policy}/"
+    line(f"press {press} (opcua {plc.endpoint}, security {security.policy}/"
          f"{security.mode}), {len(tags)} tags")
     rounds = errors = 0
     try:
@@ -190,7 +201,7 @@ async def probe_press(press: Any, args: argparse.Namespace, out: Any) -> int:
                 raise ProbeError(f"{plc.endpoint}: {describe(exc)}") from None
             got = dict(zip(names, results, strict=True))
             rounds += 1
-            if args.watch:
+            if options.watch:
                 line(f"-- {time.strftime('%H:%M:%S')} poll {rounds}")
             errors = 0
             for tag in tags:
@@ -201,9 +212,9 @@ async def probe_press(press: Any, args: argparse.Namespace, out: Any) -> int:
                     text, bad = (f"ERROR {error}", True) if error else (repr(value), False)
                 errors += bad
                 line(f"  {tag.name:<16} {tag.role or '':<14} {tag.node:<40} {text}")
-            if not args.watch or (args.count and rounds >= args.count):
+            if not options.watch or (options.count and rounds >= options.count):
                 break
-            await asyncio.sleep(args.interval or plc.poll_interval_ms / 1000)
+            await asyncio.sleep(options.interval_s or plc.poll_interval_ms / 1000)
     finally:
         await close(client)
     return EXIT_DEVICE_ERRORS if errors else EXIT_OK
@@ -231,7 +242,7 @@ def add_cert_arguments(parser: argparse.ArgumentParser) -> None:
 def run_cert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from drivers.opcua import generate_certificate
+    from drivers.opcua.driver import generate_certificate
 
     cert, key, created = asyncio.run(generate_certificate(Path(args.out), args.app_uri,
                                                           args.host))
