@@ -1,7 +1,7 @@
 """Modbus TCP framing cost: pymodbus's async client vs the collector's own MBAP master.
 
 Both read the same 40 holding registers (the bench presses' load block) from the same
-press simulator, which runs in its own process (``python -m drivers.sim_press``) so that
+press simulator, which runs in its own process (``python -m sim.press``) so that
 only the client side's CPU is measured (``time.process_time`` of this process). Each
 transport does ``--requests`` reads back to back on one connection, three rounds
 interleaved (pymodbus, own, pymodbus, own ...) so that a busy machine hurts both alike;
@@ -81,7 +81,7 @@ async def _own(port: int, n: int) -> tuple[float, float]:
 async def measure(requests: int, rounds: int) -> dict[str, object]:
     logging.getLogger("pymodbus").setLevel(logging.ERROR)
     port = _free_port()
-    sim = subprocess.Popen([sys.executable, "-m", "drivers.sim_press", "--port", str(port)],
+    sim = subprocess.Popen([sys.executable, "-m", "sim.press", "--port", str(port)],
                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         await _wait_port(port)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from collector.local_broker import LocalBroker
+from sim.local_broker import LocalBroker
 
 # CI runs the same examples every time (a red CI must be reproducible, and a long shrink
 # must not eat the CI budget); developers get fresh random examples on every run.

@@ -26,8 +26,8 @@ from drivers.modbus.codec import TagSpec, make_block, value_problems
 from drivers.modbus.driver import ModbusPoller
 from drivers.modbus.engine import ModbusBus, SerialLink
 from drivers.opcua import OpcuaPoller, OpcuaTag
-from drivers.sim_opcua import OpcuaPressSimulator, node_text
-from drivers.sim_press import PRESS_TAGS, PressSimulator
+from sim.opcua import OpcuaPressSimulator, node_text
+from sim.press import PRESS_TAGS, PressSimulator
 from tests.support.rtu_slave import RtuSlave, Unit
 
 ROOT = "plant/press-shop"

@@ -23,9 +23,9 @@ from drivers.base import Backoff, DriverEvent, PollResult
 from drivers.modbus.driver import ModbusPoller
 from drivers.modbus.engine import ModbusBus, SerialLink
 from drivers.opcua import OpcuaPoller, OpcuaTag
-from drivers.sim_bus import BusSimulator
-from drivers.sim_opcua import OpcuaPressSimulator, node_text
-from drivers.sim_press import PRESS_TAGS, PressSimulator
+from sim.bus import BusSimulator
+from sim.opcua import OpcuaPressSimulator, node_text
+from sim.press import PRESS_TAGS, PressSimulator
 
 ROOT = "plant/press-shop"
 

@@ -32,7 +32,7 @@ import pytest
 from buffer.store import Outbox, OutboxRow
 from collector.config import LoadedConfig
 from collector.daemon import Daemon
-from collector.local_broker import LocalBroker
+from sim.local_broker import LocalBroker
 from tests.support.line import Line, contiguous
 
 PRESSES = ("p1", "p2", "p3")

@@ -27,9 +27,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from collector.local_broker import LocalBroker
 from drivers.gauge_parsers import format_mitutoyo
-from drivers.sim_gauge import GaugeSimulator
+from sim.gauge import GaugeSimulator
+from sim.local_broker import LocalBroker
 from tests.support.line import BRK100_PASS, Line
 
 RECORD = re.compile(rb"\s*0\dA[+-]\d+(?:\.\d+)?\s*")  # a Mitutoyo value line (test's oracle)

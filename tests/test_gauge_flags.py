@@ -22,7 +22,7 @@ from collector.press import PressRuntime
 from drivers.base import DriverEvent, GaugeError, GaugeValue, PollResult
 from drivers.gauge.reader import SerialGauge
 from drivers.gauge_parsers import make_parser
-from drivers.sim_gauge import GaugeSimulator
+from sim.gauge import GaugeSimulator
 from tests.test_contract import PLAN
 from tests.test_serial_gauge import fast_backoff
 

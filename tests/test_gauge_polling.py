@@ -14,7 +14,7 @@ import pytest
 from drivers.base import ConnectionChange, GaugeError, GaugeValue
 from drivers.gauge.reader import SerialGauge
 from drivers.gauge_parsers import make_parser
-from drivers.sim_gauge import GaugeSimulator, format_record
+from sim.gauge import GaugeSimulator, format_record
 from tests.test_serial_gauge import Rig, fast_backoff
 
 PUSH_PRESETS = ["mitutoyo", "sylvac", "millimar", "mahr_optors", "chicago", "metro"]

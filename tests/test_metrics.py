@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from collector.local_broker import free_port
 from collector.metrics import PollTiming, prometheus_text, serve
 from drivers.base import PollResult
 from drivers.modbus.driver import ModbusPoller
-from drivers.sim_press import LOAD_TAGS, PressSimulator
+from sim.local_broker import free_port
+from sim.press import LOAD_TAGS, PressSimulator
 
 
 def test_poll_timing_quantiles() -> None:

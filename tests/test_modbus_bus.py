@@ -12,8 +12,8 @@ from pymodbus.constants import ExcCodes
 from drivers.base import Backoff, ConnectionChange, PollResult
 from drivers.modbus.driver import TagError
 from drivers.modbus.engine import ModbusBus, SerialLink, TcpLink, read_once_line, rtu_gap_s
-from drivers.sim_bus import BusSimulator
-from drivers.sim_press import PRESS_TAGS, PressSimulator
+from sim.bus import BusSimulator
+from sim.press import PRESS_TAGS, PressSimulator
 from tests.test_modbus_tcp import Recorder
 
 UNITS = (1, 2, 3)

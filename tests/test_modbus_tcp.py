@@ -12,7 +12,7 @@ import pytest
 from drivers.base import Backoff, ConnectionChange, DriverEvent, PollResult
 from drivers.modbus.codec import TagSpec
 from drivers.modbus.driver import ModbusPoller, TagError, read_once
-from drivers.sim_press import LOAD_TAGS, PRESS_TAGS, PressSimulator
+from sim.press import LOAD_TAGS, PRESS_TAGS, PressSimulator
 
 WAIT_S = 3.0
 

@@ -18,9 +18,9 @@ from collector.daemon import build_drivers
 from collector.gauge_triggers import GaugeTriggers
 from drivers.base import GaugeValue, PollResult
 from drivers.modbus.engine import ModbusBus
-from drivers.sim_bus import BusSimulator
-from drivers.sim_gauge import GaugeSimulator
-from drivers.sim_press import PressSimulator
+from sim.bus import BusSimulator
+from sim.gauge import GaugeSimulator
+from sim.press import PressSimulator
 from tests.test_modbus_tcp import Recorder
 
 BASE = Path(__file__).resolve().parent / "config_cases" / "_base"

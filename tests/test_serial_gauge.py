@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from drivers.base import Backoff, ConnectionChange, DriverEvent, GaugeError, GaugeValue
 from drivers.gauge.reader import BurstLog, Frame, LineFramer, SerialGauge
 from drivers.gauge_parsers import make_parser
-from drivers.sim_gauge import GaugeSimulator
+from sim.gauge import GaugeSimulator
 
 TIMEOUT = 3.0
 LOGGER = "drivers.gauge.reader"

@@ -447,13 +447,13 @@ class ModbusBus:
             units = self._attached()
             if not units:
                 return  # the last press left: run() ends (no idle wait without a timer)
-            if self._writes:
+            unit = min(units, key=lambda u: u.next_due)
+            delay = unit.next_due - time.monotonic()
+            if delay > 0 and self._writes:  # between polls: one write, then look again
                 owner, job = self._writes.pop(0)
                 if owner.attached:
                     await self._serve_write(master, owner, job)
                 continue
-            unit = min(units, key=lambda u: u.next_due)
-            delay = unit.next_due - time.monotonic()
             if delay > 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):

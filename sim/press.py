@@ -3,9 +3,13 @@
 Used by tests, config examples and the demo, so that the whole chain (poller, workflow,
 outbox, MQTT) runs against real Modbus frames on a real socket.
 
-Register map (0-based protocol addresses; holding registers unless noted; input
-registers 0-79 mirror holding 0-79 and discrete inputs 0-15 mirror coils 0-15, so that
-configs can exercise every area):
+Register map: the one of the shipped example press, **read from config/presses/p1.toml**
+(``press_tags``): the simulator plays each value by the tag's role (stroke_count,
+die_id, part_number, material_lot, setup_mode, running, repair) or, for values without a
+role, its name (spm, tonnage, die_temp_c); so the example config and the simulator
+cannot drift apart. As shipped (0-based protocol addresses; holding registers unless
+noted; input registers mirror holding and discrete inputs mirror coils, so that configs
+can exercise every area):
 
 ======  ==============  =========  ==========================================
 HR      tag             type       meaning
@@ -17,15 +21,17 @@ HR      tag             type       meaning
 20-27   material_lot    string     16 ASCII chars, ABCD, NUL padded
 30-31   tonnage         float32    kN, CDAB; noisy around nominal per stroke
 32      die_temp        int16      °C * 10 (scale 0.1)
-40-79   load_00..39     uint16     benchmark load, new values every stroke
+40-79   load_00..39     uint16     benchmark load, new values every stroke (bench only)
+90-99   (outputs)       any        writable: what the collector writes back (issue 14)
 coil 0  setup_mode      bool
 coil 1  running         bool
 coil 2  repair          bool       repair signal
+coil 8-15 (outputs)     bool       writable
 ======  ==============  =========  ==========================================
 
-Unused addresses in 0-79 / coils 0-15 read as 0; anything beyond answers
-IllegalDataAddress. Everything is read-only for clients: the press, not the network,
-owns these values.
+Unused addresses in 0-99 / coils 0-15 read as 0; anything beyond answers
+IllegalDataAddress. Only the outputs (HR 90-99, coils 8-15) can be written: a write
+anywhere else answers IllegalDataAddress, as a PLC whose program owns those values.
 
 Design: the simulator object holds the truth (a plain register image); pymodbus's new
 simulator API (``SimDevice``/``SimData`` served by ``ModbusTcpServer``; the old datastore
@@ -43,40 +49,69 @@ import asyncio
 import contextlib
 import logging
 import random
+import tomllib
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 from pymodbus.constants import ExcCodes
 from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from drivers.modbus.codec import TagSpec, encode_value
-from drivers.sim_strokes import press_arguments, stroke_loop
+from drivers.modbus.codec import BIT_AREAS, TagSpec, encode_value
+from sim.strokes import press_arguments, stroke_loop
 
 log = logging.getLogger(__name__)
 
-HR_SIZE = 80
+HR_SIZE = 100
 COIL_SIZE = 16
 LOAD_START, LOAD_COUNT = 40, 40
+OUTPUT_REGISTERS = range(90, 100)  # writable holding registers
+OUTPUT_COILS = range(8, 16)  # writable coils
+PRESS_FILE = Path(__file__).resolve().parent.parent / "config" / "presses" / "p1.toml"
 
-PRESS_TAGS: tuple[TagSpec, ...] = (
-    TagSpec("strokes", "holding", 0, "uint32", "ABCD"),
-    TagSpec("die_id", "holding", 2, "uint16"),
-    TagSpec("spm", "holding", 3, "uint16"),
-    TagSpec("part_number", "holding", 10, "string", "ABCD", length=8),
-    TagSpec("material_lot", "holding", 20, "string", "ABCD", length=8),
-    TagSpec("tonnage", "holding", 30, "float32", "CDAB"),
-    TagSpec("die_temp", "holding", 32, "int16", scale=0.1),
-    TagSpec("setup_mode", "coil", 0, "bool"),
-    TagSpec("running", "coil", 1, "bool"),
-    TagSpec("repair", "coil", 2, "bool"),
-)
+# What the simulator plays -> how the press file names it: its role, else the tag name.
+PLAYS: dict[str, tuple[str, str]] = {
+    "strokes": ("role", "stroke_count"),
+    "die_id": ("role", "die_id"),
+    "spm": ("name", "spm"),
+    "part_number": ("role", "part_number"),
+    "material_lot": ("role", "material_lot"),
+    "tonnage": ("name", "tonnage"),
+    "die_temp": ("name", "die_temp_c"),
+    "setup_mode": ("role", "setup_mode"),
+    "running": ("role", "running"),
+    "repair": ("role", "repair"),
+}
+
+
+def press_tags(path: Path = PRESS_FILE) -> tuple[TagSpec, ...]:
+    """The simulator's register map from a press file's ``[[plc.tags]]``, each named as
+    the simulator plays it (``PLAYS``). Defaults as the config's: area holding, type
+    bool in bit areas else uint16. A value the file does not carry is a ValueError."""
+    with path.open("rb") as f:
+        tags = tomllib.load(f)["plc"]["tags"]
+    out = []
+    for plays, (key, wanted) in PLAYS.items():
+        tag = next((t for t in tags if t.get(key) == wanted), None)
+        if tag is None:
+            raise ValueError(f"{path}: no tag with {key} {wanted!r} for the simulator's "
+                             f"{plays}")
+        area = tag.get("area", "holding")
+        out.append(TagSpec(plays, area, tag["address"],
+                           tag.get("type", "bool" if area in BIT_AREAS else "uint16"),
+                           tag.get("order", "ABCD"), tag.get("length", 0),
+                           tag.get("scale", 1.0), tag.get("offset", 0.0)))
+    return tuple(out)
+
+
+PRESS_TAGS: tuple[TagSpec, ...] = press_tags()
 LOAD_TAGS: tuple[TagSpec, ...] = tuple(
     TagSpec(f"load_{i:02d}", "holding", LOAD_START + i, "uint16") for i in range(LOAD_COUNT)
 )
 _SPEC = {t.name: t for t in PRESS_TAGS}
-_COIL_BIT = {"setup_mode": 0, "running": 1, "repair": 2}
+_COIL_BIT = {t.name: t.address for t in PRESS_TAGS if t.area in BIT_AREAS}
 
 # function code -> area, for fault matching and request counting
 _FC_AREA = {1: "coil", 5: "coil", 15: "coil", 2: "discrete", 3: "holding", 6: "holding",
@@ -123,6 +158,10 @@ class PressSimulator:
         self._wake = asyncio.Event()
         self.requests: Counter[str] = Counter()  # reads served, per area
         self.connections = 0  # client connections accepted since creation
+        self.writes = 0  # writes accepted into the outputs
+        # A PLC program that overwrites its outputs at once: writes are answered as done
+        # but not kept (what a collector's read-back must catch).
+        self.drop_writes = False
         self.set_die(die)
         self.set_spm(spm)
         self.set_part(part)
@@ -182,13 +221,14 @@ class PressSimulator:
         """Separate (non-shared) blocks so that coil N is bit N, not a bit of HR N.
 
         ``device_id`` 0 answers every unit id (TCP); an RTU bus simulator
-        (``drivers.sim_bus``) gives each press its own unit id."""
+        (``sim.bus``) gives each press its own unit id."""
         return SimDevice(
             id=device_id,
             simdata=(
+                # coils and holding registers: writes are checked by _action (outputs only)
+                [SimData(0, values=[False] * COIL_SIZE, datatype=DataType.BITS)],
                 [SimData(0, values=[False] * COIL_SIZE, datatype=DataType.BITS, readonly=True)],
-                [SimData(0, values=[False] * COIL_SIZE, datatype=DataType.BITS, readonly=True)],
-                [SimData(0, count=HR_SIZE, datatype=DataType.REGISTERS, readonly=True)],
+                [SimData(0, count=HR_SIZE, datatype=DataType.REGISTERS)],
                 [SimData(0, count=HR_SIZE, datatype=DataType.REGISTERS, readonly=True)],
             ),
             action=self._action,
@@ -205,15 +245,43 @@ class PressSimulator:
         registers: list[int],
         set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
-        """Answer faults, else copy the press image into the block about to be read."""
+        """Answer faults and writes outside the outputs, apply writes to the image, then
+        copy the press image into the block about to be read or written."""
         area = _FC_AREA.get(function_code, "")
         if fault := self._fault_for(area, address, count):
             return fault
+        if set_values is not None and not self._write_outputs(area, address,
+                                                              list(set_values)):
+            return ExcCodes.ILLEGAL_ADDRESS
         if area in ("coil", "discrete"):
             registers[0] = self._coils
         else:
             registers[0:HR_SIZE] = self._hr
         return None
+
+    def _write_outputs(self, area: str, address: int, values: list[int] | list[bool]) -> bool:
+        """A client's write into the outputs (HR 90-99, coils 8-15); False elsewhere."""
+        if self.drop_writes:
+            return True
+        if area == "coil":
+            if not all(a in OUTPUT_COILS for a in range(address, address + len(values))):
+                return False
+            for i, on in enumerate(values):
+                bit = 1 << (address + i)
+                self._coils = self._coils | bit if on else self._coils & ~bit
+        else:
+            if not all(a in OUTPUT_REGISTERS for a in range(address, address + len(values))):
+                return False
+            self._hr[address : address + len(values)] = [int(v) for v in values]
+        self.writes += 1
+        return True
+
+    def output_registers(self, address: int, count: int = 1) -> list[int]:
+        """What a client wrote into the holding registers (tests read the PLC's side)."""
+        return self._hr[address : address + count]
+
+    def coil(self, address: int) -> bool:
+        return bool(self._coils >> address & 1)
 
     def _fault_for(self, area: str, address: int, count: int) -> ExcCodes | None:
         if not self._faults:
@@ -260,11 +328,11 @@ class PressSimulator:
 
     @property
     def setup_mode(self) -> bool:
-        return bool(self._coils & 1)
+        return self.coil(_COIL_BIT["setup_mode"])
 
     @property
     def running(self) -> bool:
-        return bool(self._coils & 2)
+        return self.coil(_COIL_BIT["running"])
 
     def set_registers(self, address: int, registers: list[int]) -> None:
         """Raw holding registers, as a PLC program may leave them (a NaN float, string
@@ -346,7 +414,7 @@ class PressSimulator:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = press_arguments("python -m drivers.sim_press", __doc__, 5020)
+    p = press_arguments("python -m sim.press", __doc__, 5020)
     p.add_argument("--tonnage", type=float, default=800.0, help="nominal kN")
     return p.parse_args(argv)
 

@@ -1,6 +1,6 @@
 """Simulated press PLC as a real asyncua OPC UA server (tests, demo, commissioning practice).
 
-Same press behaviour as ``drivers.sim_press`` (the Modbus simulator): strokes at ``spm``
+Same press behaviour as ``sim.press`` (the Modbus simulator): strokes at ``spm``
 while running and not in setup mode, die id, part number, material lot, setup mode,
 running, repair, tonnage (noisy per stroke) and die temperature, with the same setters;
 ``stop()``/``start()`` make the PLC vanish and come back on the same port.
@@ -44,9 +44,11 @@ from typing import Any
 from asyncua import Server, ua
 from asyncua.crypto.permission_rules import User, UserRole
 
-from drivers.sim_strokes import press_arguments, stroke_loop
+from sim.strokes import press_arguments, stroke_loop
 
 log = logging.getLogger(__name__)
+
+_ZERO = {ua.VariantType.Boolean: False, ua.VariantType.UInt16: 0, ua.VariantType.Float: 0.0}
 
 NAMESPACE = "urn:press-sim"
 APP_URI = "urn:press-sim:server"
@@ -63,14 +65,22 @@ NODES: dict[str, tuple[str, str, ua.VariantType]] = {
     "running": ("Press.Running", "Running", ua.VariantType.Boolean),
     "repair": ("Press.Repair", "Repair", ua.VariantType.Boolean),
 }
+# Outputs a client may write (issue 14's signals back to the press): name -> node.
+OUTPUTS: dict[str, tuple[str, str, ua.VariantType]] = {
+    "release_permissive": ("Press.Out.ReleasePermissive", "ReleasePermissive",
+                           ua.VariantType.Boolean),
+    "hold_lamp": ("Press.Out.HoldLamp", "HoldLamp", ua.VariantType.Boolean),
+    "heartbeat": ("Press.Out.Heartbeat", "Heartbeat", ua.VariantType.UInt16),
+    "setpoint": ("Press.Out.Setpoint", "Setpoint", ua.VariantType.Float),
+}
 ROLES = {"strokes": "stroke_count", "die_id": "die_id", "part_number": "part_number",
          "material_lot": "material_lot", "setup_mode": "setup_mode", "running": "running",
          "repair": "repair"}
 
 
 def node_text(name: str) -> str:
-    """The config spelling of a simulator tag's node id."""
-    return f"nsu={NAMESPACE};s={NODES[name][0]}"
+    """The config spelling of a simulator tag's (or output's) node id."""
+    return f"nsu={NAMESPACE};s={(NODES.get(name) or OUTPUTS[name])[0]}"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -134,6 +144,7 @@ class OpcuaPressSimulator:
             "tonnage": 0.0, "die_temp": temperature_c, "setup_mode": False, "running": False,
             "repair": False,
         }
+        self._outputs: dict[str, Any] = {}  # last values read back from the outputs
         self._dirty: set[str] = set()
         self._nodes_present = False
         self._server: Server | None = None
@@ -235,7 +246,20 @@ class OpcuaPressSimulator:
         for name, (ident, browse, vtype) in NODES.items():
             await press.add_variable(ua.NodeId(ident, self._ns), ua.QualifiedName(browse, self._ns),
                                      ua.Variant(self._state[name], vtype))
+        for name, (ident, browse, vtype) in OUTPUTS.items():  # the only writable nodes
+            node = await press.add_variable(ua.NodeId(ident, self._ns),
+                                            ua.QualifiedName(browse, self._ns),
+                                            ua.Variant(self._outputs.get(name, _ZERO[vtype]),
+                                                       vtype))
+            await node.set_writable()
         self._nodes_present = True
+
+    async def output(self, name: str) -> Any:
+        """The value a client last wrote to an output (the PLC's side, for tests)."""
+        assert self._server is not None
+        value = await self._server.get_node(ua.NodeId(OUTPUTS[name][0], self._ns)).read_value()
+        self._outputs[name] = value
+        return value
 
     async def remove_nodes(self) -> None:
         """The first half of a program download: every press node disappears."""
@@ -365,7 +389,7 @@ class OpcuaPressSimulator:
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = press_arguments("python -m drivers.sim_opcua", __doc__, 4840)
+    p = press_arguments("python -m sim.opcua", __doc__, 4840)
     p.add_argument("--secure", action="store_true", help="Basic256Sha256 only, self-signed cert")
     p.add_argument("--cert-dir", type=Path, default=None,
                    help="where to keep the server certificate (default: a temp dir)")

@@ -7,7 +7,7 @@ Two wirings, the two a line PC meets:
 - ``tcp``: a pymodbus ``ModbusTcpServer`` with the RTU framer, as a serial device server
   in transparent mode puts the bus on a TCP port.
 
-Each unit is a :class:`~drivers.sim_press.PressSimulator` register image (its own strokes,
+Each unit is a :class:`~sim.press.PressSimulator` register image (its own strokes,
 die, part ...), served under its own unit id. ``set_dead(unit, True)`` makes one unit
 stop answering (its response frames are swallowed on the way out), as a powered-down
 PLC on a shared bus does; the others keep answering.
@@ -26,7 +26,7 @@ from pathlib import Path
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 
-from drivers.sim_press import PressSimulator
+from sim.press import PressSimulator
 
 SOCAT = shutil.which("socat") or "/usr/bin/socat"
 

@@ -7,7 +7,7 @@ events, as a setter would watch the screen: p1 passes its first article, p2 fail
 passes the second, p3 gets a die change and a new first article.
 
 The quality story (issue 11): patrol measurements rotate through every characteristic of
-the plan with values from a seeded process model (``drivers.sim_gauge.ProcessSimulator``),
+the plan with values from a seeded process model (``sim.gauge.ProcessSimulator``),
 so within a minute p1 shows control limits frozen from a baseline, a drift of C1, the
 rule signal it causes, the plan's reaction (hold) and a quality engineer's release. For
 that the demo gives BRK-100's C1 a baseline of 10 subgroups and ``hold`` on a broken rule
@@ -41,9 +41,9 @@ from collector.command_gate import command_topic
 from collector.config import LoadedConfig, load_config
 from collector.daemon import Daemon
 from collector.domain import Characteristic, Plan
-from collector.local_broker import LocalBroker
-from drivers.sim_gauge import GaugeSimulator, ProcessSimulator
-from drivers.sim_press import PressSimulator
+from sim.gauge import GaugeSimulator, ProcessSimulator
+from sim.local_broker import LocalBroker
+from sim.plc import for_protocol
 
 log = logging.getLogger(__name__)
 
@@ -241,7 +241,7 @@ class Operator:
     """The scripted setter of one press: measures when the workflow asks for it."""
 
     def __init__(self, press: str, plan: Plan, gauges: dict[str, GaugeSimulator],
-                 sim: PressSimulator, tap: EventTap, pace: float = 1.0,
+                 sim: Any, tap: EventTap, pace: float = 1.0,
                  log_out: Callable[[str], None] = _stderr) -> None:
         self.press, self.plan, self.gauges, self.sim, self.tap = press, plan, gauges, sim, tap
         self.pace, self.log_out = pace, log_out
@@ -374,16 +374,7 @@ def story_plans(config: LoadedConfig) -> tuple[LoadedConfig, str | None]:
 
 async def start_simulator(protocol: str, part: str, die: int, lot: str) -> Any:
     """A simulated press PLC speaking the press's protocol, stroking at 60 spm."""
-    if protocol == "opcua":
-        from drivers.sim_opcua import OpcuaPressSimulator  # asyncua only when needed
-
-        sim: Any = OpcuaPressSimulator(host="127.0.0.1", port=0, part=part, die=die, lot=lot,
-                                       spm=60)
-    else:
-        sim = PressSimulator(host="127.0.0.1", port=0, part=part, die=die, lot=lot, spm=60)
-    await sim.start()
-    sim.set_running(True)
-    return sim
+    return await for_protocol(protocol).start(part, die, lot)
 
 
 def prepare_config(config: LoadedConfig, workdir: Path, broker: tuple[str, int],
@@ -399,11 +390,7 @@ def prepare_config(config: LoadedConfig, workdir: Path, broker: tuple[str, int],
     for press_id, press in config.presses.items():
         gauges = [g.model_copy(update={"port": gauge_paths[(press_id, g.id)]})
                   for g in press.gauges]
-        if press.plc.protocol == "opcua":
-            endpoint = f"opc.tcp://127.0.0.1:{plc_ports[press_id]}/press"
-            plc = press.plc.model_copy(update={"endpoint": endpoint})
-        else:
-            plc = press.plc.model_copy(update={"host": "127.0.0.1", "port": plc_ports[press_id]})
+        plc = for_protocol(press.plc.protocol).point(press.plc, plc_ports[press_id])
         presses[press_id] = press.model_copy(update={"plc": plc, "gauges": gauges})
     return config.model_copy(update={"collector": collector, "presses": presses})
 
