@@ -515,17 +515,21 @@ class Outbox:
                 "WHERE delivered IS NULL AND id > ? ORDER BY id LIMIT ?",
                 (after_id, limit)).fetchall()
 
-    def pending_streams(self, streams: Sequence[str], after_id: int = 0, limit: int = 1000
+    def pending_streams(self, streams: Sequence[str], after_id: int = 0, limit: int = 1000,
+                        exclude: bool = False, upto: int | None = None
                         ) -> list[tuple[int, str, bytes]]:
-        """Pending rows of the given streams with id > after_id, in id order. Walks the
-        pending index from ``after_id`` (only rows committed after it), never the history."""
+        """Pending rows of the given streams (``exclude``: of every other stream) with
+        after_id < id (<= upto), in id order. Walks the pending index from ``after_id``
+        (only rows committed after it, at most up to ``upto``), never the history."""
         marks = ",".join("?" * len(streams))
         with self._read_lock:
             assert self._rconn is not None
             return self._rconn.execute(
                 "SELECT id, topic, payload FROM messages INDEXED BY messages_pending "
-                f"WHERE delivered IS NULL AND id > ? AND stream IN ({marks}) "
-                "ORDER BY id LIMIT ?", (after_id, *streams, limit)).fetchall()
+                f"WHERE delivered IS NULL AND id > ? AND id <= ? AND stream "
+                f"{'NOT ' if exclude else ''}IN ({marks}) ORDER BY id LIMIT ?",
+                (after_id, upto if upto is not None else 2**63 - 1, *streams, limit)
+            ).fetchall()
 
     def pending_count(self) -> int:
         """Rows waiting for delivery (committed ones minus queued marks, plus queued rows)."""

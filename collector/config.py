@@ -347,8 +347,8 @@ class BrokerConfig(_Model):
     # (a relative path is looked up in $CREDENTIALS_DIRECTORY by the daemon).
     password_file: str = ""
     tls: BrokerTlsConfig | None = None  # [broker.tls]; absent = plain MQTT
-    # Replay after an outage: at most this many backlog messages per second (0 = no
-    # limit). Retained state and status are never throttled.
+    # Replay after an outage: at most this many telemetry backlog messages per second
+    # (0 = no limit). Events, live telemetry, retained state and status are never throttled.
     replay_rate: int = Field(2000, ge=0, le=1_000_000)
 
 
