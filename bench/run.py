@@ -168,6 +168,15 @@ def scenario_outage(args: argparse.Namespace) -> list[dict[str, Any]]:
     draining = [m for m in live if drained_at is not None and m.recv <= drained_at]
     drain_s = None if drained_at is None or first_any is None else drained_at - first_any
     rss = rig.samples.rss_range_mb(t_down, t_up_req)
+    # quality events (gauge lines -> first_article / measurement): those acquired after
+    # the broker came back must not wait for the telemetry replay (docs/delivery.md)
+    # ("after the reconnect": acquired once the first live telemetry message was out, i.e.
+    # the daemon was connected again; before that an event waits for the reconnect backoff)
+    quality = [m for m in cap.msgs if m.kind in ("first_article", "measurement")]
+    t_conn = first_live if first_live is not None else t_up
+    ev_after = [m for m in quality if m.ts >= t_conn]
+    ev_draining = [m for m in ev_after if drained_at is not None and m.ts <= drained_at]
+    ev_backlog = [m for m in quality if t_down <= m.ts < t_up_req]
     return [{
         "scenario": "outage", "outage_s": outage_s, "presses": 10, "poll_ms": 100,
         "committed_polls": committed, "delivered_unique_polls": integ["unique_messages"],
@@ -186,6 +195,22 @@ def scenario_outage(args: argparse.Namespace) -> list[dict[str, Any]]:
                                                 if first_live is not None
                                                 and m.recv <= first_live + 2], 0.99)),
         "live_msgs_while_draining": len(draining),
+        # quality events acquired after the reconnect: gauge line -> subscriber
+        "event_latency_after_reconnect_p50_ms": ms(pct([m.recv - m.ts for m in ev_after],
+                                                       0.5)),
+        "event_latency_after_reconnect_p99_ms": ms(pct([m.recv - m.ts for m in ev_after],
+                                                       0.99)),
+        "event_latency_after_reconnect_max_ms": ms(max((m.recv - m.ts for m in ev_after),
+                                                       default=None)),
+        "events_after_reconnect": len(ev_after),
+        # the subset acquired while the telemetry backlog was still being replayed
+        "event_latency_while_draining_max_ms": ms(max((m.recv - m.ts for m in ev_draining),
+                                                      default=None)),
+        "events_while_draining": len(ev_draining),
+        # the events of the outage itself: all delivered this long after the broker was up
+        "backlog_events": len(ev_backlog),
+        "backlog_events_out_after_up_s": None if not ev_backlog
+        else round(max(m.recv for m in ev_backlog) - t_up, 3),
         "replayed_msgs": replayed,
         "rss_during_outage_min_mb": rss[0] if rss else None,
         "rss_during_outage_max_mb": rss[1] if rss else None,
