@@ -1,6 +1,7 @@
 """press-collector bench suite: ``python -m bench.run [scenario ...] [--quick] [--long]``.
 
-Scenarios: line, quality (same run as line), outage, ceiling, scale. Each prints one JSON
+Scenarios: line, quality (same run as line), outage, ceiling, scale, and powercut (not in
+the default set: needs FUSE; bench/powercut.py). Each prints one JSON
 line; at the end a Markdown table; both go to ``bench/results/<stamp>.jsonl`` / ``.md``.
 Nothing here asserts a timing: these are measurements, read them (bench/README.md).
 """
@@ -18,8 +19,8 @@ from typing import Any
 
 import psutil
 
+from bench import powercut, store_bench
 from bench import rig as rig_module
-from bench import store_bench
 from bench.analysis import Capture, latency, ms, pct, window
 from bench.rig import REPO, Rig, wait_for
 
@@ -282,8 +283,13 @@ def startup(args: argparse.Namespace, backlog_readings: int, label: str = "empty
             f"startup_{label}_backlog_readings": backlog_readings}
 
 
+def scenario_powercut(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Power cuts with LazyFS (bench/powercut.py; needs FUSE, not in the default set)."""
+    return [{**powercut.run(args), **_context()}]
+
+
 SCENARIOS = {"line": scenario_line, "outage": scenario_outage, "ceiling": scenario_ceiling,
-             "scale": scenario_scale}
+             "scale": scenario_scale, "powercut": scenario_powercut}
 
 
 def table(lines: list[dict[str, Any]]) -> str:
@@ -315,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--commit-ms", type=int, default=2,
                    help="buffer.commit_interval_ms of the daemon under test")
     p.add_argument("--keep", action="store_true", help="keep the work dir")
+    powercut.add_arguments(p.add_argument_group("powercut"))
     args = p.parse_args(argv)
     rig_module.COMMIT_MS = args.commit_ms
     for name in args.scenarios:
