@@ -1,7 +1,7 @@
 """press-collector bench suite: ``python -m bench.run [scenario ...] [--quick] [--long]``.
 
-Scenarios: line, quality (same run as line), outage, ceiling, scale, and powercut (not in
-the default set: needs FUSE; bench/powercut.py). Each prints one JSON
+Scenarios: line, quality (same run as line), outage, ceiling, scale; not in the default
+set: memory (30 minutes) and powercut (needs FUSE; bench/powercut.py). Each prints one JSON
 line; at the end a Markdown table; both go to ``bench/results/<stamp>.jsonl`` / ``.md``.
 Nothing here asserts a timing: these are measurements, read them (bench/README.md).
 """
@@ -283,13 +283,60 @@ def startup(args: argparse.Namespace, backlog_readings: int, label: str = "empty
             f"startup_{label}_backlog_readings": backlog_readings}
 
 
+def scenario_memory(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """RSS of the daemon over a long run at line load (10 presses x 40 tags / 100 ms + 4
+    gauges), the broker up all along or (``--memory-outage``) down from the first minute
+    to the end, then up again while the backlog drains. One figure per minute."""
+    duration = args.duration or (60 if args.quick else 1800)
+    rig = Rig(args.workdir / "memory", 10, 100, gauge_presses=2)
+    try:
+        rig.start_infra()
+        rig.start_daemon()
+        rig.wait_health()
+        t0 = time.time()
+        down_at = up_at = None
+        if args.memory_outage:
+            time.sleep(min(60, duration / 10))
+            rig.broker.stop()
+            down_at = time.time()
+        time.sleep(max(0.0, t0 + duration - time.time()))
+        if args.memory_outage:
+            rig.broker.start()
+            up_at = time.time()
+            wait_for(lambda: rig.pending() <= 20, 900, "backlog drained", 0.5)
+            time.sleep(30)
+        health = rig.health()
+        rig.stop_daemon()
+    finally:
+        rig.close()
+    assert rig.samples is not None
+    rss = rig.samples.rss
+    end = rss[-1][0] if rss else t0
+    minutes = []
+    for i in range(int((end - t0) // 60) + 1):
+        got = [r for t, r in rss if t0 + 60 * i <= t < t0 + 60 * (i + 1)]
+        if got:
+            minutes.append(round(max(got) / 2**20, 1))
+    last_third = minutes[len(minutes) * 2 // 3:]
+    return [{"scenario": "memory", "duration_s": duration,
+             "outage_s": None if down_at is None or up_at is None else round(up_at - down_at),
+             "cache_mb": args.cache_mb, "rss_mb_by_minute": minutes,
+             "rss_start_mb": minutes[0] if minutes else None,
+             "rss_max_mb": max(minutes) if minutes else None,
+             "rss_last_third_min_max_mb": [min(last_third), max(last_third)]
+             if last_third else None,
+             "pending_at_end": rig.pending(),
+             "buffer_file_mb": round(health["outbox"]["file_bytes"] / 2**20, 1),
+             **_context()}]
+
+
 def scenario_powercut(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Power cuts with LazyFS (bench/powercut.py; needs FUSE, not in the default set)."""
     return [{**powercut.run(args), **_context()}]
 
 
 SCENARIOS = {"line": scenario_line, "outage": scenario_outage, "ceiling": scenario_ceiling,
-             "scale": scenario_scale, "powercut": scenario_powercut}
+             "scale": scenario_scale, "memory": scenario_memory, "powercut": scenario_powercut}
 
 
 def table(lines: list[dict[str, Any]]) -> str:
@@ -321,9 +368,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--commit-ms", type=int, default=2,
                    help="buffer.commit_interval_ms of the daemon under test")
     p.add_argument("--keep", action="store_true", help="keep the work dir")
+    p.add_argument("--memory-outage", action="store_true",
+                   help="memory: broker down from the first minute to the end")
+    p.add_argument("--cache-mb", type=int, default=None,
+                   help="buffer.cache_mb of the daemon under test (default: its default)")
     powercut.add_arguments(p.add_argument_group("powercut"))
     args = p.parse_args(argv)
     rig_module.COMMIT_MS = args.commit_ms
+    rig_module.CACHE_MB = args.cache_mb
     for name in args.scenarios:
         if name not in SCENARIOS:
             p.error(f"unknown scenario {name!r} (allowed: {', '.join(SCENARIOS)})")

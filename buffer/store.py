@@ -189,6 +189,9 @@ class Outbox:
         self._shed_episode = 0  # rows shed since the last successful commit
         self.commit_interval_s = commit_interval_s
         self.readonly = readonly
+        # page-cache budget, all connections together: writer 1/2, reader 1/4, checkpointer
+        # and prune / size-bound passes 1/8 each (SQLite's caches were the daemon's only
+        # memory growth; the OS page cache holds the file anyway)
         self._cache_kib = cache_mb * 1024
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -247,6 +250,7 @@ class Outbox:
             if new:
                 self._create_schema(self._wconn)
             self._rconn = self._connect(readonly=False)
+            self._rconn.execute(f"PRAGMA cache_size=-{self._cache_kib // 4}")
         self._load_state()
         if not readonly:
             self._thread = threading.Thread(target=self._writer, name="outbox-writer",
@@ -267,7 +271,7 @@ class Outbox:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA wal_autocheckpoint=0")  # see CHECKPOINT_BYTES
         conn.execute("PRAGMA busy_timeout=5000")
-        conn.execute(f"PRAGMA cache_size=-{self._cache_kib}")
+        conn.execute(f"PRAGMA cache_size=-{self._cache_kib // 2}")
         return conn
 
     @staticmethod
@@ -612,6 +616,7 @@ class Outbox:
         self._check_writable()
         cutoff = time.time() - retention_s
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+        conn.execute(f"PRAGMA cache_size=-{self._cache_kib // 8}")
         deleted = 0
         try:
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -684,6 +689,7 @@ class Outbox:
                  ("telemetry", f"delivered IS NULL AND stream NOT IN ({marks})",
                   tuple(protected)))
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+        conn.execute(f"PRAGMA cache_size=-{self._cache_kib // 8}")
         try:
             conn.execute("PRAGMA synchronous=NORMAL")
             for name, where, args in steps:
@@ -947,6 +953,7 @@ class Outbox:
         """WAL -> main file, off the commit path (PASSIVE: never blocks the writer)."""
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
+            conn.execute(f"PRAGMA cache_size=-{self._cache_kib // 8}")
             conn.execute("PRAGMA busy_timeout=5000")
             while True:
                 self._ckpt_wake.wait(CHECKPOINT_INTERVAL_S)

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from buffer.store import Outbox, OutboxRow
-from collector.local_broker import LocalBroker
 from collector import publisher as publisher_module
+from collector.local_broker import LocalBroker
 from collector.publisher import Publisher
 from tests.support.subscriber import Received, Subscriber
 
