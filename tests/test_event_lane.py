@@ -47,7 +47,7 @@ def rows(outbox: Outbox, stream: str, topic: str, n: int) -> list[OutboxRow]:
 async def test_event_after_the_reconnect_overtakes_the_throttled_telemetry_backlog(
         broker: LocalBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # the event lane looks through the backlog in short steps (yielding to the loop in
-    # between): several steps here, as in a long backlog with the default 20,000 ids
+    # between): several steps here, as in a long backlog with the default 10,000 ids
     monkeypatch.setattr(publisher_module, "EVENT_SCAN_IDS", 50)
     outbox = Outbox.open(tmp_path / "b.sqlite", commit_interval_s=0.005)
     # the backlog: telemetry with events among it (more events than one window)
