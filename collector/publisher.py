@@ -471,7 +471,7 @@ class Publisher:
         replay backlog; later ones go out live; other streams take the event lane."""
         if not self.live_streams:
             return
-        hi = self.outbox.last_id
+        hi = self._top()
         if self._split:
             lo = self._live_cursor  # a second outage while replaying: more backlog
         else:
@@ -498,7 +498,7 @@ class Publisher:
         window = self.max_inflight
         inflight = self._inflight
         # one snapshot per refill (see the module docstring); one empty query per lane
-        hi = self.outbox.last_id  # read before the queries: see _drained
+        hi = self._top()  # read before the queries: see _drained
         events_empty = live_empty = False
         while len(inflight) < window:
             lane = None
@@ -543,6 +543,11 @@ class Publisher:
                 self._loop.call_soon(self._kick)
         if self._drained():
             self._idle.set()
+
+    def _top(self) -> int:
+        """The highest outbox id the lanes may read up to (every lane reads through this
+        one snapshot per refill: the place for any bound on what may be published)."""
+        return self.outbox.last_id
 
     def _read_upto(self, after: int, hi: int, streams: tuple[str, ...] | None = None,
                    exclude: bool = False) -> tuple[list[tuple[int, str, bytes]], int]:
