@@ -224,6 +224,9 @@ class Outbox:
         self._shed_episode = 0  # rows shed since the last successful commit
         self.commit_interval_s = commit_interval_s
         self.readonly = readonly
+        # page-cache budget, all connections together: writer 1/2, reader 1/4, checkpointer
+        # and prune / size-bound passes 1/8 each (SQLite's caches were the daemon's only
+        # memory growth; the OS page cache holds the file anyway)
         self._cache_kib = cache_mb * 1024
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -316,6 +319,7 @@ class Outbox:
             self._seqmark = marks
             self._wconn = self._connect(readonly=False)
             self._rconn = self._connect(readonly=False)
+            self._rconn.execute(f"PRAGMA cache_size=-{self._cache_kib // 4}")
             self._load_state()
             self._reconcile(marks)
             marks.ensure_allocated()
@@ -348,7 +352,7 @@ class Outbox:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA wal_autocheckpoint=0")  # see CHECKPOINT_BYTES
         conn.execute("PRAGMA busy_timeout=5000")
-        conn.execute(f"PRAGMA cache_size=-{self._cache_kib}")
+        conn.execute(f"PRAGMA cache_size=-{self._cache_kib // 2}")
         return conn
 
     @staticmethod
@@ -668,17 +672,22 @@ class Outbox:
                 "WHERE delivered IS NULL AND id > ? AND id <= ? ORDER BY id LIMIT ?",
                 (after_id, self._visible_id, limit)).fetchall()
 
-    def pending_streams(self, streams: Sequence[str], after_id: int = 0, limit: int = 1000
+    def pending_streams(self, streams: Sequence[str], after_id: int = 0, limit: int = 1000,
+                        exclude: bool = False, upto: int | None = None
                         ) -> list[tuple[int, str, bytes]]:
-        """Pending rows of the given streams with id > after_id, in id order. Walks the
-        pending index from ``after_id`` (only rows committed after it), never the history."""
+        """Pending rows of the given streams (``exclude``: of every other stream) with
+        after_id < id (<= upto), in id order. Walks the pending index from ``after_id``
+        (only rows committed after it, at most up to ``upto``), never the history."""
         marks = ",".join("?" * len(streams))
         with self._read_lock:
             assert self._rconn is not None
             return self._rconn.execute(
                 "SELECT id, topic, payload FROM messages INDEXED BY messages_pending "
-                f"WHERE delivered IS NULL AND id > ? AND id <= ? AND stream IN ({marks}) "
-                "ORDER BY id LIMIT ?", (after_id, self._visible_id, *streams, limit)).fetchall()
+                f"WHERE delivered IS NULL AND id > ? AND id <= ? AND stream "
+                f"{'NOT ' if exclude else ''}IN ({marks}) ORDER BY id LIMIT ?",
+                (after_id, self._visible_id if upto is None else min(upto, self._visible_id),
+                 *streams, limit)
+            ).fetchall()
 
     def pending_count(self) -> int:
         """Rows waiting for delivery (committed ones minus queued marks, plus queued rows)."""
@@ -762,6 +771,7 @@ class Outbox:
         self._check_writable()
         cutoff = time.time() - retention_s
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+        conn.execute(f"PRAGMA cache_size=-{self._cache_kib // 8}")
         deleted = 0
         try:
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -836,6 +846,7 @@ class Outbox:
                  ("telemetry", f"delivered IS NULL AND stream NOT IN ({marks})",
                   tuple(protected)))
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+        conn.execute(f"PRAGMA cache_size=-{self._cache_kib // 8}")
         try:
             conn.execute("PRAGMA synchronous=NORMAL")
             for name, where, args in steps:
@@ -1264,6 +1275,7 @@ class Outbox:
                             conn = sqlite3.connect(self.path, isolation_level=None,
                                                    check_same_thread=False)
                             conn.execute("PRAGMA busy_timeout=5000")
+                            conn.execute(f"PRAGMA cache_size=-{self._cache_kib // 8}")
                         conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                         with self._lock:
                             self._stats["checkpoints"] += 1

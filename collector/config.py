@@ -345,8 +345,8 @@ class BrokerConfig(_Model):
     # Plain MQTT (no [broker.tls]) to a broker that is not on this machine: refused unless
     # this says so explicitly (then a warning at every start; docs/security.md).
     allow_plaintext: bool = False
-    # Replay after an outage: at most this many backlog messages per second (0 = no
-    # limit). Retained state and status are never throttled.
+    # Replay after an outage: at most this many telemetry backlog messages per second
+    # (0 = no limit). Events, live telemetry, retained state and status are never throttled.
     replay_rate: int = Field(2000, ge=0, le=1_000_000)
 
     @field_validator("client_id")
@@ -399,6 +399,11 @@ class BufferConfig(_Model):
     # Memory bound of the rows queued while the buffer cannot be written (disk full): over
     # it the oldest queued telemetry is dropped (counted, alarmed); quality events never.
     memory_max_mb: float = Field(64.0, gt=0, le=65536)
+    # SQLite page-cache budget of the buffer (MiB), shared by its connections: the writer
+    # half, the publisher's reader a quarter, the checkpointer and the prune / size-bound
+    # passes an eighth each. It bounds the daemon's memory (SQLite's caches were its only
+    # growth: docs/telemetry-and-health.md, "Memory"); the OS page cache serves the rest.
+    cache_mb: int = Field(16, ge=2, le=4096)
 
 
 class TelemetryConfig(_Model):

@@ -225,7 +225,8 @@ class Daemon:
             tls = tls_context(cfg.broker.tls, self.config.config_dir)
         self.outbox = outbox = Outbox.open(Path(cfg.buffer.path),
                                            commit_interval_s=cfg.buffer.commit_interval_ms / 1000,
-                                           max_queued_bytes=int(cfg.buffer.memory_max_mb * 2**20))
+                                           max_queued_bytes=int(cfg.buffer.memory_max_mb * 2**20),
+                                           cache_mb=cfg.buffer.cache_mb)
         self._topics = topics
         self.guard = TaskGuard(
             lambda kind, active, data: emit_alarm(outbox, topics, kind, active, data),
