@@ -41,3 +41,31 @@ async def line(tmp_path: Path, broker: LocalBroker):
         yield await started.start()
     finally:
         await started.close()
+
+
+# -- other brokers (issue 15, docs/brokers.md) ------------------------------------------
+# One broker of each kind per test module (RabbitMQ boots in 5-10 s here): tests that use
+# ``any_broker`` run once per kind, grouped by kind. They share the broker, so each test
+# uses its own topic root and client ids. A kind whose Debian package is missing is
+# skipped with the package's name (scripts/setup installs all three).
+
+@pytest.fixture(scope="module", params=["mosquitto", "rabbitmq", "nats"])
+def any_broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    from collector.other_brokers import LocalNats, LocalRabbitMQ, missing_reason
+
+    kind = request.param
+    reason = missing_reason(kind)
+    if reason is not None:
+        pytest.skip(f"{kind}: {reason}")
+    data_dir = tmp_path_factory.mktemp(kind)
+    if kind == "rabbitmq":
+        b = LocalRabbitMQ(data_dir=data_dir)
+    elif kind == "nats":
+        b = LocalNats(data_dir=data_dir)
+    else:
+        b = LocalBroker(data_dir=data_dir)
+    b.start()
+    try:
+        yield b
+    finally:
+        b.stop()
