@@ -11,7 +11,7 @@ demo:
 	scripts/demo $(ARGS)
 
 lint:
-	scripts/setup && .venv/bin/ruff check collector drivers buffer tests bench
+	scripts/setup && .venv/bin/ruff check collector drivers buffer sink tests bench
 
 # Benchmarks (not tests): make bench [ARGS="line --quick"]; results in bench/results/
 bench:

@@ -195,11 +195,22 @@ def build_parser() -> argparse.ArgumentParser:
     stats = buffer_sub.add_parser("stats", help="rows, backlog, size")
     stats.add_argument("path", help="path of the buffer file")
     stats.set_defaults(func=cmd_buffer_stats)
+    # the central consumer (sink/, docs/sink.md): its own package and arguments, imported
+    # only when this command runs (nothing of the daemon imports the sink)
+    sub.add_parser("sink", add_help=False, help="central consumer: the collectors' events and "
+                   "telemetry -> PostgreSQL (press-collector sink --help)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "sink":
+        from sink.cli import main as sink_main
+
+        return sink_main(rest, args.log_level)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return int(args.func(args) or 0)
 
 

@@ -69,3 +69,29 @@ def any_broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         yield b
     finally:
         b.stop()
+
+
+# -- PostgreSQL for the sink (issue 15, docs/sink.md) -----------------------------------
+PG_ADMIN_DSN = os.environ.get("PRESS_COLLECTOR_TEST_PG", "host=127.0.0.1 user=postgres "
+                              "dbname=postgres")
+
+
+@pytest.fixture(scope="module")
+def pg_dsn() -> Iterator[str]:
+    """A database of its own on the machine's PostgreSQL (127.0.0.1:5432, trust auth),
+    created for the module and dropped after it."""
+    import uuid
+
+    psycopg = pytest.importorskip("psycopg", reason="the sink extra (psycopg 3) is missing: "
+                                  "pip install -e '.[sink]' (scripts/setup does)")
+    name = f"pc_test_{uuid.uuid4().hex[:10]}"
+    try:
+        admin = psycopg.connect(PG_ADMIN_DSN, autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL at {PG_ADMIN_DSN!r}: {str(exc).strip()[:200]}")
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield PG_ADMIN_DSN.replace("dbname=postgres", f"dbname={name}")
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

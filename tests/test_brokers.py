@@ -35,10 +35,10 @@ def protocol_of(broker: Any) -> str:
     return "5" if "5" in broker.protocols else "3.1.1"
 
 
-def line_for(tmp_path: Path, broker: Any, **settings: Any) -> Line:
-    """Press p1 of the example config on this broker, with a topic root and host id of
-    its own (the module shares one broker of each kind)."""
-    tag = uuid.uuid4().hex[:6]
+def line_for(tmp_path: Path, broker: Any, tag: str = "", **settings: Any) -> Line:
+    """Press p1 of the example config on this broker, with a topic root (``b{tag}/press-
+    shop``) and host id of its own (the module shares one broker of each kind)."""
+    tag = tag or uuid.uuid4().hex[:6]
 
     def adjust(cfg: LoadedConfig) -> LoadedConfig:
         col = cfg.collector
@@ -330,3 +330,53 @@ async def test_mqtt5_command_connection_names_the_setting_where_the_broker_lacks
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_the_sink_stores_a_daemons_output_from_this_broker(
+        tmp_path: Path, any_broker: Any, pg_dsn: str) -> None:
+    """The central consumer on this broker (MQTT 3.1.1 on RabbitMQ and NATS, 5 on
+    Mosquitto): a daemon's events and telemetry reach PostgreSQL once each, no gap."""
+    import threading
+
+    import psycopg
+
+    from sink.consumer import Sink, SinkSettings
+    from sink.store import migrate
+
+    with psycopg.connect(pg_dsn, autocommit=True) as db:
+        migrate(db)
+        tag = uuid.uuid4().hex[:6]
+        sink = Sink(SinkSettings("127.0.0.1", any_broker.port, (f"b{tag}/press-shop",), pg_dsn,
+                                 f"sink-{tag}", protocol=protocol_of(any_broker),
+                                 gaps_every_s=0))
+        stop = threading.Event()
+        thread = threading.Thread(target=sink.run, args=(stop,), daemon=True)
+        thread.start()
+        line = line_for(tmp_path, any_broker, tag)
+        try:
+            assert await asyncio.to_thread(sink.subscribed.wait, 15)
+            await line.start()
+            await released(line)
+            await line.stop_daemon()
+            assert line.config is not None
+            with Outbox.open(line.config.collector.buffer.path, readonly=True) as ro:
+                streams = ro.stats()["streams"]
+            last = {s: streams[f"p1/{s}"]["last_seq"] for s in ("events", "telemetry")}
+            host = line.config.collector.site.host_id
+
+            def stored() -> dict[str, tuple[int, int]]:
+                return {s: (n, m) for s, n, m in db.execute(
+                    "SELECT stream, count(*), max(seq) FROM record WHERE host = %s "
+                    "GROUP BY stream", (host,))}
+
+            deadline = time.monotonic() + 30
+            while stored() != {s: (n, n) for s, n in last.items()}:
+                assert time.monotonic() < deadline, (stored(), last)
+                await asyncio.sleep(0.05)
+            assert db.execute("SELECT status FROM collector_status WHERE host = %s",
+                              (host,)).fetchone() in (("offline",), ("online",))
+            assert sink.stats.quarantined == 0
+        finally:
+            stop.set()
+            await asyncio.to_thread(thread.join, 10)
+            await line.close()
