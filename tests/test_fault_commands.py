@@ -96,6 +96,8 @@ async def test_bad_commands_are_refused_with_a_reply_and_change_nothing(
     rid, payload = req(operator="Q7", why="die check")
     publish(line, "p1", "hold", payload)
     await line.wait_event("p1", "state_change", to="hold", after=events_before)
+    # the reply is its own message: the event arriving first says nothing about it
+    await line.sub.wait_for(lambda _: any(r["request_id"] == rid for r in replies(line)), 15)
     ok = [r for r in replies(line) if r["request_id"] == rid]
     assert ok and ok[0]["ok"] is True
     problems = [(m.topic, validate_message(m.topic, line.root, orjson.loads(m.payload)))
