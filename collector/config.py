@@ -348,6 +348,16 @@ class BrokerConfig(_Model):
     # Replay after an outage: at most this many telemetry backlog messages per second
     # (0 = no limit). Events, live telemetry, retained state and status are never throttled.
     replay_rate: int = Field(2000, ge=0, le=1_000_000)
+    # MQTT version of the command connection: "5" (retain-as-published, clean start, max
+    # packet size; docs/security.md) or "3.1.1" for brokers without MQTT 5 (RabbitMQ 3.x,
+    # NATS 2.9; what is lost then: docs/brokers.md). The outbox publisher speaks 3.1.1
+    # with every broker.
+    protocol: Literal["5", "3.1.1"] = "5"
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_number(cls, value: Any) -> Any:
+        return "5" if value == 5 and not isinstance(value, bool) else value  # protocol = 5
 
     @field_validator("client_id")
     @classmethod

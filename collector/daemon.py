@@ -251,7 +251,7 @@ class Daemon:
             topic=topics.commands(), probe_topic=topics.command_probe(),
             on_command=self._on_command, username=cfg.broker.username or None,
             password=password, tls=tls, keepalive=cfg.broker.keepalive_s,
-            reconnect_max_s=cfg.broker.reconnect_max_s)
+            reconnect_max_s=cfg.broker.reconnect_max_s, protocol=cfg.broker.protocol)
         command_log = CommandLog.open(cfg.buffer.path)
         plans = self.config.plans
         driver_tasks: list[asyncio.Task[None]] = []
