@@ -1,8 +1,10 @@
 """Config files (TOML) -> validated pydantic models -> domain objects.
 
 A config dir holds ``collector.toml``, ``presses/*.toml`` (one per press) and
-``plans/*.toml`` (measurement plans). The contract is the "Config files" section of
-docs/DESIGN.md; the commented examples in ``config/`` are the user documentation.
+``plans/*.toml`` (measurement plans). Every key, its type, default, allowed values and
+meaning: docs/config-reference.md, generated from these models (``reference``) by
+``scripts/gen-docs``; tests/test_docs.py fails when it is stale. The commented examples
+in ``config/`` show the keys in use; docs/DESIGN.md says how to add one.
 
 Validation rules:
 
@@ -17,8 +19,8 @@ The package, by layer: ``base`` (the strict base model, problem helpers, shared
 vocabularies), ``errors`` (problems, pydantic error translation), one module per file kind
 (``site``, ``press``, ``plan``) and per driver (``modbus``, ``opcua``, ``gauge``; these
 depend on ``base`` and the role vocabulary only), ``loader`` (reading a dir, cross-file
-checks, ``check``, ``summary``). This module re-exports the public API: import from
-``collector.config``, not from the modules.
+checks, ``check``, ``summary``), ``reference`` (the generated key reference). This
+module re-exports the public API: import from ``collector.config``, not from the modules.
 """
 
 from __future__ import annotations

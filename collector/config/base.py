@@ -41,12 +41,14 @@ class ConfigModel(BaseModel):
     A root model (one per file) may declare, for the error translation:
     ``union_tags``: key -> {tag -> model} of its tagged unions (the tag pydantic puts into
     an error's loc is not a key the user wrote); ``secret_hints``: key -> {secret key ->
-    message} for a secret written anywhere below that key.
+    message} for a secret written anywhere below that key. Any model may give
+    ``doc_notes``: Markdown shown after its table in docs/config-reference.md.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)
     union_tags: ClassVar[dict[str, dict[str, type[BaseModel]]]] = {}
     secret_hints: ClassVar[dict[str, dict[str, str]]] = {}
+    doc_notes: ClassVar[str] = ""
 
 
 def raise_problems(problems: list[tuple[Loc, str]]) -> None:

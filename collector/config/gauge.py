@@ -6,7 +6,7 @@ Depends on ``base`` only, so that it can move next to its driver.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -45,33 +45,64 @@ PRESET_LINE: dict[str, dict[str, Any]] = {
 }
 
 
+def _preset_table() -> str:
+    """PRESET_LINE as a Markdown table, for docs/config-reference.md."""
+    keys = ("baudrate", "bytesize", "parity", "stopbits", "terminator")
+    rows = ["Line defaults per preset (a key given in the file wins):", "",
+            "| preset | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for preset, line in PRESET_LINE.items():
+        rows.append(f"| `{preset}` | " + " | ".join(str(line[k]) for k in keys) + " |")
+    return "\n".join(rows)
+
+
 class GaugeConfig(ConfigModel):
-    id: str = Field(pattern=NAME_PATTERN)
-    port: str = Field(min_length=1)
-    preset: Preset
-    # Line settings: defaults come from the preset (see PRESET_LINE).
-    baudrate: Baudrate = 9600
-    bytesize: int = Field(8, ge=5, le=8)
-    parity: Parity = "N"
-    stopbits: Literal[1, 2] = 1
-    terminator: Terminator = "CRLF"
-    unit: Unit = "mm"
-    pattern: str = ""
-    error_strings: list[str] = Field(default_factory=list)
-    max_line: int = Field(256, ge=16, le=65536)
-    # Polled gauges: the command (TOML escapes: "?\r"; "" = the preset's), a schedule
-    # (0 = none) and triggers: "stroke" (each stroke count step) or a PLC tag name (its
-    # rising edge); Metro multiplexers poll these channels by digit.
-    poll: str = ""
-    poll_interval_ms: int = Field(0, ge=0, le=3_600_000)
-    poll_on: list[str] = Field(default_factory=list)
-    channels: list[Annotated[int, Field(ge=1, le=9)]] = Field(default_factory=list)
-    # Modem lines after opening (Sylvac cables: DTR on powers them, RTS off); unset = the
-    # preset's need (Sylvac) or left alone.
-    dtr: bool | None = None
-    rts: bool | None = None
-    # Gauge identity for calibration: a reading after this date is flagged overdue.
-    calibration_due: Date = None
+    """``[[gauges]]``: a serial (RS-232 / USB) measuring instrument at the press
+    (docs/gauges.md). The line settings default to the preset's (table below)."""
+
+    doc_notes: ClassVar[str] = _preset_table()
+
+    id: str = Field(pattern=NAME_PATTERN, description="Unique per press; plans route "
+                    "readings by it (`gauge = \"g1\"`).")
+    port: str = Field(min_length=1, description="Serial device: `/dev/serial/by-id/...` "
+                      "(stable across replugging), `/dev/ttyUSB0`, `COM3`.")
+    preset: Preset = Field(description="The gauge family: record format, line settings and "
+                           "poll command (docs/gauges.md).")
+    baudrate: Baudrate = Field(9600, description="Line speed; default: the preset's.",
+                               json_schema_extra={"doc_default": "the preset's"})
+    bytesize: int = Field(8, ge=5, le=8, description="Data bits; default: the preset's.",
+                          json_schema_extra={"doc_default": "the preset's"})
+    parity: Parity = Field("N", description="Parity; default: the preset's.",
+                           json_schema_extra={"doc_default": "the preset's"})
+    stopbits: Literal[1, 2] = Field(1, description="Stop bits; default: the preset's.",
+                                    json_schema_extra={"doc_default": "the preset's"})
+    terminator: Terminator = Field("CRLF", description="End of a record; default: the "
+                                   "preset's.", json_schema_extra={"doc_default": "the preset's"})
+    unit: Unit = Field("mm", description="Unit of a record that carries none.")
+    pattern: str = Field("", description="Preset generic only, and required there: a regex "
+                         "with a named group `value` (optional `unit`, `channel`, `flag`).")
+    error_strings: list[str] = Field(default_factory=list, description="Records starting "
+                                     "with one of these are device errors, not values.")
+    max_line: int = Field(256, ge=16, le=65536, description="Longest record accepted, "
+                          "bytes; a longer one is counted as garbage.")
+    poll: str = Field("", description="Poll command (TOML escapes: `\"?\\r\"`); \"\" = "
+                      "the preset's, if it has one.")
+    poll_interval_ms: int = Field(0, ge=0, le=3_600_000, description="Poll on a drift-free "
+                                  "schedule; 0 = no schedule.")
+    poll_on: list[str] = Field(default_factory=list, description="Poll triggers: "
+                               "`\"stroke\"` (each step of the stroke counter) or the name of "
+                               "a PLC tag of this press (its rising edge).")
+    channels: list[Annotated[int, Field(ge=1, le=9)]] = Field(
+        default_factory=list, description="Preset metro only: the multiplexer channels "
+        "polled by digit, one after the other.", json_schema_extra={"doc_allowed": "1..9 "
+                                                                    "each"})
+    dtr: bool | None = Field(None, description="Modem line DTR after opening (Sylvac cables "
+                             "take power from DTR on); unset = the preset's need, else left "
+                             "alone.")
+    rts: bool | None = Field(None, description="Modem line RTS after opening (Sylvac: off); "
+                             "unset = the preset's need, else left alone.")
+    calibration_due: Date = Field(None, description="Calibration due date `YYYY-MM-DD` (or a "
+                                  "TOML date); a reading after it is flagged "
+                                  "`calibration_overdue`.")
 
     @model_validator(mode="before")
     @classmethod

@@ -53,26 +53,49 @@ RTU_SERIAL_KEYS = ("baudrate", "bytesize", "parity", "stopbits")
 
 
 class TagConfig(ConfigModel):
-    """One PLC value. Field names match ``drivers.modbus_codec.TagSpec``."""
+    """``[[plc.tags]]`` of a Modbus press: one PLC value. Field names match
+    ``drivers.modbus_codec.TagSpec``."""
 
-    name: str = Field(min_length=1)
-    area: TagArea = "holding"
-    address: int = Field(ge=0, le=65535)
-    type: TagType = "uint16"  # default: bool in coil/discrete, uint16 in registers
-    order: WordOrder = "ABCD"
-    length: int = Field(0, ge=0)  # registers, type = string only
-    scale: float = 1.0
-    offset: float = 0.0
-    role: Role | None = None
+    name: str = Field(min_length=1, description="Unique per press; the key in telemetry "
+                      "messages.")
+    area: TagArea = Field("holding", description="Modbus table: holding / input registers, "
+                          "coils / discrete inputs (bits).")
+    address: int = Field(ge=0, le=65535, description="0-based protocol address (holding "
+                         "register 40001 in PLC documentation = address 0).")
+    type: TagType = Field("uint16", description="Value type; strings take `length` "
+                          "registers. Default: bool in coil / discrete, uint16 in registers.",
+                          json_schema_extra={"doc_default": "uint16; bool in coil, discrete"})
+    order: WordOrder = Field("ABCD", description="Word / byte order of 32 and 64-bit values: "
+                             "ABCD = big-endian, high word first; CDAB = word-swapped (common "
+                             "on PLCs). Ignored for 16-bit and bool.")
+    length: int = Field(0, ge=0, description="Registers of a string (2 characters each); "
+                        "type string only, and required there.")
+    scale: float = Field(1.0, description="value = raw x scale + offset (numbers only; not "
+                         "0).")
+    offset: float = Field(0.0, description="Added after `scale` (numbers only).")
+    role: Role | None = Field(None, description="What the value means for the quality "
+                              "workflow, each role at most once per press; the types allowed "
+                              "depend on the role (docs/roles.md).")
     # Telemetry publish filter (the buffer keeps every reading whatever these say):
-    on_change: bool | None = None  # None: the press's [telemetry] on_change
-    deadband: float = Field(0.0, ge=0)  # publish when |v - last published| > deadband
-    deadband_pct: float = Field(0.0, ge=0, le=1000)  # ... or > pct % of |last published|
-    publish_every: int | None = Field(None, ge=1, le=100000)  # polls; None: the press's
-    # How a true/false role reads a number or text (docs/roles.md)
-    true_values: list[int | str] | None = None
-    true_bit: int | None = Field(None, ge=0, le=63)
-    enum: list[str] | None = None
+    on_change: bool | None = Field(None, description="Publish this tag only when its value "
+                                   "changed; unset = the press's `[telemetry] on_change`.")
+    deadband: float = Field(0.0, ge=0, description="Publish when the value moved more than "
+                            "this from the last published one (numbers only; implies "
+                            "on_change).")
+    deadband_pct: float = Field(0.0, ge=0, le=1000, description="... or more than this "
+                                "percentage of the last published value (with both: the "
+                                "larger threshold).")
+    publish_every: int | None = Field(None, ge=1, le=100000, description="Publish every Nth "
+                                      "poll only; unset = the press's `[telemetry] "
+                                      "publish_every`.")
+    true_values: list[int | str] | None = Field(None, description="A true/false role "
+                                                "(setup_mode, running, repair) is true when "
+                                                "the value is one of these numbers or texts "
+                                                "(docs/roles.md); default: non-zero = true.")
+    true_bit: int | None = Field(None, ge=0, le=63, description="A true/false role is true "
+                                 "when this bit (0 = least significant) of an integer is set.")
+    enum: list[str] | None = Field(None, description="Names of the values 0, 1, 2, ... so "
+                                   "that `true_values` can name them (a PLC mode word).")
 
     @model_validator(mode="before")
     @classmethod
@@ -130,26 +153,46 @@ class TagConfig(ConfigModel):
 
 
 class PlcConfig(ConfigModel):
-    protocol: Literal["modbus_tcp", "modbus_rtu", "modbus_rtu_tcp"] = "modbus_tcp"
-    host: str = ""  # required for modbus_tcp and modbus_rtu_tcp
-    # modbus_tcp / modbus_rtu_tcp: TCP port (default 502); modbus_rtu: the serial device
-    # path. Checked by _check_link (one key, two meanings, our own messages).
-    port: Any = None
-    unit: int = Field(1, ge=0, le=247)
-    poll_interval_ms: int = Field(100, ge=10, le=60000)
-    timeout_ms: int = Field(1000, ge=10, le=60000)
-    max_gap: int = Field(8, ge=0, le=125)
-    max_registers: int = Field(125, ge=1, le=125)
-    max_bits: int = Field(2000, ge=1, le=2000)
-    # RTU only: serial line (modbus_rtu), repeats of an unanswered request, gap between
-    # frames (0 = 3.5 character times as the Modbus serial spec asks).
-    baudrate: Baudrate = 19200
-    bytesize: Literal[7, 8] = 8
-    parity: Parity = "E"
-    stopbits: Literal[1, 2] = 1
-    retries: int = Field(1, ge=0, le=5)
-    inter_frame_ms: float = Field(0.0, ge=0, le=1000)
-    tags: list[TagConfig] = Field(min_length=1)
+    """``[plc]`` of a Modbus press (docs/modbus.md). Presses naming the same serial port
+    (or host:port with modbus_rtu_tcp) share one bus and must agree on its settings."""
+
+    protocol: Literal["modbus_tcp", "modbus_rtu", "modbus_rtu_tcp"] = Field(
+        "modbus_tcp", description="Modbus TCP; Modbus RTU on a serial port; RTU frames over "
+        "TCP through a serial device server.")
+    host: str = Field("", description="PLC, gateway or device server address; required for "
+                      "modbus_tcp and modbus_rtu_tcp, not used with modbus_rtu.")
+    # One key, two meanings: checked by _check_link with our own messages.
+    port: Any = Field(None, description="modbus_tcp / modbus_rtu_tcp: the TCP port (default "
+                      "502); modbus_rtu: the serial device (required), e.g. "
+                      "`/dev/serial/by-id/...`.",
+                      json_schema_extra={"doc_type": "integer or string",
+                                         "doc_default": "502 (TCP)",
+                                         "doc_allowed": "1..65535 or a device path"})
+    unit: int = Field(1, ge=0, le=247, description="Modbus unit (slave) id; 1..247 on an "
+                      "RTU bus (0 is broadcast and never answers).")
+    poll_interval_ms: int = Field(100, ge=10, le=60000, description="Every tag is read once "
+                                  "per interval, on a drift-free grid (late polls are "
+                                  "skipped and counted).")
+    timeout_ms: int = Field(1000, ge=10, le=60000, description="Per request.")
+    max_gap: int = Field(8, ge=0, le=125, description="Unused registers / bits a block read "
+                         "may bridge to read neighbouring tags in one request.")
+    max_registers: int = Field(125, ge=1, le=125, description="Registers per request "
+                               "(Modbus limit 125).")
+    max_bits: int = Field(2000, ge=1, le=2000, description="Coils / discrete inputs per "
+                          "request (Modbus limit 2000).")
+    baudrate: Baudrate = Field(19200, description="modbus_rtu only: serial line speed.")
+    bytesize: Literal[7, 8] = Field(8, description="modbus_rtu only: data bits.")
+    parity: Parity = Field("E", description="modbus_rtu only: parity (E = the Modbus "
+                           "spec's 8E1).")
+    stopbits: Literal[1, 2] = Field(1, description="modbus_rtu only: stop bits.")
+    retries: int = Field(1, ge=0, le=5, description="RTU only: repeats of a request the "
+                         "unit left unanswered before it counts as offline.")
+    inter_frame_ms: float = Field(0.0, ge=0, le=1000, description="RTU only: silence kept "
+                                  "before every frame; 0 = 3.5 character times at the baud "
+                                  "rate (1.75 ms above 19200 baud), as the Modbus serial spec "
+                                  "asks.")
+    tags: list[TagConfig] = Field(min_length=1, description="`[[plc.tags]]`: the values "
+                                  "read, at least one.")
 
     @model_validator(mode="after")
     def _check_link(self) -> PlcConfig:

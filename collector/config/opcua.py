@@ -22,20 +22,38 @@ DeadbandType = Literal["none", "absolute", "percent"]
 
 
 class OpcuaTagConfig(ConfigModel):
-    """One OPC UA value: a node (namespace URI + identifier), subscribed or polled."""
+    """``[[plc.tags]]`` of an OPC UA press: one node (namespace URI + identifier),
+    subscribed or polled."""
 
-    name: str = Field(min_length=1)
-    node: str = Field(min_length=1)
-    role: Role | None = None
-    mode: Literal["subscribe", "poll"] = "subscribe"
-    sampling_interval_ms: int | None = Field(None, ge=0, le=3_600_000)  # None: publishing
-    queue_size: int = Field(1, ge=1, le=10_000)
-    deadband_type: DeadbandType = "none"
-    deadband_value: float = Field(0.0, ge=0)
-    # How a true/false role reads a number or text (docs/roles.md)
-    true_values: list[int | str] | None = None
-    true_bit: int | None = Field(None, ge=0, le=63)
-    enum: list[str] | None = None
+    name: str = Field(min_length=1, description="Unique per press; the key in telemetry "
+                      "messages.")
+    node: str = Field(min_length=1, description="`nsu=<namespace URI>;s=<id>` (also `i=`, "
+                      "`g=`, `b=`); namespace 0 as `i=2258`. A bare `ns=<index>;` is refused: "
+                      "the index can change when the server restarts.")
+    role: Role | None = Field(None, description="What the value means for the quality "
+                              "workflow, each role at most once per press (docs/roles.md).")
+    mode: Literal["subscribe", "poll"] = Field("subscribe", description="Subscribed "
+                                               "(monitored item) or read every "
+                                               "`poll_interval_ms`.")
+    sampling_interval_ms: int | None = Field(None, ge=0, le=3_600_000, description="Subscribe "
+                                             "only: the server's sampling interval; unset = "
+                                             "the publishing interval.")
+    queue_size: int = Field(1, ge=1, le=10_000, description="Subscribe only: values queued "
+                            "per publish; above 1 every queued value is delivered.")
+    deadband_type: DeadbandType = Field("none", description="Subscribe only: data change "
+                                        "filter of the server (percent needs an EURange on "
+                                        "the node).")
+    deadband_value: float = Field(0.0, ge=0, description="Subscribe only: in the node's "
+                                  "units (absolute) or 0..100 (percent); needs a "
+                                  "deadband_type.")
+    true_values: list[int | str] | None = Field(None, description="A true/false role "
+                                                "(setup_mode, running, repair) is true when "
+                                                "the value is one of these numbers or texts "
+                                                "(docs/roles.md); default: non-zero = true.")
+    true_bit: int | None = Field(None, ge=0, le=63, description="A true/false role is true "
+                                 "when this bit (0 = least significant) of an integer is set.")
+    enum: list[str] | None = Field(None, description="Names of the values 0, 1, 2, ... so "
+                                   "that `true_values` can name them (a PLC mode word).")
 
     @model_validator(mode="after")
     def _check(self) -> OpcuaTagConfig:
@@ -66,27 +84,51 @@ class OpcuaTagConfig(ConfigModel):
 
 
 class OpcuaPlcConfig(ConfigModel):
-    """A press whose PLC speaks OPC UA. Secrets: password_file or the environment."""
+    """``[plc]`` of a press whose PLC speaks OPC UA (docs/opcua.md). Secrets:
+    password_file or the environment."""
 
-    protocol: Literal["opcua"]
-    endpoint: str = Field(min_length=1)
-    security_policy: Literal["None", "Basic256Sha256"] = "None"
-    security_mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
-    # Relative paths resolve against the config dir; load_config stores them absolute.
-    certificate: str = ""
-    private_key: str = ""
-    trust_dir: str = ""
-    username: str = ""
-    password_file: str = ""
-    # A user name with security_policy "None" sends the password in clear: refused unless
-    # this says so explicitly (then a warning at every start; docs/security.md).
-    allow_plaintext_password: bool = False
-    publishing_interval_ms: int = Field(100, ge=10, le=60000)
-    poll_interval_ms: int = Field(500, ge=10, le=60000)
-    heartbeat_ms: int = Field(1000, ge=100, le=60000)
-    timeout_ms: int = Field(4000, ge=100, le=60000)
-    watchdog_ms: int = Field(1000, ge=100, le=60000)
-    tags: list[OpcuaTagConfig] = Field(min_length=1)
+    protocol: Literal["opcua"] = Field(description="`\"opcua\"` (without it the table is "
+                                       "Modbus TCP).")
+    endpoint: str = Field(min_length=1, description="`opc.tcp://host:port[/path]`; 4840 is "
+                          "the usual port.")
+    security_policy: Literal["None", "Basic256Sha256"] = Field(
+        "None", description="Basic256Sha256 needs `certificate`, `private_key`, `trust_dir` "
+        "and a security_mode Sign or SignAndEncrypt.")
+    security_mode: Literal["None", "Sign", "SignAndEncrypt"] = Field(
+        "None", description="None with policy None; Sign or SignAndEncrypt with "
+        "Basic256Sha256.")
+    # load_config stores these paths absolute.
+    certificate: str = Field("", description="Client certificate (DER or PEM; `press-collector "
+                             "opcua-cert` makes one); Basic256Sha256 only. Relative to the "
+                             "config dir.")
+    private_key: str = Field("", description="Client private key (PEM); Basic256Sha256 "
+                             "only. Relative to the config dir.")
+    trust_dir: str = Field("", description="Directory of the trusted server certificate(s) "
+                           "(or its CA); Basic256Sha256 only. Relative to the config dir.")
+    username: str = Field("", description="\"\" = anonymous. With security_policy None "
+                          "refused unless `allow_plaintext_password`.")
+    password_file: str = Field("", description="File holding the password (relative: "
+                               "`$CREDENTIALS_DIRECTORY`, then `<config dir>/credentials/`, "
+                               "then the config dir); else the "
+                               f"environment variable `{OPCUA_PASSWORD_ENV}_<PRESS_ID>`, "
+                               f"else `{OPCUA_PASSWORD_ENV}`. Needs `username`.")
+    allow_plaintext_password: bool = Field(False, description="true accepts a user name and "
+                                           "password over security_policy None (in clear on "
+                                           "the network; a warning at every start).")
+    publishing_interval_ms: int = Field(100, ge=10, le=60000, description="Subscription "
+                                        "publishing interval: one snapshot per publish with "
+                                        "changes.")
+    poll_interval_ms: int = Field(500, ge=10, le=60000, description="Read interval of the "
+                                  "tags with mode poll (late reads skip slots, counted in "
+                                  "`late_polls`).")
+    heartbeat_ms: int = Field(1000, ge=100, le=60000, description="A snapshot at least this "
+                              "often when nothing changes (time-based workflow rules need "
+                              "it).")
+    timeout_ms: int = Field(4000, ge=100, le=60000, description="Per request.")
+    watchdog_ms: int = Field(1000, ge=100, le=60000, description="The server's state is read "
+                             "this often; a failed read ends the session.")
+    tags: list[OpcuaTagConfig] = Field(min_length=1, description="`[[plc.tags]]`: the nodes "
+                                       "read, at least one.")
 
     def bus_key(self) -> str | None:
         """OPC UA sessions are never shared between presses (see PlcConfig.bus_key)."""

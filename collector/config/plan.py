@@ -21,26 +21,47 @@ NelsonRule = Literal[1, 2, 3, 4, 5, 6, 7, 8]
 
 
 class SpcConfig(ConfigModel):
-    """SPC of one characteristic ([characteristics.spc]); see docs/quality.md."""
+    """``[characteristics.spc]``: SPC of one characteristic (docs/quality.md). The run
+    lengths default to Nelson's."""
 
-    enabled: bool = True
-    chart: Chart | None = None              # default: i_mr for n = 1, xbar_r to 8, xbar_s
-    limits: LimitsSource = "baseline"
-    baseline_subgroups: int = Field(20, ge=2, le=1000)
-    center: Dec | None = None               # limits = "fixed": centre line
-    sigma: Dec | None = None                # limits = "fixed": sigma of individual values
-    rules: list[NelsonRule] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7, 8])
-    same_side: int = Field(9, ge=2, le=50)
-    trend: int = Field(6, ge=3, le=50)
-    alternating: int = Field(14, ge=3, le=50)
-    zone_a: list[int] = Field(default_factory=lambda: [2, 3])
-    zone_b: list[int] = Field(default_factory=lambda: [4, 5])
-    stratification: int = Field(15, ge=2, le=50)
-    mixture: int = Field(8, ge=2, le=50)
-    # rule 8: "both" = points on both sides (Nelson, AIAG, qcc); "any" = one-sided reading
-    mixture_sides: Literal["both", "any"] = "both"
-    # I-MR: sigma from the average moving range (default) or s/c4 of the values
-    individuals_sigma: Literal["moving_range", "stdev"] = "moving_range"
+    enabled: bool = Field(True, description="false = no control chart for this "
+                          "characteristic.")
+    chart: Chart | None = Field(None, description="Control chart; unset = by subgroup size: "
+                                "i_mr for 1, xbar_r up to 8, xbar_s above. Must fit "
+                                "`patrol.subgroup_size`.")
+    limits: LimitsSource = Field("baseline", description="baseline: from the first "
+                                 "`baseline_subgroups` subgroups of a phase, then frozen; "
+                                 "fixed: from `center` and `sigma`.")
+    baseline_subgroups: int = Field(20, ge=2, le=1000, description="Complete subgroups that "
+                                    "make the baseline limits.")
+    center: Dec | None = Field(None, description="limits = fixed only, and required there: "
+                               "the centre line (decimal).")
+    sigma: Dec | None = Field(None, description="limits = fixed only, and required there: "
+                              "sigma of individual values (decimal, > 0).")
+    rules: list[NelsonRule] = Field(default_factory=lambda: [1, 2, 3, 4, 5, 6, 7, 8],
+                                    description="Nelson rules switched on, each once.")
+    same_side: int = Field(9, ge=2, le=50, description="Rule 2: points in a row on one side "
+                           "of the centre line (AIAG: 7).")
+    trend: int = Field(6, ge=3, le=50, description="Rule 3: points in a row increasing or "
+                       "decreasing.")
+    alternating: int = Field(14, ge=3, le=50, description="Rule 4: points in a row "
+                             "alternating up and down.")
+    zone_a: list[int] = Field(default_factory=lambda: [2, 3], description="Rule 5: [m, k] = "
+                              "m of k points beyond 2 sigma on one side "
+                              "(1 <= m <= k <= 50).")
+    zone_b: list[int] = Field(default_factory=lambda: [4, 5], description="Rule 6: [m, k] = "
+                              "m of k points beyond 1 sigma on one side "
+                              "(1 <= m <= k <= 50).")
+    stratification: int = Field(15, ge=2, le=50, description="Rule 7: points in a row within "
+                                "1 sigma.")
+    mixture: int = Field(8, ge=2, le=50, description="Rule 8: points in a row beyond 1 "
+                         "sigma.")
+    mixture_sides: Literal["both", "any"] = Field("both", description="Rule 8: both = with "
+                                                  "points on both sides (Nelson, AIAG, qcc); "
+                                                  "any = whatever the side.")
+    individuals_sigma: Literal["moving_range", "stdev"] = Field(
+        "moving_range", description="I-MR: sigma from the average moving range, or s/c4 of "
+        "the baseline values.")
 
     @model_validator(mode="after")
     def _check(self) -> SpcConfig:
@@ -69,24 +90,38 @@ class SpcConfig(ConfigModel):
 
 
 class FirstArticleConfig(ConfigModel):
-    sample_size: int = Field(1, ge=1, le=50)
+    """``[first_article]``: the check after a setup, before the press is released."""
+
+    sample_size: int = Field(1, ge=1, le=50, description="Pieces measured (every "
+                             "characteristic) per first article.")
 
 
 class PatrolConfig(ConfigModel):
     """Patrol inspection: a check (one subgroup of every characteristic) is due every
     ``every_strokes`` strokes and/or ``every_min`` minutes of released production."""
 
-    every_strokes: int | None = Field(None, ge=1)
-    every_min: float | None = Field(None, gt=0)
-    grace_min: float = Field(10.0, gt=0)
-    subgroup_size: int = Field(1, ge=1, le=25)  # the control-chart constants go to 25
+    every_strokes: int | None = Field(None, ge=1, description="A check is due every N "
+                                      "strokes (PLC counter); unset = off.")
+    every_min: float | None = Field(None, gt=0, description="... and/or every T minutes of "
+                                    "released production; unset = off.")
+    grace_min: float = Field(10.0, gt=0, description="A due check not completed within this, "
+                             "minutes, is `overdue` (a missed check).")
+    # The control-chart constants go to 25.
+    subgroup_size: int = Field(1, ge=1, le=25, description="Pieces per check = the control "
+                               "chart's subgroup size.")
 
 
 class CapabilityConfig(ConfigModel):
-    minimum: float = Field(1.33, gt=0)       # Cpk below -> reaction low_capability
-    review: float = Field(3.0, gt=0)         # Cpk and Ppk at/above -> capability_review
-    every_subgroups: int = Field(25, ge=1)
-    min_values: int = Field(20, ge=2)
+    """``[capability]``: when capability is published and judged (docs/quality.md)."""
+
+    minimum: float = Field(1.33, gt=0, description="Cpk below this -> reaction "
+                           "`low_capability`.")
+    review: float = Field(3.0, gt=0, description="Cpk and Ppk at or above this -> "
+                          "`capability_review` (a suggestion); must be above `minimum`.")
+    every_subgroups: int = Field(25, ge=1, description="Capability is published every N "
+                                 "complete subgroups.")
+    min_values: int = Field(20, ge=2, description="Fewer values: `insufficient_data`, no "
+                            "reaction.")
 
     @model_validator(mode="after")
     def _check(self) -> CapabilityConfig:
@@ -97,17 +132,27 @@ class CapabilityConfig(ConfigModel):
 
 
 class ReactionConfig(ConfigModel):
-    """What an alarm adds, per trigger: [] = alarm only, "hold", "inspection_100"."""
+    """``[reaction.<class>]``: what an alarm adds, per cause: [] = alarm only; hold = the
+    press goes on hold; inspection_100 = every piece is to be measured until a quality
+    release."""
 
-    out_of_tolerance: list[ReactionAction] = Field(default_factory=list)
-    rule: list[ReactionAction] = Field(default_factory=list)
-    low_capability: list[ReactionAction] = Field(default_factory=list)
+    out_of_tolerance: list[ReactionAction] = Field(default_factory=list, description="A "
+                                                   "value outside the tolerance.")
+    rule: list[ReactionAction] = Field(default_factory=list, description="A Nelson rule "
+                                       "broken.")
+    low_capability: list[ReactionAction] = Field(default_factory=list, description="Cpk "
+                                                 "below `capability.minimum`.")
 
 
 class ReactionPlanConfig(ConfigModel):
-    critical: ReactionConfig = Field(default_factory=ReactionConfig)
-    significant: ReactionConfig = Field(default_factory=ReactionConfig)
-    standard: ReactionConfig = Field(default_factory=ReactionConfig)
+    """``[reaction]``: the reaction plan, per characteristic class."""
+
+    critical: ReactionConfig = Field(default_factory=ReactionConfig, description="Reactions "
+                                     "for critical characteristics.")
+    significant: ReactionConfig = Field(default_factory=ReactionConfig, description="Reactions "
+                                        "for significant characteristics.")
+    standard: ReactionConfig = Field(default_factory=ReactionConfig, description="Reactions "
+                                     "for standard characteristics.")
 
 
 class CharacteristicConfig(ConfigModel):
@@ -116,19 +161,30 @@ class CharacteristicConfig(ConfigModel):
     limit is required. ``nominal`` is required with tolerances and with a one-sided
     absolute limit; with both ``lsl`` and ``usl`` it defaults to their midpoint."""
 
-    id: str = Field(min_length=1)
-    name: str = ""
-    nominal: Dec | None = None
-    lower_tol: Dec | None = None
-    upper_tol: Dec | None = None
-    lsl: Dec | None = None
-    usl: Dec | None = None
-    unit: Unit = "mm"
-    gauge: str | None = None
-    channel: int | None = Field(None, ge=0)
-    char_class: CharClass = Field("standard", alias="class")
-    resolution: Dec | None = None
-    spc: SpcConfig = Field(default_factory=SpcConfig)
+    id: str = Field(min_length=1, description="Unique per plan.")
+    name: str = Field("", description="Text for people; \"\" = the id.")
+    nominal: Dec | None = Field(None, description="Decimal, as a string (`\"25.00\"`: the "
+                                "decimals written are the resolution shown downstream) or a "
+                                "number. Required with tolerances and with a one-sided "
+                                "limit; else the middle of lsl and usl.")
+    lower_tol: Dec | None = Field(None, description="Lower limit relative to nominal, signed "
+                                  "(`\"-0.05\"`); or give lsl.")
+    upper_tol: Dec | None = Field(None, description="Upper limit relative to nominal (`\"0.05\"`); "
+                                  "or give usl.")
+    lsl: Dec | None = Field(None, description="Absolute lower limit (instead of lower_tol); "
+                            "must be below the upper limit.")
+    usl: Dec | None = Field(None, description="Absolute upper limit (instead of upper_tol). "
+                            "One of the two limits may be left away (one-sided).")
+    unit: Unit = Field("mm", description="Unit of nominal and limits.")
+    gauge: str | None = Field(None, description="Id of the gauge (of some press) whose "
+                              "readings measure this characteristic.")
+    channel: int | None = Field(None, ge=0, description="Multiplexer channel of that gauge.")
+    char_class: CharClass = Field("standard", alias="class", description="Characteristic "
+                                  "class: picks the `[reaction.<class>]` table.")
+    resolution: Dec | None = Field(None, description="Smallest step of the gauge, e.g. "
+                                   "`\"0.001\"` (> 0).")
+    spc: SpcConfig = Field(default_factory=SpcConfig, description="`[characteristics.spc]`: "
+                           "control chart and rules.")
 
     def limits(self) -> tuple[Decimal | None, Decimal | None]:
         """Absolute (lsl, usl); either may be None (one-sided)."""
@@ -179,14 +235,25 @@ class CharacteristicConfig(ConfigModel):
 
 
 class PlanConfig(ConfigModel):
-    part_number: str = Field(min_length=1)
-    revision: str = Field(min_length=1)
-    description: str = ""
-    characteristics: list[CharacteristicConfig] = Field(min_length=1)
-    first_article: FirstArticleConfig = Field(default_factory=FirstArticleConfig)
-    patrol: PatrolConfig = Field(default_factory=PatrolConfig)
-    capability: CapabilityConfig = Field(default_factory=CapabilityConfig)
-    reaction: ReactionPlanConfig = Field(default_factory=ReactionPlanConfig)
+    """``plans/*.toml`` (any file name): the measurement plan of one part number and
+    revision. Several revisions of a part number: the highest wins (natural order: A < B,
+    9 < 10); the same part number and revision twice is an error."""
+
+    part_number: str = Field(min_length=1, description="As the PLC reports it (tag role "
+                             "part_number).")
+    revision: str = Field(min_length=1, description="A string: write \"2\", not 2.")
+    description: str = Field("", description="Text for people.")
+    characteristics: list[CharacteristicConfig] = Field(min_length=1, description="`[["
+                                                        "characteristics]]`: the measured "
+                                                        "features, at least one.")
+    first_article: FirstArticleConfig = Field(default_factory=FirstArticleConfig,
+                                              description="`[first_article]`.")
+    patrol: PatrolConfig = Field(default_factory=PatrolConfig, description="`[patrol]`: "
+                                 "patrol checks during production.")
+    capability: CapabilityConfig = Field(default_factory=CapabilityConfig,
+                                         description="`[capability]`.")
+    reaction: ReactionPlanConfig = Field(default_factory=ReactionPlanConfig,
+                                         description="`[reaction]`: the reaction plan.")
 
     @model_validator(mode="after")
     def _check(self) -> PlanConfig:

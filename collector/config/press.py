@@ -38,9 +38,12 @@ class CommandKeyConfig(ConfigModel):
     """``[[workflow.commands.keys]]``: an Ed25519 public key allowed to sign commands of
     one role (docs/security.md, "Signed commands"); ``press-collector keygen`` prints it."""
 
-    name: str = Field(min_length=1, max_length=64)  # who holds the key, for the audit
-    role: Literal["production", "quality"]
-    public_key: str  # base64 of the 32 raw bytes
+    name: str = Field(min_length=1, max_length=64, description="Who holds the key; shown "
+                      "in the audit (command event `auth.key`).")
+    role: Literal["production", "quality"] = Field(description="The command class this key "
+                                                   "may sign.")
+    public_key: str = Field(description="Base64 of the 32 raw bytes of the Ed25519 public "
+                            "key (`press-collector keygen` prints it).")
 
     @field_validator("public_key")
     @classmethod
@@ -63,14 +66,27 @@ class CommandsConfig(ConfigModel):
     repeat_measurement, request_capability, missed_check_reason; quality: release, hold.
     """
 
-    production: list[str] = Field(default_factory=list)
-    quality: list[str] = Field(default_factory=list)
-    require_signature: bool = False  # true: unsigned / badly signed commands are refused
-    max_age_s: float = Field(300.0, gt=0, le=86400)  # older issued_at: refused (expired)
-    max_future_s: float = Field(30.0, ge=0, le=3600)  # issued_at ahead of our clock
-    rate_per_min: float = Field(60.0, gt=0, le=6000)  # token bucket refill per press
-    burst: int = Field(20, ge=1, le=1000)  # token bucket size
-    keys: list[CommandKeyConfig] = Field(default_factory=list)
+    production: list[str] = Field(default_factory=list, description="Operator ids allowed "
+                                  "to give production commands (set_material, start_setup, "
+                                  "start_first_article, start_last_piece, repeat_measurement, "
+                                  "request_capability, missed_check_reason); `\"*\"` = any; "
+                                  "[] = none (fail closed).")
+    quality: list[str] = Field(default_factory=list, description="Operator ids allowed to "
+                               "give quality commands (release, hold); `\"*\"` = any; [] = "
+                               "none.")
+    require_signature: bool = Field(False, description="true: only commands signed by one of "
+                                    "`keys` are accepted.")
+    max_age_s: float = Field(300.0, gt=0, le=86400, description="A command issued longer ago "
+                             "than this (seconds) is refused as expired.")
+    max_future_s: float = Field(30.0, ge=0, le=3600, description="A command issued further "
+                                "ahead of our clock than this (seconds) is refused.")
+    rate_per_min: float = Field(60.0, gt=0, le=6000, description="Commands per minute to this "
+                                "press (token bucket refill).")
+    burst: int = Field(20, ge=1, le=1000, description="Token bucket size: commands accepted "
+                       "in a burst.")
+    keys: list[CommandKeyConfig] = Field(default_factory=list, description="`[[workflow."
+                                         "commands.keys]]`: public keys allowed to sign "
+                                         "commands.")
 
     @model_validator(mode="after")
     def _consistent(self) -> CommandsConfig:
@@ -100,30 +116,49 @@ class CommandsConfig(ConfigModel):
 
 
 class WorkflowConfig(ConfigModel):
-    long_stop_min: float = Field(30.0, ge=0)
-    stopped_after_s: float = Field(60.0, gt=0)
-    hold_on_measurement_fail: bool = False
-    commands: CommandsConfig = Field(default_factory=CommandsConfig)
-    # A reading from a gauge past its calibration due date is flagged in any case; with
-    # this it is also refused for first article (unassigned_reading, calibration_overdue).
-    refuse_overdue_for_first_article: bool = False
-    # Under 100 % inspection, strokes not yet matched by a measured piece (every
-    # characteristic) beyond this many raise an alarm (cause unmeasured_pieces).
-    inspection_100_max_unmeasured: int = Field(10, ge=0)
-    # Stroke counter plausibility (docs/roles.md): the press's maximum stroke rate, and
-    # where the counter wraps to 0 (default: 2**16 / 2**32 from the tag type).
-    max_strokes_per_min: float = Field(2000.0, gt=0, le=100_000)
-    stroke_counter_wrap: int | None = Field(None, ge=2, le=2**64)
+    """``[workflow]``: the press's quality workflow timings and rules (README, "The press
+    workflow"; docs/quality.md)."""
+
+    long_stop_min: float = Field(30.0, ge=0, description="Idle longer than this, minutes "
+                                 "(also over a restart): the next production needs a new "
+                                 "setup.")
+    stopped_after_s: float = Field(60.0, gt=0, description="A released press idle this long, "
+                                   "seconds, shows state `stopped`.")
+    hold_on_measurement_fail: bool = Field(False, description="true: an out-of-tolerance "
+                                           "patrol value puts the press on hold.")
+    commands: CommandsConfig = Field(default_factory=CommandsConfig, description="`[workflow."
+                                     "commands]`: who may command this press.")
+    refuse_overdue_for_first_article: bool = Field(False, description="true: a reading from "
+                                                   "a gauge past its calibration due date is "
+                                                   "refused for first article (it is flagged "
+                                                   "in any case).")
+    inspection_100_max_unmeasured: int = Field(10, ge=0, description="Under 100 % "
+                                               "inspection: more strokes than this without a "
+                                               "measured piece (every characteristic) raise "
+                                               "an alarm `unmeasured_pieces`.")
+    max_strokes_per_min: float = Field(2000.0, gt=0, le=100_000, description="The press's top "
+                                       "speed: a stroke counter step beyond it (or a drop) is "
+                                       "a `counter_anomaly` alarm, not strokes "
+                                       "(docs/roles.md).")
+    stroke_counter_wrap: int | None = Field(None, ge=2, le=2**64, description="Where the "
+                                            "stroke counter returns to 0; unset = from the "
+                                            "tag type (uint16: 65536, uint32: 4294967296; an "
+                                            "OPC UA node: none).")
 
 
 class PressTelemetryConfig(ConfigModel):
-    """Per-press telemetry publish defaults (a tag's own keys win)."""
+    """``[telemetry]`` of a press: publish defaults for its tags (a tag's own keys win;
+    docs/telemetry-and-health.md). The buffer keeps every reading whatever these say."""
 
-    on_change: bool = False  # publish a tag only when its value changed (or left its deadband)
-    publish_every: int = Field(1, ge=1, le=100000)  # publish every Nth poll (N x poll interval)
+    on_change: bool = Field(False, description="Publish a tag only when its value changed "
+                            "(or left its deadband).")
+    publish_every: int = Field(1, ge=1, le=100000, description="Publish every Nth poll "
+                               "(N x `plc.poll_interval_ms`).")
 
 
 class PressConfig(ConfigModel):
+    """``presses/<id>.toml``: one press (its PLC, gauges and workflow)."""
+
     # The [plc] union's tag is not a key the user wrote ("plc.tags[0].node", not
     # "plc.opcua.tags[0].node"); a password under [plc] gets the OPC UA hint.
     union_tags: ClassVar[dict[str, dict[str, type[BaseModel]]]] = {
@@ -134,12 +169,19 @@ class PressConfig(ConfigModel):
                 f"or the environment variable {OPCUA_PASSWORD_ENV}_<PRESS_ID>"},
     }
 
-    id: str = Field(pattern=ID_PATTERN)
-    name: str = ""
-    plc: AnyPlcConfig
-    gauges: list[GaugeConfig] = Field(default_factory=list)
-    workflow: WorkflowConfig = Field(default_factory=WorkflowConfig)
-    telemetry: PressTelemetryConfig = Field(default_factory=PressTelemetryConfig)
+    id: str = Field(pattern=ID_PATTERN, description="Unique; used in MQTT topics "
+                    "(`{topic_root}/{id}/...`). 1..64 lowercase letters, digits, `_`, `-`, "
+                    "starting with a letter or digit.")
+    name: str = Field("", description="Free text for people.")
+    plc: AnyPlcConfig = Field(description="`[plc]`: the PLC connection and its tags; the keys "
+                              "depend on `protocol` (one table per protocol below).")
+    gauges: list[GaugeConfig] = Field(default_factory=list, description="`[[gauges]]`: serial "
+                                      "measuring instruments at this press.")
+    workflow: WorkflowConfig = Field(default_factory=WorkflowConfig, description="`[workflow]`: "
+                                     "timings, rules and commands.")
+    telemetry: PressTelemetryConfig = Field(default_factory=PressTelemetryConfig,
+                                            description="`[telemetry]`: publish defaults of "
+                                            "the tags.")
 
     @model_validator(mode="after")
     def _check(self) -> PressConfig:

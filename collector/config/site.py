@@ -11,9 +11,18 @@ PASSWORD_ENV = "PRESS_COLLECTOR_MQTT_PASSWORD"
 
 
 class SiteConfig(ConfigModel):
-    name: str = Field(min_length=1)
-    topic_root: str
-    host_id: str = ""  # "" = the machine's hostname (resolved by the daemon)
+    """``[site]``: where this collector is and under which MQTT topics it publishes."""
+
+    name: str = Field(min_length=1, description="Plant / site name, for people (shown by "
+                      "`check`; not used in topics).")
+    topic_root: str = Field(description="MQTT topic prefix of everything published: "
+                            "`{topic_root}/{press id}/events/{kind}`, `.../telemetry`, "
+                            "`.../state`, `{topic_root}/_collector/{host_id}/status`. Levels of "
+                            "letters, digits, `_`, `-`, `.` joined by `/`; no leading or "
+                            "trailing `/`, not starting with `$`, at most 65000 bytes.")
+    host_id: str = Field("", description="This collector's name in its status topic; "
+                         "\"\" = the machine's hostname (which is then checked too). 1..64 "
+                         "letters, digits, `_`, `-`, `.`.")
 
     @field_validator("topic_root")
     @classmethod
@@ -36,13 +45,17 @@ class BrokerTlsConfig(ConfigModel):
     """``[broker.tls]``: present = TLS on, with the server certificate verified against
     ``ca_file`` (or the system CAs) and its host name checked, unless ``insecure``.
     ``cert_file`` + ``key_file``: a client certificate (mTLS). A relative path is looked
-    up in ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``) first, then in the
-    config dir (resolved by collector.security)."""
+    up in ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``) first, then in
+    ``<config dir>/credentials/``, then in the config dir (collector.security)."""
 
-    ca_file: str = ""  # "" = the system's CA store
-    cert_file: str = ""
-    key_file: str = ""
-    insecure: bool = False  # true = no certificate / host name check (tests only!)
+    ca_file: str = Field("", description="CA certificate(s) (PEM) the broker's certificate "
+                         "is checked against; \"\" = the system's CA store.")
+    cert_file: str = Field("", description="Client certificate (PEM) for mutual TLS; "
+                           "together with `key_file`.")
+    key_file: str = Field("", description="Private key (PEM) of `cert_file`; required with "
+                          "it.")
+    insecure: bool = Field(False, description="true = no certificate and host name check "
+                           "(tests only; a warning at every start).")
 
     @model_validator(mode="after")
     def _pair(self) -> BrokerTlsConfig:
@@ -55,25 +68,40 @@ class BrokerTlsConfig(ConfigModel):
 
 
 class BrokerConfig(ConfigModel):
-    host: str = Field("127.0.0.1", min_length=1)
-    port: int = Field(1883, ge=1, le=65535)
-    client_id: str = ""  # "" = "press-collector-{host_id}" (resolved by the daemon)
-    keepalive_s: int = Field(30, ge=1, le=65535)
-    max_inflight: int = Field(100, ge=1, le=1000)
-    # Longest wait between reconnect attempts (backoff doubles from 0.25 s up to this): the
-    # first live message after a broker outage comes at most this long after it is back.
-    reconnect_max_s: float = Field(1.0, ge=0.25, le=300)
-    username: str = ""
-    # The password comes from env PRESS_COLLECTOR_MQTT_PASSWORD or from this file
-    # (a relative path is looked up in $CREDENTIALS_DIRECTORY by the daemon).
-    password_file: str = ""
-    tls: BrokerTlsConfig | None = None  # [broker.tls]; absent = plain MQTT
-    # Plain MQTT (no [broker.tls]) to a broker that is not on this machine: refused unless
-    # this says so explicitly (then a warning at every start; docs/security.md).
-    allow_plaintext: bool = False
-    # Replay after an outage: at most this many backlog messages per second (0 = no
-    # limit). Retained state and status are never throttled.
-    replay_rate: int = Field(2000, ge=0, le=1_000_000)
+    """``[broker]``: the MQTT broker everything is published to (QoS 1); docs/delivery.md,
+    docs/security.md."""
+
+    host: str = Field("127.0.0.1", min_length=1, description="Broker host name or IP "
+                      "address. Off this machine it needs `[broker.tls]` (or "
+                      "`allow_plaintext`).")
+    port: int = Field(1883, ge=1, le=65535, description="Broker TCP port; 8883 for MQTT "
+                      "over TLS.")
+    client_id: str = Field("", description="MQTT client id; \"\" = "
+                           "`press-collector-{host_id}`.")
+    keepalive_s: int = Field(30, ge=1, le=65535, description="MQTT keepalive, seconds.")
+    max_inflight: int = Field(100, ge=1, le=1000, description="Unacknowledged QoS 1 "
+                              "messages on the wire at once.")
+    # The backoff doubles from 0.25 s up to this: the first live message after a broker
+    # outage comes at most this long after it is back.
+    reconnect_max_s: float = Field(1.0, ge=0.25, le=300, description="Longest wait between "
+                                   "reconnect attempts, seconds (the backoff doubles from "
+                                   "0.25 s up to this).")
+    username: str = Field("", description="MQTT user name; \"\" = anonymous. The password "
+                          "comes from `password_file` or the environment variable "
+                          f"`{PASSWORD_ENV}`, never from this file.")
+    password_file: str = Field("", description="File holding the MQTT password. Relative: "
+                               "looked up in `$CREDENTIALS_DIRECTORY` (systemd "
+                               "`LoadCredential=`), then `<config dir>/credentials/`, then "
+                               "the config dir.")
+    tls: BrokerTlsConfig | None = Field(None, description="`[broker.tls]`: present = MQTT "
+                                        "over TLS; absent = plain MQTT.")
+    allow_plaintext: bool = Field(False, description="true allows plain MQTT (no "
+                                  "`[broker.tls]`) to a broker off this machine: the password "
+                                  "and every record cross the network in clear (a warning at "
+                                  "every start).")
+    replay_rate: int = Field(2000, ge=0, le=1_000_000, description="Replay after an outage: "
+                             "at most this many backlog messages per second (0 = no limit). "
+                             "Retained state and status are never throttled.")
 
     @field_validator("client_id")
     @classmethod
@@ -112,36 +140,56 @@ def is_loopback(host: str) -> bool:
 
 
 class BufferConfig(ConfigModel):
-    # A relative path resolves against the config dir; load_config stores it absolute.
-    path: str = Field("/var/lib/press-collector/buffer.sqlite", min_length=1)
+    """``[buffer]``: the SQLite store-and-forward outbox; every event is committed here
+    before it is sent (docs/delivery.md)."""
+
+    # load_config stores a relative path absolute.
+    path: str = Field("/var/lib/press-collector/buffer.sqlite", min_length=1,
+                      description="The buffer file; a relative path resolves against the "
+                      "config dir.")
     # 2 ms: the latency the bench figures are measured with (+~0.5 % of a core at line
     # load vs 50 ms); quality records are fsynced in their batch either way
-    commit_interval_ms: int = Field(2, ge=1, le=1000)
-    retention_h: float = Field(168.0, gt=0)
-    # Size bound of the buffer file (MiB). Over it: delivered history goes first, then the
-    # oldest undelivered telemetry; undelivered quality events are never dropped (an
-    # `alarm` event and the log say so, collection goes on).
-    max_mb: int = Field(1024, ge=1, le=1_000_000)
-    # Memory bound of the rows queued while the buffer cannot be written (disk full): over
-    # it the oldest queued telemetry is dropped (counted, alarmed); quality events never.
-    memory_max_mb: float = Field(64.0, gt=0, le=65536)
+    commit_interval_ms: int = Field(2, ge=1, le=1000, description="Group-commit window, "
+                                    "ms: latency against commits per second.")
+    retention_h: float = Field(168.0, gt=0, description="Delivered messages are kept this "
+                               "long (hours) for replay and export.")
+    max_mb: int = Field(1024, ge=1, le=1_000_000, description="Size bound of the buffer "
+                        "file, MiB. Over it: delivered history goes first, then the oldest "
+                        "undelivered telemetry; undelivered quality events never (an `alarm` "
+                        "event says so, collection goes on).")
+    memory_max_mb: float = Field(64.0, gt=0, le=65536, description="Memory bound, MiB, of "
+                                 "the rows queued while the buffer cannot be written (disk "
+                                 "full): over it the oldest queued telemetry is dropped "
+                                 "(counted, alarm `buffer_write_failed`); quality events "
+                                 "never.")
 
 
 class TelemetryConfig(ConfigModel):
-    publish: bool = True
+    """``[telemetry]``: the raw tag values (docs/telemetry-and-health.md)."""
+
+    publish: bool = Field(True, description="Publish one message per press per poll on "
+                          "`{topic_root}/{press}/telemetry` (a press's `[telemetry]` and a "
+                          "tag's own keys thin it out); false = buffer only.")
 
 
 class MetricsConfig(ConfigModel):
-    """Health (JSON) and Prometheus metrics on 127.0.0.1:port; 0 = off."""
+    """``[metrics]``: health (JSON) and Prometheus metrics (docs/telemetry-and-health.md)."""
 
-    port: int = Field(0, ge=0, le=65535)
+    port: int = Field(0, ge=0, le=65535, description="`127.0.0.1:port` serves `/health` "
+                      "(JSON) and `/metrics` (Prometheus text); 0 = off.")
 
 
 class CollectorConfig(ConfigModel):
-    site: SiteConfig
-    broker: BrokerConfig = Field(default_factory=BrokerConfig)
-    buffer: BufferConfig = Field(default_factory=BufferConfig)
-    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
-    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    """``collector.toml``: one per collector host."""
+
+    site: SiteConfig = Field(description="`[site]`: name and topic root.")
+    broker: BrokerConfig = Field(default_factory=BrokerConfig, description="`[broker]`: "
+                                 "the MQTT broker.")
+    buffer: BufferConfig = Field(default_factory=BufferConfig, description="`[buffer]`: "
+                                 "the outbox file.")
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig,
+                                       description="`[telemetry]`: raw tag values on or off.")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="`[metrics]`: "
+                                   "health and metrics endpoint.")
 
 
