@@ -277,8 +277,11 @@ def test_garbage_inputs_never_raise(steps: list[Any]) -> None:
     st.sampled_from(["version", "press_id", "state", "previous_state", "online",
                      "baselined", "ids", "setup_mode", "repair", "stroke_count",
                      "last_stroke_ts", "attempt", "unreleased_strokes", "patrol_last",
-                     "first_article"]),
-    st.one_of(anything, st.sampled_from([1, "p1", *STATES]),
+                     "first_article", "quality",
+                     # version 2 sections
+                     "machine", "setup", "counter", "spc", "patrol", "inspection_100",
+                     "last_piece", "operator_log"]),
+    st.one_of(anything, st.sampled_from([1, 2, "p1", *STATES]),
               st.dictionaries(st.text(max_size=12), anything, max_size=3))))
 def test_restore_of_any_snapshot_never_raises(snap: dict[str, Any]) -> None:
     wf = PressWorkflow.restore("p1", WorkflowSettings(), PLANS, snap)

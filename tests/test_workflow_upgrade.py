@@ -58,3 +58,38 @@ def test_every_old_snapshot_restores_to_the_running_twin() -> None:
                                              copy.deepcopy(old["snapshot"]))
             assert restored.context() == wf.context(), i
             assert restored.snapshot() == json.loads(json.dumps(wf.snapshot())), i
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda s: s.update(state="running"),
+    lambda s: s.update(press_id="p2"),
+    lambda s: s.update(attempt=-1),
+    lambda s: s.update(unreleased_strokes="3"),
+    lambda s: s.update(ids=None),
+    lambda s: s.update(baselined="yes"),
+    lambda s: s.update(state="offline", previous_state=None),
+    lambda s: s.update(counter_suspect=[1]),
+    lambda s: s.clear(),
+])
+def test_bad_old_snapshot_starts_fresh(mutate: Any) -> None:
+    """A malformed version 1 snapshot starts fresh, as it did before the upgrade."""
+    point = next(p for p in POINTS if p["snapshot"]["state"] == "released")
+    snap = copy.deepcopy(point["snapshot"])
+    mutate(snap)
+    wf = PressWorkflow.restore("p1", SETTINGS, PLANS[point["plans"]], snap)
+    assert wf.state == "offline"
+    assert wf.context()["part_number"] is None
+
+
+def test_bad_old_quality_block_keeps_the_press() -> None:
+    """Version 1's quality block was all or nothing: malformed, the press keeps its state
+    and gets fresh quality parts (a new phase 1 for its plan)."""
+    point = next(p for p in POINTS if p["snapshot"]["state"] == "released")
+    snap = copy.deepcopy(point["snapshot"])
+    snap["quality"]["due_seq"] = "x"
+    wf = PressWorkflow.restore("p1", SETTINGS, PLANS[point["plans"]], snap)
+    assert wf.state == "released"
+    assert wf.context()["die_id"] == snap["ids"]["die_id"]
+    fresh = wf.snapshot()
+    assert fresh["spc"]["phase"] == 1 and fresh["patrol"]["due"] is None
+    assert all(c["groups"] == [] for c in fresh["spc"]["chars"].values())

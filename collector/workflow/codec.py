@@ -125,3 +125,24 @@ def load(tp: Any, raw: Any, what: str = "snapshot") -> Any:
     if hasattr(tp, "load"):
         return tp.load(raw)
     raise TypeError(f"no snapshot codec for {tp!r}")
+
+
+class Record:
+    """Mixin of a workflow component: ``dump`` / ``load`` by the fields' names and type
+    hints (a field is named once, in its class). A component with invariants beyond the
+    types overrides ``validate`` (raise ``BadSnapshot``)."""
+
+    __slots__ = ()
+
+    def dump(self) -> dict[str, Any]:
+        out: dict[str, Any] = dump(self)
+        return out
+
+    @classmethod
+    def load(cls, raw: Any) -> Any:
+        obj = load(cls, raw, cls.__name__)
+        obj.validate()
+        return obj
+
+    def validate(self) -> None:
+        """Invariants a loaded component must hold."""

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from collector import quality
 from collector.domain import Event, Plan
 from collector.quality import COMMANDS, CommandError
-from collector.workflow import codec, patrol, setup
+from collector.workflow import patrol, setup
+from collector.workflow.codec import Record
 from collector.workflow.kernel import FIRST_ARTICLE, HOLD, OFFLINE, RELEASED, STOPPED
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ class LastMeasurement:
 
 
 @dataclass(slots=True)
-class OperatorLog:
+class OperatorLog(Record):
     operator: str | None = None
     last: LastMeasurement | None = None
 
@@ -59,15 +60,6 @@ class OperatorLog:
                  key: str | None = None, inspection_100: bool = False) -> None:
         self.last = LastMeasurement(kind, char_id, result["reading_id"], result["value"],
                                     key, inspection_100)
-
-    def dump(self) -> dict[str, Any]:
-        return {"operator": self.operator, "last_meas": codec.dump(self.last)}
-
-    @classmethod
-    def load(cls, raw: Mapping[str, Any]) -> OperatorLog:
-        op = raw["operator"]
-        return cls(op if isinstance(op, str) else None,
-                   codec.load(LastMeasurement | None, raw["last_meas"], "last_meas"))
 
 
 @dataclass(slots=True)

@@ -10,16 +10,15 @@ plausible after the last accepted one (a glitch) or after the implausible one (a
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from collector.domain import WorkflowSettings
-from collector.workflow.codec import opt_int, opt_num, want
+from collector.workflow.codec import Record
 
 
 @dataclass(slots=True)
-class StrokeCounter:
+class StrokeCounter(Record):
     """``count``: the collector's count; ``last_stroke_ts``: time of the last increase
     (the idle clock); ``raw`` / ``raw_ts``: the last accepted PLC value and its time;
     ``suspect``: the last implausible value (raw, ts) of an open anomaly episode."""
@@ -80,29 +79,6 @@ class StrokeCounter:
                 "counter_wrap": settings.stroke_counter_wrap,
                 "stroke_count": self.count,
             }}
-
-    # ---- snapshot ----------------------------------------------------------------
-    def dump(self) -> dict[str, Any]:
-        return {"stroke_count": self.count, "last_stroke_ts": self.last_stroke_ts,
-                "stroke_raw": self.raw, "count_ts": self.raw_ts,
-                "counter_suspect": None if self.suspect is None else list(self.suspect)}
-
-    @classmethod
-    def load(cls, raw: Mapping[str, Any]) -> StrokeCounter:
-        count = opt_int(raw.get("stroke_count"), "stroke_count")
-        last = opt_num(raw.get("last_stroke_ts"), "last_stroke_ts")
-        # older snapshots: the PLC value was the count, taken at the last stroke
-        plc = opt_int(raw.get("stroke_raw", count), "stroke_raw")
-        plc = plc if count is not None else None
-        plc_ts = opt_num(raw.get("count_ts", last), "count_ts")
-        plc_ts = plc_ts if plc is not None else None
-        suspect = raw.get("counter_suspect")
-        want(suspect is None or (isinstance(suspect, list) and len(suspect) == 2),
-             "counter_suspect")
-        pair = None if suspect is None else (
-            int(opt_int(suspect[0], "counter_suspect") or 0),
-            float(opt_num(suspect[1], "counter_suspect") or 0.0))
-        return cls(count, last, plc, plc_ts, pair)
 
 
 def _max_increase(settings: WorkflowSettings, elapsed: float) -> float:

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from collector.domain import Characteristic, Event, Plan
-from collector.workflow.codec import opt_int, want
+from collector.workflow import codec
+from collector.workflow.codec import Record, want
 from collector.workflow.kernel import FIRST_ARTICLE
 from collector.workflow.routing import piece_key, pieces
 
@@ -29,7 +30,7 @@ class Attempt:
 
 
 @dataclass(slots=True)
-class FirstArticle:
+class FirstArticle(Record):
     attempt: int = 0  # attempts since the last setup
     unreleased: int = 0  # strokes since the last setup while not released
     open: Attempt | None = None
@@ -100,55 +101,36 @@ class FirstArticle:
             self.open.results.pop(key, None)
 
     # ---- snapshot ----------------------------------------------------------------
-    def dump(self) -> dict[str, Any]:
-        fa = self.open
-        return {"attempt": self.attempt, "unreleased_strokes": self.unreleased,
-                "first_article": None if fa is None else {
-                    "attempt": fa.attempt, "started_ts": fa.started_ts,
-                    "part_number": fa.part_number, "plan_revision": fa.plan_revision,
-                    "results": {k: dict(v) for k, v in fa.results.items()}}}
-
     @classmethod
-    def load(cls, raw: Mapping[str, Any], plan: Plan | None, effective_state: str
-             ) -> tuple[FirstArticle, bool]:
-        """The component and whether the press must wait for a first article instead
-        (it was measuring one, and the part has no plan any more)."""
-        attempt = opt_int(raw.get("attempt"), "attempt")
-        unreleased = opt_int(raw.get("unreleased_strokes"), "unreleased_strokes")
-        want(attempt is not None and attempt >= 0, "attempt")
-        want(unreleased is not None and unreleased >= 0, "unreleased_strokes")
-        assert attempt is not None and unreleased is not None
-        self = cls(attempt, unreleased, None)
-        if effective_state != FIRST_ARTICLE:
-            return self, False
-        want(attempt >= 1, "attempt")
-        if plan is None:
-            return self, True  # no plan any more: it cannot be completed
-        self.open = _load_attempt(raw.get("first_article"), plan, attempt) or Attempt(
-            attempt, 0.0, plan.part_number, plan.revision)  # changed plan: same attempt
-        return self, False
+    def load(cls, raw: Any, plan: Plan | None = None, effective_state: str = ""
+             ) -> FirstArticle:
+        """The component as the plans are now: an open attempt only while measuring
+        one (``effective_state``), emptied (same attempt number) when it no longer fits
+        the plan. ``BadSnapshot`` for impossible counts."""
+        want(isinstance(raw, Mapping), "first_article")
+        self: FirstArticle = codec.load(cls, {k: v for k, v in raw.items() if k != "open"},
+                                        "first_article")
+        want(self.attempt >= 0 and self.unreleased >= 0, "counts")
+        try:  # a malformed open attempt is measured again, like one that does not fit
+            opened = codec.load(Attempt | None, raw.get("open"), "first_article.open")
+        except (codec.BadSnapshot, TypeError, ValueError, KeyError):
+            opened = None
+        if effective_state == FIRST_ARTICLE:
+            want(self.attempt >= 1, "attempt")
+            if plan is not None:
+                self.open = opened if opened is not None and _fits(
+                    opened, plan, self.attempt) else Attempt(
+                    self.attempt, 0.0, plan.part_number, plan.revision)
+        return self
 
 
-def _load_attempt(raw: Any, plan: Plan, attempt: int) -> Attempt | None:
-    """The open attempt, if it still fits the plan (else None: measured again)."""
-    if not isinstance(raw, Mapping):
-        return None
-    if raw.get("attempt") != attempt or raw.get("plan_revision") != plan.revision:
-        return None
-    if raw.get("part_number") != plan.part_number:
-        return None
-    started = raw.get("started_ts")
-    results = raw.get("results")
-    if not isinstance(started, (int, float)) or isinstance(started, bool):
-        return None
-    if not isinstance(results, Mapping):
-        return None
+def _fits(fa: Attempt, plan: Plan, attempt: int) -> bool:
+    """Does the open attempt still fit the plan (else it is measured again)?"""
+    if (fa.attempt, fa.part_number, fa.plan_revision) != (
+            attempt, plan.part_number, plan.revision):
+        return False
     known = {piece_key(c.id, k) for c in plan.characteristics
              for k in range(1, plan.first_article_sample_size + 1)}
-    if not set(results) <= known or len(results) >= len(known):
-        return None
-    if not all(isinstance(v, Mapping) and v.get("characteristic") == k.split("#")[0]
-               for k, v in results.items()):
-        return None
-    return Attempt(attempt, float(started), plan.part_number, plan.revision,
-                   {k: dict(v) for k, v in results.items()})
+    if not set(fa.results) <= known or len(fa.results) >= len(known):
+        return False
+    return all(v.get("characteristic") == k.split("#")[0] for k, v in fa.results.items())

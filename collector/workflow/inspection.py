@@ -6,13 +6,11 @@ characteristic) and raises one ``unmeasured_pieces`` alarm when the gap passes
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from collector.domain import Event, Plan
-from collector.workflow import codec
-from collector.workflow.codec import want
+from collector.workflow.codec import Record, want
 
 if TYPE_CHECKING:
     from collector.workflow.core import PressWorkflow
@@ -28,7 +26,7 @@ class Track:
 
 
 @dataclass(slots=True)
-class Inspection100:
+class Inspection100(Record):
     track: Track | None = None  # None: the mode is off
 
     @property
@@ -95,18 +93,7 @@ class Inspection100:
             "cause": "unmeasured_pieces", "characteristic": None, "char_class": None,
             "actions": [], "evidence": totals, "reading_ids": [], "phase": wf.spc.phase})]
 
-    # ---- snapshot ----------------------------------------------------------------
-    def dump(self) -> dict[str, Any]:
-        return {"inspection_100": self.on, "i100": codec.dump(self.track)}
-
-    @classmethod
-    def load(cls, raw: Mapping[str, Any]) -> Inspection100:
-        if not bool(raw["inspection_100"]):
-            return cls(None)
-        track = raw.get("i100")
-        if track is None:  # older snapshot: count from now
-            return cls(Track(None))
-        loaded = codec.load(Track, track, "i100")
-        want(loaded.strokes >= 0 and min(loaded.measured.values(), default=0) >= 0,
-             "i100 counts")
-        return cls(loaded)
+    def validate(self) -> None:
+        if self.track is not None:
+            want(self.track.strokes >= 0 and min(self.track.measured.values(), default=0) >= 0,
+                 "inspection_100 counts")

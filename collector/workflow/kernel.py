@@ -10,12 +10,11 @@ an input is.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from collector.domain import STATES
-from collector.workflow.codec import want
+from collector.workflow.codec import Record, want
 
 # --------------------------------------------------------------------------------------
 
@@ -175,7 +174,7 @@ def diagram(fmt: str = "mermaid", expand: bool = False) -> str:
 
 
 @dataclass(slots=True)
-class Machine:
+class Machine(Record):
     """Where the press is: its state, the state before ``offline``, the PLC connection
     flag as last reported, and whether the first poll set the baseline yet."""
 
@@ -202,22 +201,12 @@ class Machine:
         """The state that counts for the workflow: the one before offline while offline."""
         return self.previous if self.state == OFFLINE and self.previous else self.state
 
-    def dump(self) -> dict[str, Any]:
-        return {"state": self.state, "previous_state": self.previous, "online": self.online,
-                "baselined": self.baselined}
-
-    @classmethod
-    def load(cls, raw: Mapping[str, Any]) -> Machine:
-        """The machine of a snapshot; ``BadSnapshot`` for a state the table cannot have."""
-        state, previous = raw.get("state"), raw.get("previous_state")
-        baselined, online = raw.get("baselined"), raw.get("online")
-        want(state in STATES, "state")
-        want(previous is None or previous in ONLINE_STATES, "previous_state")
-        want(isinstance(baselined, bool), "baselined")
-        if state == OFFLINE and baselined:
-            want(previous is not None, "previous_state")
-        want(state == OFFLINE or previous is None, "previous_state")
-        want(baselined or state == OFFLINE, "baselined")
-        want(online is None or isinstance(online, bool), "online")
-        return cls(state, previous, online, baselined)
-
+    def validate(self) -> None:
+        """A state the table can have: offline after the first poll remembers where it
+        was, no state but offline before it, the state before offline is online."""
+        want(self.state in STATES, "state")
+        want(self.previous is None or self.previous in ONLINE_STATES, "previous")
+        if self.state == OFFLINE and self.baselined:
+            want(self.previous is not None, "previous")
+        want(self.state == OFFLINE or self.previous is None, "previous")
+        want(self.baselined or self.state == OFFLINE, "baselined")

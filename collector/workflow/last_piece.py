@@ -4,13 +4,12 @@ on that die completes, ``last_piece_comparison`` reports both values."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from collector.domain import Characteristic, Event, Plan
-from collector.workflow import codec
+from collector.workflow.codec import Record
 
 if TYPE_CHECKING:
     from collector.workflow.core import PressWorkflow
@@ -32,7 +31,7 @@ class StoredLastPiece:
 
 
 @dataclass(slots=True)
-class LastPiece:
+class LastPiece(Record):
     open: OpenLastPiece | None = None
     stored: dict[str, StoredLastPiece] = field(default_factory=dict)  # by die id
     compare_die: str | None = None  # die whose last piece the next first article compares
@@ -88,16 +87,3 @@ class LastPiece:
     def void(self, char_id: str) -> None:
         if self.open is not None:
             self.open.results.pop(char_id, None)
-
-    # ---- snapshot ----------------------------------------------------------------
-    def dump(self) -> dict[str, Any]:
-        return {"last_piece_open": codec.dump(self.open), "last_pieces": codec.dump(self.stored),
-                "compare_die": self.compare_die}
-
-    @classmethod
-    def load(cls, raw: Mapping[str, Any]) -> LastPiece:
-        lp = raw["last_piece_open"]
-        die = raw["compare_die"]
-        return cls(codec.load(OpenLastPiece | None, lp, "last_piece_open"),
-                   codec.load(dict[str, StoredLastPiece], raw["last_pieces"], "last_pieces"),
-                   die if isinstance(die, str) else None)

@@ -10,7 +10,6 @@ transitions last, as everywhere in the workflow).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -19,7 +18,7 @@ from collector import quality
 from collector.domain import Characteristic, Event, Plan
 from collector.quality import CharSpc
 from collector.workflow import codec
-from collector.workflow.codec import want
+from collector.workflow.codec import Record, want
 from collector.workflow.kernel import HOLD, RELEASED, STOPPED
 
 if TYPE_CHECKING:
@@ -33,7 +32,7 @@ def plan_key(plan: Plan | None) -> tuple[str, str] | None:
 
 
 @dataclass(slots=True)
-class SpcPhase:
+class SpcPhase(Record):
     phase: int = 1
     key: tuple[str, str] | None = None  # (part, revision) the statistics belong to
     chars: dict[str, CharSpc] = field(default_factory=dict)
@@ -56,17 +55,11 @@ class SpcPhase:
             self.chars = quality.fresh_spc(plan, self.phase)
             self.key = key
 
-    def dump(self) -> dict[str, Any]:
-        return {"phase": self.phase, "spc_key": None if self.key is None else list(self.key),
-                "spc": {k: v.dump() for k, v in self.chars.items()}}
-
     @classmethod
-    def load(cls, raw: Mapping[str, Any], plan: Plan | None) -> SpcPhase:
-        phase = raw["phase"]
-        want(isinstance(phase, int) and not isinstance(phase, bool) and phase >= 1, "phase")
-        key = raw["spc_key"]
-        self = cls(phase, None if key is None else (str(key[0]), str(key[1])),
-                   {k: CharSpc.load(v) for k, v in raw["spc"].items()})
+    def load(cls, raw: Any, plan: Plan | None = None) -> SpcPhase:
+        """``BadSnapshot`` when the statistics of the current plan do not match it."""
+        self: SpcPhase = codec.load(cls, raw, "spc")
+        want(self.phase >= 1, "phase")
         if plan is not None and self.key == plan_key(plan) and set(self.chars) != {
                 c.id for c in plan.characteristics}:
             raise codec.BadSnapshot("spc state does not match the plan")
@@ -94,7 +87,7 @@ class MissedCheck:
 
 
 @dataclass(slots=True)
-class Patrol:
+class Patrol(Record):
     position: int = -1  # index of the last measured characteristic (routing resumes after)
     base: tuple[int | None, float] | None = None  # (strokes, ts) the next check counts from
     due: Due | None = None
@@ -162,26 +155,15 @@ class Patrol:
         if not self.due.pending:
             self.restart_clock(strokes, ts)
 
-    # ---- snapshot ----------------------------------------------------------------
-    def dump(self) -> dict[str, Any]:
-        return {"patrol_last": self.position, "patrol_base": codec.dump(self.base),
-                "due": codec.dump(self.due), "due_seq": self.due_seq,
-                "overdues": codec.dump(self.missed)}
-
     @classmethod
-    def load(cls, raw: Mapping[str, Any], plan: Plan | None) -> Patrol:
-        position = codec.opt_int(raw.get("patrol_last"), "patrol_last")
-        want(position is not None and position >= -1, "patrol_last")
-        assert position is not None
+    def load(cls, raw: Any, plan: Plan | None = None) -> Patrol:
+        self: Patrol = codec.load(cls, raw, "patrol")
+        want(self.position >= -1 and self.due_seq >= 0, "patrol counts")
         n = len(plan.characteristics) if plan is not None else 0
-        base = raw["patrol_base"]
-        return cls(position if position < n else -1,
-                   None if base is None else (
-                       None if base[0] is None else int(base[0]), float(base[1])),
-                   codec.load(Due | None, raw["due"], "due"),
-                   int(raw["due_seq"]),
-                   codec.load(list[MissedCheck], raw.get("overdues", []),
-                              "overdues")[-MISSED_KEPT:])
+        if self.position >= n:
+            self.position = -1  # the plan has fewer characteristics now
+        self.missed = self.missed[-MISSED_KEPT:]
+        return self
 
 
 # ---- one patrol value -------------------------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from collector.domain import Event, WorkflowSettings
-from collector.workflow.codec import want
+from collector.workflow.codec import Record, want
 from collector.workflow.kernel import ANNOTATIONS, SETUP, SETUP_REASONS
 from collector.workflow.values import IDS, to_bool, to_count, to_id
 
@@ -48,7 +48,7 @@ class OpenSetup:
 
 
 @dataclass(slots=True)
-class SetupDetection:
+class SetupDetection(Record):
     ids: dict[str, str | None] = field(default_factory=lambda: dict.fromkeys(IDS))
     setup_mode: bool | None = None
     repair: bool | None = None
@@ -106,39 +106,13 @@ class SetupDetection:
         if poll.repair_in is not None:
             self.repair = poll.repair_in
 
-    # ---- snapshot ----------------------------------------------------------------
-    def dump(self) -> dict[str, Any]:
-        return {"ids": dict(self.ids), "setup_mode": self.setup_mode, "repair": self.repair,
-                "plc_ids": sorted(self.plc_ids),
-                "open_setup": None if self.open is None else {
-                    "ts": self.open.ts, "reasons": list(self.open.reasons),
-                    "previous": dict(self.open.previous)}}
-
-    @classmethod
-    def load(cls, raw: Mapping[str, Any]) -> SetupDetection:
-        ids = raw.get("ids")
-        want(isinstance(ids, Mapping), "ids")
-        for key in IDS:
-            want(ids.get(key) is None or isinstance(ids.get(key), str), key)
-        for key in ("setup_mode", "repair"):
-            want(raw.get(key) is None or isinstance(raw.get(key), bool), key)
-        plc_ids = raw.get("plc_ids", [])
-        want(isinstance(plc_ids, list), "plc_ids")
-        return cls({k: ids.get(k) for k in IDS}, raw.get("setup_mode"), raw.get("repair"),
-                   {k for k in plc_ids if k in IDS}, load_open_setup(raw.get("open_setup")))
-
-
-def load_open_setup(raw: Any) -> OpenSetup | None:
-    """The open setup of a snapshot (None: none, or an older snapshot)."""
-    if raw is None:
-        return None
-    reasons, previous = raw["reasons"], raw["previous"]
-    want(isinstance(reasons, list) and bool(reasons)
-         and all(r in SETUP_REASONS for r in reasons), "open_setup.reasons")
-    want(isinstance(previous, Mapping) and all(
-        previous.get(k) is None or isinstance(previous.get(k), str) for k in IDS),
-        "open_setup.previous")
-    return OpenSetup(float(raw["ts"]), list(reasons), {k: previous.get(k) for k in IDS})
+    def validate(self) -> None:
+        self.ids = {k: self.ids.get(k) for k in IDS}
+        self.plc_ids &= set(IDS)
+        if self.open is not None:
+            want(bool(self.open.reasons) and all(r in SETUP_REASONS for r in self.open.reasons),
+                 "open.reasons")
+            self.open.previous = {k: self.open.previous.get(k) for k in IDS}
 
 
 def _role_bool(settings: WorkflowSettings, role: str, value: Any) -> bool | None:
