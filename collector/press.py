@@ -17,6 +17,7 @@ from buffer.store import Outbox, OutboxRow
 from collector import messages, text_safety
 from collector.command_gate import CLEARED, CommandGate, Drop, Refuse, Replay
 from collector.domain import Event, Plan, WorkflowSettings
+from collector.event_kinds import GaugeConnectionBody, GaugeErrorBody
 from collector.messages import EVENTS_STREAM, TELEMETRY_STREAM, Topics
 from collector.metrics import PollTiming
 from collector.status import gauge_line
@@ -181,9 +182,9 @@ class PressRuntime:
                    last_error_ts=error.ts)
         if not error.reportable:
             return  # garbage is counted and logged by the driver, never an event per line
-        event = Event("gauge_error", error.ts,
-                      {"gauge": error.gauge, "reason": error.reason, "raw": error.raw},
-                      self.workflow.context(), durable=True)
+        body = GaugeErrorBody(gauge=error.gauge, reason=error.reason, raw=error.raw)
+        event = Event("gauge_error", error.ts, dict(body), self.workflow.context(),
+                      durable=True)
         self._emit([event], error.ts)
 
     def _on_connection(self, change: ConnectionChange) -> None:
@@ -193,9 +194,9 @@ class PressRuntime:
         else:
             gauge_line(self.gauge_lines, change.source.rsplit("/", 1)[-1],
                        online=change.online, reason=change.reason, since_ts=change.ts)
-            events = [Event("gauge_connection", change.ts,
-                            {"gauge": change.source.rsplit("/", 1)[-1], "online": change.online,
-                             "reason": change.reason},
+            body = GaugeConnectionBody(gauge=change.source.rsplit("/", 1)[-1],
+                                       online=change.online, reason=change.reason)
+            events = [Event("gauge_connection", change.ts, dict(body),
                             self.workflow.context(), durable=True)]
         self._emit(events, change.ts)
         self._publish_state(change.ts, force=True)

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from collector import event_kinds
 from collector.domain import STATES, Characteristic, Event, Plan, WorkflowSettings
 from collector.workflow import EVENT_KINDS, SETUP_REASONS, PressWorkflow
 
@@ -97,6 +98,7 @@ class WorkflowMachine(RuleBasedStateMachine):
         had_setup = False
         for i, e in enumerate(events):
             assert e.kind in EVENT_KINDS
+            assert event_kinds.problems(e.kind, e.body) == []  # its registered type
             assert e.ts == self.ts
             assert e.durable is True
             json.dumps(e.body, allow_nan=False)

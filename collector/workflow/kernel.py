@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from collector import event_kinds
 from collector.domain import STATES
 from collector.workflow.codec import Record, want
 
@@ -86,10 +87,8 @@ SETUP_REASONS = (
     "long_stop",
 )
 
-EVENT_KINDS = ("setup", "first_article", "measurement", "connection",
-               "unassigned_reading", "state_change", "measurement_due", "overdue", "alarm",
-               "control_limits", "capability", "capability_review", "annotation",
-               "last_piece", "last_piece_comparison", "command")
+# the kinds the workflow emits: their bodies and schemas are in the registry
+EVENT_KINDS = event_kinds.kinds("workflow")
 
 # setup reason -> annotation type (job_start has none: nothing ran before)
 ANNOTATIONS = {"job_change": "job_change", "die_change": "die_change",
