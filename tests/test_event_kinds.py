@@ -111,3 +111,17 @@ def test_schema_files_exist_for_every_kind() -> None:
     folder = Path(__file__).parents[1] / "collector" / "schemas"
     for kind in event_kinds.KINDS.values():
         assert (folder / f"{kind.schema}.json").is_file(), kind.name
+
+
+def test_every_kind_is_in_the_asyncapi_document() -> None:
+    """A subscriber finds each kind in the AsyncAPI document: channel, message, schema."""
+    import yaml
+
+    doc = yaml.safe_load((Path(__file__).parents[1] / "collector" / "asyncapi.yaml")
+                         .read_text())
+    for kind in event_kinds.KINDS.values():
+        message = doc["components"]["messages"][kind.name]
+        assert message["payload"]["schema"]["$ref"] == f"./schemas/{kind.schema}.json"
+        if kind.source != "collector":
+            assert doc["channels"][kind.name]["address"] == (
+                f"{{root}}/{{press}}/events/{kind.name}")
