@@ -294,7 +294,7 @@ def test_restore_of_any_snapshot_never_raises(snap: dict[str, Any]) -> None:
 
 def test_unicode_digit_channel_is_no_channel_not_a_crash() -> None:
     """Found by test_garbage_inputs_never_raise: '¹'.isdigit() is True but int('¹') fails."""
-    from collector.workflow import _to_channel
+    from collector.workflow.values import to_channel
 
-    assert _to_channel("¹") is None
-    assert _to_channel(" 3 ") == 3
+    assert to_channel("¹") is None
+    assert to_channel(" 3 ") == 3

@@ -184,9 +184,7 @@ from collector.workflow.kernel import (
 )
 from collector.workflow.patrol import MISSED_KEPT
 from collector.workflow.snapshot import VERSION as SNAPSHOT_VERSION
-from collector.workflow.values import reading, to_channel
-
-_to_channel = to_channel  # the name tests/test_workflow_properties.py knew
+from collector.workflow.values import reading
 
 __all__ = [
     "ANNOTATIONS", "ANNOTATION_TYPES", "ANY", "AWAITING_FIRST_ARTICLE", "EVENT_KINDS",
