@@ -30,6 +30,7 @@ PY = sys.executable
 ROOT = "bench/pc"
 PLAN = REPO / "config" / "plans" / "brk-100.toml"
 COMMIT_MS = 2  # the daemon's buffer.commit_interval_ms in bench configs (--commit-ms)
+CACHE_MB: int | None = None  # the daemon's buffer.cache_mb (--cache-mb; None: its default)
 
 
 def wait_for(predicate, timeout: float, what: str, step: float = 0.02) -> None:
@@ -64,6 +65,7 @@ max_inflight = {max_inflight}
 [buffer]
 path = "buffer.sqlite"
 commit_interval_ms = {commit_ms}
+{f"cache_mb = {CACHE_MB}" if CACHE_MB else ""}
 
 [metrics]
 port = {metrics_port}

@@ -1,6 +1,7 @@
 """press-collector bench suite: ``python -m bench.run [scenario ...] [--quick] [--long]``.
 
-Scenarios: line, quality (same run as line), outage, ceiling, scale. Each prints one JSON
+Scenarios: line, quality (same run as line), outage, ceiling, scale; not in the default
+set: memory (30 minutes) and powercut (needs FUSE; bench/powercut.py). Each prints one JSON
 line; at the end a Markdown table; both go to ``bench/results/<stamp>.jsonl`` / ``.md``.
 Nothing here asserts a timing: these are measurements, read them (bench/README.md).
 """
@@ -18,8 +19,8 @@ from typing import Any
 
 import psutil
 
+from bench import powercut, store_bench
 from bench import rig as rig_module
-from bench import store_bench
 from bench.analysis import Capture, latency, ms, pct, window
 from bench.rig import REPO, Rig, wait_for
 
@@ -168,6 +169,15 @@ def scenario_outage(args: argparse.Namespace) -> list[dict[str, Any]]:
     draining = [m for m in live if drained_at is not None and m.recv <= drained_at]
     drain_s = None if drained_at is None or first_any is None else drained_at - first_any
     rss = rig.samples.rss_range_mb(t_down, t_up_req)
+    # quality events (gauge lines -> first_article / measurement): those acquired after
+    # the broker came back must not wait for the telemetry replay (docs/delivery.md)
+    # ("after the reconnect": acquired once the first live telemetry message was out, i.e.
+    # the daemon was connected again; before that an event waits for the reconnect backoff)
+    quality = [m for m in cap.msgs if m.kind in ("first_article", "measurement")]
+    t_conn = first_live if first_live is not None else t_up
+    ev_after = [m for m in quality if m.ts >= t_conn]
+    ev_draining = [m for m in ev_after if drained_at is not None and m.ts <= drained_at]
+    ev_backlog = [m for m in quality if t_down <= m.ts < t_up_req]
     return [{
         "scenario": "outage", "outage_s": outage_s, "presses": 10, "poll_ms": 100,
         "committed_polls": committed, "delivered_unique_polls": integ["unique_messages"],
@@ -186,6 +196,22 @@ def scenario_outage(args: argparse.Namespace) -> list[dict[str, Any]]:
                                                 if first_live is not None
                                                 and m.recv <= first_live + 2], 0.99)),
         "live_msgs_while_draining": len(draining),
+        # quality events acquired after the reconnect: gauge line -> subscriber
+        "event_latency_after_reconnect_p50_ms": ms(pct([m.recv - m.ts for m in ev_after],
+                                                       0.5)),
+        "event_latency_after_reconnect_p99_ms": ms(pct([m.recv - m.ts for m in ev_after],
+                                                       0.99)),
+        "event_latency_after_reconnect_max_ms": ms(max((m.recv - m.ts for m in ev_after),
+                                                       default=None)),
+        "events_after_reconnect": len(ev_after),
+        # the subset acquired while the telemetry backlog was still being replayed
+        "event_latency_while_draining_max_ms": ms(max((m.recv - m.ts for m in ev_draining),
+                                                      default=None)),
+        "events_while_draining": len(ev_draining),
+        # the events of the outage itself: all delivered this long after the broker was up
+        "backlog_events": len(ev_backlog),
+        "backlog_events_out_after_up_s": None if not ev_backlog
+        else round(max(m.recv for m in ev_backlog) - t_up, 3),
         "replayed_msgs": replayed,
         "rss_during_outage_min_mb": rss[0] if rss else None,
         "rss_during_outage_max_mb": rss[1] if rss else None,
@@ -257,8 +283,60 @@ def startup(args: argparse.Namespace, backlog_readings: int, label: str = "empty
             f"startup_{label}_backlog_readings": backlog_readings}
 
 
+def scenario_memory(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """RSS of the daemon over a long run at line load (10 presses x 40 tags / 100 ms + 4
+    gauges), the broker up all along or (``--memory-outage``) down from the first minute
+    to the end, then up again while the backlog drains. One figure per minute."""
+    duration = args.duration or (60 if args.quick else 1800)
+    rig = Rig(args.workdir / "memory", 10, 100, gauge_presses=2)
+    try:
+        rig.start_infra()
+        rig.start_daemon()
+        rig.wait_health()
+        t0 = time.time()
+        down_at = up_at = None
+        if args.memory_outage:
+            time.sleep(min(60, duration / 10))
+            rig.broker.stop()
+            down_at = time.time()
+        time.sleep(max(0.0, t0 + duration - time.time()))
+        if args.memory_outage:
+            rig.broker.start()
+            up_at = time.time()
+            wait_for(lambda: rig.pending() <= 20, 900, "backlog drained", 0.5)
+            time.sleep(30)
+        health = rig.health()
+        rig.stop_daemon()
+    finally:
+        rig.close()
+    assert rig.samples is not None
+    rss = rig.samples.rss
+    end = rss[-1][0] if rss else t0
+    minutes = []
+    for i in range(int((end - t0) // 60) + 1):
+        got = [r for t, r in rss if t0 + 60 * i <= t < t0 + 60 * (i + 1)]
+        if got:
+            minutes.append(round(max(got) / 2**20, 1))
+    last_third = minutes[len(minutes) * 2 // 3:]
+    return [{"scenario": "memory", "duration_s": duration,
+             "outage_s": None if down_at is None or up_at is None else round(up_at - down_at),
+             "cache_mb": args.cache_mb, "rss_mb_by_minute": minutes,
+             "rss_start_mb": minutes[0] if minutes else None,
+             "rss_max_mb": max(minutes) if minutes else None,
+             "rss_last_third_min_max_mb": [min(last_third), max(last_third)]
+             if last_third else None,
+             "pending_at_end": rig.pending(),
+             "buffer_file_mb": round(health["outbox"]["file_bytes"] / 2**20, 1),
+             **_context()}]
+
+
+def scenario_powercut(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Power cuts with LazyFS (bench/powercut.py; needs FUSE, not in the default set)."""
+    return [{**powercut.run(args), **_context()}]
+
+
 SCENARIOS = {"line": scenario_line, "outage": scenario_outage, "ceiling": scenario_ceiling,
-             "scale": scenario_scale}
+             "scale": scenario_scale, "memory": scenario_memory, "powercut": scenario_powercut}
 
 
 def table(lines: list[dict[str, Any]]) -> str:
@@ -290,8 +368,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--commit-ms", type=int, default=2,
                    help="buffer.commit_interval_ms of the daemon under test")
     p.add_argument("--keep", action="store_true", help="keep the work dir")
+    p.add_argument("--memory-outage", action="store_true",
+                   help="memory: broker down from the first minute to the end")
+    p.add_argument("--cache-mb", type=int, default=None,
+                   help="buffer.cache_mb of the daemon under test (default: its default)")
+    powercut.add_arguments(p.add_argument_group("powercut"))
     args = p.parse_args(argv)
     rig_module.COMMIT_MS = args.commit_ms
+    rig_module.CACHE_MB = args.cache_mb
     for name in args.scenarios:
         if name not in SCENARIOS:
             p.error(f"unknown scenario {name!r} (allowed: {', '.join(SCENARIOS)})")

@@ -75,6 +75,7 @@ from typing import Any
 
 from buffer.files import private_dir, private_file
 from buffer.seqmark import SeqMarkError, SeqMarks, mark_path
+from buffer.streams import NO_POLICIES, Streams
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,6 @@ BACKOFF_MAX_S = 5.0
 # their own after every PUBACK burst.
 MARK_INTERVAL_S = 0.25
 MAX_QUEUED_BYTES = 64 * 1024 * 1024
-SHEDDABLE = ("telemetry",)
 # Rows per transaction at most: a longer queue (a burst, a stall) is committed in several
 # transactions back to back, so that one transaction's dirty pages stay well inside the
 # page cache (``cache_mb``). A transaction that outgrows it spills to the WAL and evicts
@@ -214,16 +214,20 @@ class Outbox:
 
     def __init__(self, path: Path, commit_interval_s: float, readonly: bool,
                  cache_mb: int, max_queued_bytes: int = MAX_QUEUED_BYTES,
-                 sheddable: Sequence[str] = SHEDDABLE) -> None:
+                 streams: Streams = NO_POLICIES) -> None:
         self.path = path
         self.max_queued_bytes = max_queued_bytes
-        self.sheddable = frozenset(sheddable)
+        self.streams = streams  # per-stream policies (buffer/streams.py), from the caller
+        self.sheddable = frozenset(streams.sheddable())
         self._queued_bytes = 0  # payload bytes of self._rows (guarded by _lock)
         self._shed_at = max_queued_bytes  # next shed check (raised when only events are left)
         self._failing = False  # the last commit failed (the disk is full / unwritable)
         self._shed_episode = 0  # rows shed since the last successful commit
         self.commit_interval_s = commit_interval_s
         self.readonly = readonly
+        # page-cache budget, all connections together: writer 1/2, reader 1/4, checkpointer
+        # and prune / size-bound passes 1/8 each (SQLite's caches were the daemon's only
+        # memory growth; the OS page cache holds the file anyway)
         self._cache_kib = cache_mb * 1024
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -277,14 +281,15 @@ class Outbox:
     def open(cls, path: str | os.PathLike[str], commit_interval_s: float = 0.05, *,
              readonly: bool = False, cache_mb: int = 16,
              max_queued_bytes: int = MAX_QUEUED_BYTES,
-             check_budget_s: float | None = START_CHECK_S) -> Outbox:
+             check_budget_s: float | None = START_CHECK_S,
+             streams: Streams = NO_POLICIES) -> Outbox:
         """Open (or create) the buffer at ``path``; refuse a file that is not ours, empty
         or damaged (``check_budget_s``: time bound of the start check, None = whole file).
 
         Read-write: takes the seq mark file's lock first (one process per buffer), checks
         the file, compares it with the marks (rollback detection), then starts the writer."""
         path = Path(path)
-        self = cls(path, commit_interval_s, readonly, cache_mb, max_queued_bytes)
+        self = cls(path, commit_interval_s, readonly, cache_mb, max_queued_bytes, streams)
         if readonly:
             if not path.exists():
                 raise BufferFileError(f"{path}: no such buffer file")
@@ -316,6 +321,7 @@ class Outbox:
             self._seqmark = marks
             self._wconn = self._connect(readonly=False)
             self._rconn = self._connect(readonly=False)
+            self._rconn.execute(f"PRAGMA cache_size=-{self._cache_kib // 4}")
             self._load_state()
             self._reconcile(marks)
             marks.ensure_allocated()
@@ -348,7 +354,7 @@ class Outbox:
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA wal_autocheckpoint=0")  # see CHECKPOINT_BYTES
         conn.execute("PRAGMA busy_timeout=5000")
-        conn.execute(f"PRAGMA cache_size=-{self._cache_kib}")
+        conn.execute(f"PRAGMA cache_size=-{self._cache_kib // 2}")
         return conn
 
     @staticmethod
@@ -668,17 +674,22 @@ class Outbox:
                 "WHERE delivered IS NULL AND id > ? AND id <= ? ORDER BY id LIMIT ?",
                 (after_id, self._visible_id, limit)).fetchall()
 
-    def pending_streams(self, streams: Sequence[str], after_id: int = 0, limit: int = 1000
+    def pending_streams(self, streams: Sequence[str], after_id: int = 0, limit: int = 1000,
+                        exclude: bool = False, upto: int | None = None
                         ) -> list[tuple[int, str, bytes]]:
-        """Pending rows of the given streams with id > after_id, in id order. Walks the
-        pending index from ``after_id`` (only rows committed after it), never the history."""
+        """Pending rows of the given streams (``exclude``: of every other stream) with
+        after_id < id (<= upto), in id order. Walks the pending index from ``after_id``
+        (only rows committed after it, at most up to ``upto``), never the history."""
         marks = ",".join("?" * len(streams))
         with self._read_lock:
             assert self._rconn is not None
             return self._rconn.execute(
                 "SELECT id, topic, payload FROM messages INDEXED BY messages_pending "
-                f"WHERE delivered IS NULL AND id > ? AND id <= ? AND stream IN ({marks}) "
-                "ORDER BY id LIMIT ?", (after_id, self._visible_id, *streams, limit)).fetchall()
+                f"WHERE delivered IS NULL AND id > ? AND id <= ? AND stream "
+                f"{'NOT ' if exclude else ''}IN ({marks}) ORDER BY id LIMIT ?",
+                (after_id, self._visible_id if upto is None else min(upto, self._visible_id),
+                 *streams, limit)
+            ).fetchall()
 
     def pending_count(self) -> int:
         """Rows waiting for delivery (committed ones minus queued marks, plus queued rows)."""
@@ -762,6 +773,7 @@ class Outbox:
         self._check_writable()
         cutoff = time.time() - retention_s
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+        conn.execute(f"PRAGMA cache_size=-{self._cache_kib // 8}")
         deleted = 0
         try:
             conn.execute("PRAGMA synchronous=NORMAL")
@@ -820,22 +832,30 @@ class Outbox:
             size = c.execute("PRAGMA page_size").fetchone()[0]
         return int((pages - free) * size)
 
-    def enforce_size(self, max_bytes: int, protected: Sequence[str] = ("events",),
+    def enforce_size(self, max_bytes: int, protected: Sequence[str] | None = None,
                      chunk: int = 500) -> SizeReport:
         """Bring the live size under ``max_bytes``: delivered history first (oldest ids,
-        whatever their age), then the oldest *undelivered* rows of streams not in
-        ``protected`` (telemetry). Undelivered rows of protected streams (quality and
-        workflow events) are never deleted: the report says ``quality_only`` and the
-        caller raises the alarm. The newest row always stays (ids never go back)."""
+        whatever their age), then the oldest *undelivered* rows of the sheddable streams
+        (telemetry, by the stream policies) or, when ``protected`` is given, of every
+        stream not in it. Other undelivered rows (quality and workflow events, command
+        replies) are never deleted: the report says ``quality_only`` and the caller raises
+        the alarm. The newest row always stays (ids never go back)."""
         self._check_writable()
         report = SizeReport(self.used_bytes(), max_bytes)
         if report.used_bytes <= max_bytes:
             return report
-        marks = ",".join("?" * len(protected)) or "''"
-        steps = (("history", "delivered IS NOT NULL", ()),
-                 ("telemetry", f"delivered IS NULL AND stream NOT IN ({marks})",
-                  tuple(protected)))
+        if protected is None:
+            shed = tuple(sorted(self.sheddable))
+            undelivered = (f"delivered IS NULL AND stream IN ({','.join('?' * len(shed))})"
+                           if shed else "0")
+            args: tuple[str, ...] = shed
+        else:
+            marks = ",".join("?" * len(protected)) or "''"
+            undelivered = f"delivered IS NULL AND stream NOT IN ({marks})"
+            args = tuple(protected)
+        steps = (("history", "delivered IS NOT NULL", ()), ("telemetry", undelivered, args))
         conn = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+        conn.execute(f"PRAGMA cache_size=-{self._cache_kib // 8}")
         try:
             conn.execute("PRAGMA synchronous=NORMAL")
             for name, where, args in steps:
@@ -1264,6 +1284,7 @@ class Outbox:
                             conn = sqlite3.connect(self.path, isolation_level=None,
                                                    check_same_thread=False)
                             conn.execute("PRAGMA busy_timeout=5000")
+                            conn.execute(f"PRAGMA cache_size=-{self._cache_kib // 8}")
                         conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                         with self._lock:
                             self._stats["checkpoints"] += 1

@@ -284,11 +284,22 @@ def build_parser() -> argparse.ArgumentParser:
     from collector import exports_cli  # export qdas|csv, status (issue 14)
 
     exports_cli.add_commands(sub, DEFAULT_CONFIG_DIR)
+    # the central consumer (sink/, docs/sink.md): its own package and arguments, imported
+    # only when this command runs (nothing of the daemon imports the sink)
+    sub.add_parser("sink", add_help=False, help="central consumer: the collectors' events and "
+                   "telemetry -> PostgreSQL (press-collector sink --help)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "sink":
+        from sink.cli import main as sink_main
+
+        return sink_main(rest, args.log_level)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return int(args.func(args) or 0)
 
 

@@ -16,6 +16,17 @@ for the outbox) because three guarantees need MQTT 5:
 - reason codes: a refused SUBACK and a refused "clear this retained message" PUBACK are
   reported as such.
 
+On a broker without MQTT 5 (RabbitMQ 3.x, NATS 2.9) the connection runs on MQTT 3.1.1
+when ``broker.protocol = "3.1.1"`` (``protocol="3.1.1"`` here): clean session instead of
+clean start (the same: nothing queued while the daemon is down), no maximum packet size
+(the broker's own message size limit applies), and no retain-as-published: a retained
+message still arrives with the retain flag when it is delivered *because we subscribed*
+(at every connect: the stale-command case), but a command published with retain while we
+are already subscribed arrives without it and is executed once like any live command
+(request id, issue time, signature and role checks still apply); the daemon then cannot
+clear it, and the next connect finds it retained and refuses it. docs/brokers.md.
+With ``protocol="5"`` and a broker that refuses MQTT 5 the log says to set the option.
+
 paho's network thread (``loop_start``) reconnects by itself; every callback hops to the
 event loop (``call_soon_threadsafe``), so the command gate and the presses run on the
 loop thread as everything else. ``collector/command_watch.py`` checks the subscription
@@ -52,7 +63,10 @@ class CommandClient:
                  username: str | None = None, password: str | None = None,
                  tls: ssl.SSLContext | None = None, keepalive: int = 30,
                  reconnect_min_s: float = 0.25, reconnect_max_s: float = 30.0,
-                 max_packet_bytes: int = MAX_PACKET_BYTES) -> None:
+                 max_packet_bytes: int = MAX_PACKET_BYTES, protocol: str = "5") -> None:
+        if protocol not in ("5", "3.1.1"):
+            raise ValueError(f"protocol must be '5' or '3.1.1', not {protocol!r}")
+        self.protocol = protocol
         self.host, self.port = host, port
         self.client_id = client_id
         self.topic = topic
@@ -76,8 +90,11 @@ class CommandClient:
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         client = self._client = self._make_client()
-        client.connect_async(self.host, self.port, self.keepalive, clean_start=True,
-                             properties=self._connect_properties())
+        if self.protocol == "5":
+            client.connect_async(self.host, self.port, self.keepalive, clean_start=True,
+                                 properties=self._connect_properties())
+        else:
+            client.connect_async(self.host, self.port, self.keepalive)
         client.loop_start()
         try:
             await asyncio.Event().wait()
@@ -99,8 +116,12 @@ class CommandClient:
 
     # -- paho side (network thread) ------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             protocol=mqtt.MQTTv5)
+        if self.protocol == "5":
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                 protocol=mqtt.MQTTv5)
+        else:  # clean session: the broker keeps nothing for us while we are away
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+                                 protocol=mqtt.MQTTv311, clean_session=True)
         client.reconnect_delay_set(*self.reconnect)
         if self.username:
             client.username_pw_set(self.username, self._password)
@@ -149,7 +170,8 @@ class CommandClient:
     # -- event loop side -----------------------------------------------------------------
     def _connected(self, reason: str, failed: bool) -> None:
         if failed:
-            self._error(f"command connection to {self.host}:{self.port} refused: {reason}")
+            self._error(f"command connection to {self.host}:{self.port} refused: {reason}"
+                        + self._protocol_hint(reason))
             return
         self._stats["connects"] += 1
         if self._last_error is not None:
@@ -159,8 +181,11 @@ class CommandClient:
         assert client is not None and self._loop is not None
 
         def subscribe() -> int | None:
-            _, mid = client.subscribe(self.topic, options=SubscribeOptions(
-                qos=1, retainAsPublished=True))
+            if self.protocol == "5":
+                _, mid = client.subscribe(self.topic, options=SubscribeOptions(
+                    qos=1, retainAsPublished=True))
+            else:
+                _, mid = client.subscribe(self.topic, qos=1)
             return mid  # None: the connection is gone again; the next connect subscribes
 
         def publish(topic: str, payload: bytes) -> None:
@@ -171,8 +196,20 @@ class CommandClient:
 
     def _disconnected(self, reason: str) -> None:
         self.watch.reset()
-        if self._stats["connects"] and not self._stopping:
+        if self._stopping:
+            return
+        if self._stats["connects"]:
             self._error(f"command connection to {self.host}:{self.port} lost: {reason}")
+        elif self.protocol == "5":
+            # RabbitMQ 3.x closes an MQTT 5 CONNECT without a CONNACK
+            self._error(f"command connection to {self.host}:{self.port} closed before "
+                        f"CONNACK ({reason})" + self._protocol_hint("closed"))
+
+    def _protocol_hint(self, reason: str) -> str:
+        if self.protocol != "5" or not ("protocol" in reason.lower() or reason == "closed"):
+            return ""
+        return ("; if this broker does not speak MQTT 5 (RabbitMQ 3.x, NATS 2.9), set "
+                "broker.protocol = \"3.1.1\" in collector.toml (docs/brokers.md)")
 
     def _deliver(self, topic: str, payload: bytes, retained: bool) -> None:
         if self.watch.on_message(topic, payload):

@@ -31,6 +31,7 @@ from collector.gauge_triggers import GaugeTriggers
 from collector.messages import Topics
 from collector.press import PressRuntime
 from collector.publisher import Publisher
+from collector.streams import streams
 from collector.task_guard import TaskGuard
 from collector.telemetry_filter import TelemetryFilter
 from drivers.base import Backoff, Sink
@@ -183,9 +184,12 @@ class Daemon:
             from collector.security import tls_context
 
             tls = tls_context(cfg.broker.tls, self.config.config_dir)
+        policies = streams(publish_telemetry=cfg.telemetry.publish)  # collector/streams.py
         self.outbox = outbox = Outbox.open(Path(cfg.buffer.path),
                                            commit_interval_s=cfg.buffer.commit_interval_ms / 1000,
-                                           max_queued_bytes=int(cfg.buffer.memory_max_mb * 2**20))
+                                           max_queued_bytes=int(cfg.buffer.memory_max_mb * 2**20),
+                                           cache_mb=cfg.buffer.cache_mb,
+                                           streams=policies)
         self._topics = topics
         self.guard = TaskGuard(
             lambda kind, active, data: emit_alarm(outbox, topics, kind, active, data),
@@ -195,7 +199,7 @@ class Daemon:
                      "last_seq": x.last_seq} for x in outbox.rollback]
             for active in (True, False):  # a notice: raised and cleared at once
                 emit_alarm(outbox, topics, "buffer_rolled_back", active, {"lost": lost})
-        self.publisher = publisher = Publisher(
+        self.publisher = publisher = Publisher(  # live lane: the policies' live streams
             outbox, cfg.broker.host, cfg.broker.port,
             client_id=cfg.broker.client_id or f"press-collector-{host}",
             topic_status=topics.status(), keepalive=cfg.broker.keepalive_s,
@@ -203,14 +207,14 @@ class Daemon:
             password=password, tls=tls, replay_rate=cfg.broker.replay_rate,
             reconnect_max_s=cfg.broker.reconnect_max_s,
             status_online=messages.encode_status(host, True),
-            status_offline=messages.encode_status(host, False))
+            status_offline=messages.encode_status(host, False), live_streams=policies.live())
         self.commands = commands = CommandClient(
             cfg.broker.host, cfg.broker.port,
             client_id=f"{cfg.broker.client_id or f'press-collector-{host}'}-cmd",
             topic=topics.commands(), probe_topic=topics.command_probe(),
             on_command=self._on_command, username=cfg.broker.username or None,
             password=password, tls=tls, keepalive=cfg.broker.keepalive_s,
-            reconnect_max_s=cfg.broker.reconnect_max_s)
+            reconnect_max_s=cfg.broker.reconnect_max_s, protocol=cfg.broker.protocol)
         command_log = CommandLog.open(cfg.buffer.path)
         plans = self.config.plans
         driver_tasks: list[asyncio.Task[None]] = []

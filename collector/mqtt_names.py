@@ -12,7 +12,7 @@ starts (docs/security.md, "Names in topics"):
 - a topic level (each level of ``topic_root``, ``host_id``): ASCII letters, digits,
   ``_``, ``-`` and ``.``; ``host_id`` at most 64 characters (Linux's HOST_NAME_MAX);
 - a press id: lowercase letters, digits, ``_`` and ``-``, starting with a letter or a
-  digit (``_collector`` is the collector's own level), at most 64 characters (config.py's
+  digit (``_collector`` is the collector's own level), at most 64 characters (config/base.py's
   ``ID_PATTERN``);
 - ``topic_root``: levels joined by ``/``, at most ``TOPIC_ROOT_MAX_BYTES`` so that the
   longest topic built below it stays within MQTT's 65,535-byte limit

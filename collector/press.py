@@ -14,9 +14,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from buffer.store import Outbox, OutboxRow
-from collector import messages, text_safety
+from collector import messages, streams, text_safety
 from collector.command_gate import CLEARED, CommandGate, Drop, Refuse, Replay
 from collector.domain import Event, Plan, WorkflowSettings
+from collector.event_kinds import GaugeConnectionBody, GaugeErrorBody
 from collector.messages import EVENTS_STREAM, TELEMETRY_STREAM, Topics
 from collector.metrics import PollTiming
 from collector.status import gauge_line
@@ -26,10 +27,10 @@ from drivers.base import ConnectionChange, DriverEvent, GaugeError, GaugeValue, 
 
 log = logging.getLogger(__name__)
 
-GAUGE_STREAM = "gauge"
-CMD_RESULT_STREAM = "cmd_result"
+GAUGE_STREAM = streams.GAUGE
+CMD_RESULT_STREAM = streams.CMD_RESULT
 # Every poll's full values when the telemetry filter held some back (history only).
-TELEMETRY_RAW_STREAM = "telemetry_raw"
+TELEMETRY_RAW_STREAM = streams.TELEMETRY_RAW
 SNAPSHOT_EVERY_S = 1.0
 # PLC strings that land in every event's context: sanitised (collector/text_safety.py)
 ID_ROLES = ("part_number", "die_id", "material_lot", "heat_number")
@@ -59,6 +60,7 @@ class PressRuntime:
         self.outbox = outbox
         self.topics = topics
         self.publish_telemetry = publish_telemetry
+        self._streams = streams.streams(publish_telemetry)  # collector/streams.py
         self.on_state = on_state
         self.plc_source = f"{press_id}/plc"
         self.plc_online = False
@@ -114,8 +116,8 @@ class PressRuntime:
         seq = self.outbox.next_seq(self.press, TELEMETRY_STREAM)
         payload = messages.encode_telemetry(self.press, seq, result.ts, self.topics.host, values,
                                             result.errors, self._telemetry_context())
-        self.outbox.add(OutboxRow(self.press, TELEMETRY_STREAM, seq, self._telemetry_topic,
-                                  payload, durable=False, delivered=not self.publish_telemetry))
+        self.outbox.add(streams.row(self._streams[TELEMETRY_STREAM], self.press, seq,
+                                    self._telemetry_topic, payload))
         self._emit(events, result.ts)
 
     def _sanitise(self, tag: str, value: str) -> str:
@@ -140,11 +142,10 @@ class PressRuntime:
         ctx = self._telemetry_context()
         if publish is not values:
             raw_seq = self.outbox.next_seq(self.press, TELEMETRY_RAW_STREAM)
-            self.outbox.add(OutboxRow(
-                self.press, TELEMETRY_RAW_STREAM, raw_seq, self._telemetry_topic,
+            self.outbox.add(streams.row(
+                self._streams[TELEMETRY_RAW_STREAM], self.press, raw_seq, self._telemetry_topic,
                 messages.encode_telemetry(self.press, raw_seq, result.ts, self.topics.host,
-                                          values, result.errors, ctx),
-                delivered=True))
+                                          values, result.errors, ctx)))
             if not publish and not result.errors:
                 return
         seq = self.outbox.next_seq(self.press, TELEMETRY_STREAM)
@@ -166,9 +167,9 @@ class PressRuntime:
         })
         # Raw gauge values are local history (audit, replay); subscribers get them inside
         # the first_article / measurement events that judged them.
-        self.outbox.add(OutboxRow(self.press, GAUGE_STREAM, seq,
-                                  f"{self.topics.root}/{self.press}/gauge/{value.gauge}",
-                                  payload, durable=True, delivered=True))
+        self.outbox.add(streams.row(self._streams[GAUGE_STREAM], self.press, seq,
+                                    f"{self.topics.root}/{self.press}/gauge/{value.gauge}",
+                                    payload))
         events = self.workflow.on_reading(reading(
             value.ts, value.gauge, value.channel, value.value, value.unit,
             reading_id=reading_id, calibration_overdue=value.calibration_overdue,
@@ -181,9 +182,9 @@ class PressRuntime:
                    last_error_ts=error.ts)
         if not error.reportable:
             return  # garbage is counted and logged by the driver, never an event per line
-        event = Event("gauge_error", error.ts,
-                      {"gauge": error.gauge, "reason": error.reason, "raw": error.raw},
-                      self.workflow.context(), durable=True)
+        body = GaugeErrorBody(gauge=error.gauge, reason=error.reason, raw=error.raw)
+        event = Event("gauge_error", error.ts, dict(body), self.workflow.context(),
+                      durable=True)
         self._emit([event], error.ts)
 
     def _on_connection(self, change: ConnectionChange) -> None:
@@ -193,9 +194,9 @@ class PressRuntime:
         else:
             gauge_line(self.gauge_lines, change.source.rsplit("/", 1)[-1],
                        online=change.online, reason=change.reason, since_ts=change.ts)
-            events = [Event("gauge_connection", change.ts,
-                            {"gauge": change.source.rsplit("/", 1)[-1], "online": change.online,
-                             "reason": change.reason},
+            body = GaugeConnectionBody(gauge=change.source.rsplit("/", 1)[-1],
+                                       online=change.online, reason=change.reason)
+            events = [Event("gauge_connection", change.ts, dict(body),
                             self.workflow.context(), durable=True)]
         self._emit(events, change.ts)
         self._publish_state(change.ts, force=True)
@@ -255,8 +256,8 @@ class PressRuntime:
 
     def _queue_reply(self, payload: bytes) -> None:
         seq = self.outbox.next_seq(self.press, CMD_RESULT_STREAM)
-        self.outbox.add(OutboxRow(self.press, CMD_RESULT_STREAM, seq,
-                                  self.topics.cmd_result(self.press), payload, durable=True))
+        self.outbox.add(streams.row(self._streams[CMD_RESULT_STREAM], self.press, seq,
+                                    self.topics.cmd_result(self.press), payload))
 
     def publish_stopped(self, ts: float) -> None:
         """Clean stop: the retained state says nobody watches this press any more

@@ -43,18 +43,27 @@ and the retained press states are published after paho's resend (not inside
 overwrites a newer one. After a process restart the window is gone: the drain restarts
 from the first pending row (again: only the last window can be duplicated).
 
-Live first after an outage: two lanes
--------------------------------------
+Quality first, live next, backlog last: three lanes after an outage
+-------------------------------------------------------------------
 At a connect that finds more than one window of rows not yet handed to paho (an outage,
-a restart with a backlog), rows of the ``live_streams`` (telemetry) among them become
-*backlog*: they are replayed in id order on ``{topic}/replay`` (same payload),
-throttled by ``replay_rate``. Telemetry committed after the connect goes out at once on its
-own topic (the *live lane*, read first, never throttled), so a long backlog never delays
-the current values. Every other stream (quality/workflow events) stays on the one ordered
-lane with the backlog: strictly in id order, so in seq order per press. Each topic is in
-seq order on its own; the two telemetry topics together carry every seq (duplicates only
-from the resent window). When the backlog is drained and both cursors meet, the lanes
-merge back into one cursor (one query per refill, as before the outage).
+a restart with a backlog), the work splits in three lanes, each with its own cursor:
+
+- *event lane*: every stream that is not a ``live_stream`` (quality and workflow events,
+  alarms, command replies), backlog and new alike, strictly in id order (so in seq order
+  per press), never throttled and served first: a quality event acquired after the
+  reconnect waits for the events before it, never for telemetry;
+- *live lane*: telemetry committed after the connect, on its own topic, never throttled,
+  so a long backlog never delays the current values;
+- *replay lane*: telemetry committed before the connect and not yet sent, in id order on
+  ``{topic}/replay`` (same payload), the only thing ``replay_rate`` throttles.
+
+Each topic is in seq order on its own; the two telemetry topics together carry every seq
+(duplicates only from the resent window). The event lane walks the pending index once
+from where the backlog starts (``stream NOT IN live_streams``: SQLite reads the stream
+column, not the payloads, of the telemetry it passes). When the replay is out and the
+event and live cursors stand at one id, the lanes merge back into one cursor (one query
+per refill, as before the outage). Every lane reads rows up to one ``last_id`` snapshot
+per refill, so that an idle moment leaves both cursors on the same id.
 
 Reconnect uses capped exponential backoff; a failure reason is logged once per change,
 not per retry. Passwords are never logged.
@@ -80,6 +89,7 @@ from buffer.store import Committed, Outbox
 log = logging.getLogger(__name__)
 
 FETCH_WINDOWS = 4  # rows read from the outbox per query, in windows
+EVENT_SCAN_IDS = 10000  # ids the event lane looks through per query (~4 ms; _next_event)
 MISC_INTERVAL_S = 1.0
 
 
@@ -143,9 +153,12 @@ class Publisher:
         self._retained_dirty: set[str] = set()
         # two lanes after a connect with a backlog (see the module docstring)
         self.live_streams = frozenset(live_streams)
-        self._split = False  # live lane active
+        self._split = False  # three lanes active (else one cursor: self._cursor)
         self._live_cursor = 0  # highest live-stream id handed over (or skipped) by it
         self._live_fetched: deque[tuple[int, str, bytes]] = deque()
+        self._event_cursor = 0  # event lane: highest other-stream id handed over or skipped
+        self._event_fetched: deque[tuple[int, str, bytes]] = deque()
+        self._scan_more = False  # the event lane stopped short of the snapshot: pump again
         self._replay: deque[tuple[int, int]] = deque()  # live-stream ids (lo, hi] to replay
         self._replay_top = 0  # backlog rows (throttled) have id <= this
         self._wake_scheduled = False
@@ -169,7 +182,8 @@ class Publisher:
         return {**self._stats, "reconnects": max(0, self._stats["connects"] - 1),
                 "inflight": len(self._inflight), "connected": self._connected,
                 "cursor": self._cursor, "live_cursor": self._live_cursor,
-                "lanes": 2 if self._split else 1, "pending": self.outbox.pending_count()}
+                "event_cursor": self._event_cursor, "lanes": 3 if self._split else 1,
+                "pending": self.outbox.pending_count()}
 
     def publish_retained_now(self, press: str | None = None) -> None:
         """Publish the committed retained state of ``press`` (all presses: None) at once,
@@ -454,19 +468,26 @@ class Publisher:
 
     def _split_lanes(self) -> None:
         """On connect: live-stream rows committed so far and not handed over become the
-        replay backlog; later ones go out live."""
+        replay backlog; later ones go out live; other streams take the event lane."""
         if not self.live_streams:
             return
-        hi = self.outbox.last_id
-        lo = self._live_cursor if self._split else self._cursor
+        hi = self._top()
+        if self._split:
+            lo = self._live_cursor  # a second outage while replaying: more backlog
+        else:
+            lo = self._cursor
+            if self._fetched:  # read ahead, not handed to paho: the lanes read it again
+                lo = self._fetched[0][0] - 1
         if hi <= lo or (not self._split and hi - lo <= self.max_inflight):
             return  # nothing, or less than a window: one round trip, keep one lane
+        if not self._split:
+            self._fetched.clear()
+            self._cursor = self._event_cursor = lo
+            self._split = True
+            self._stats["splits"] += 1
         self._replay.append((lo, hi))
         self._replay_top = hi
         self._live_cursor = hi
-        if not self._split:
-            self._split = True
-            self._stats["splits"] += 1
 
     def _pump(self) -> None:
         """Fill the window: the live lane first, then the ordered (backlog) lane."""
@@ -476,16 +497,28 @@ class Publisher:
             return
         window = self.max_inflight
         inflight = self._inflight
-        live_empty = False  # one empty live query per refill, not one per backlog row
+        # one snapshot per refill (see the module docstring); one empty query per lane
+        hi = self._top()  # read before the queries: see _drained
+        events_empty = live_empty = False
         while len(inflight) < window:
             lane = None
-            if self._split and not live_empty:
-                if self._next_live():
-                    lane = self._live_fetched
-                else:
-                    live_empty = True
-            if lane is None:
-                if not self._next_backlog():
+            if self._split:
+                if not events_empty:
+                    if self._next_event(hi):
+                        lane = self._event_fetched
+                    else:
+                        events_empty = True
+                if lane is None and not live_empty:
+                    if self._next_live(hi):
+                        lane = self._live_fetched
+                    else:
+                        live_empty = True
+                if lane is None:
+                    if not self._next_replay():
+                        break
+                    lane = self._fetched
+            else:
+                if not self._next_backlog(hi):
                     break
                 lane = self._fetched
             row_id, topic, payload = lane.popleft()
@@ -504,67 +537,94 @@ class Publisher:
             self._stats["published"] += 1
         if self._split:
             self._maybe_merge()
+        if self._scan_more:
+            self._scan_more = False
+            if self._loop is not None:
+                self._loop.call_soon(self._kick)
         if self._drained():
             self._idle.set()
 
-    def _next_live(self) -> bool:
+    def _top(self) -> int:
+        """The highest outbox id the lanes may read up to (every lane reads through this
+        one snapshot per refill: the place for any bound on what may be published)."""
+        return self.outbox.last_id
+
+    def _read_upto(self, after: int, hi: int, streams: tuple[str, ...] | None = None,
+                   exclude: bool = False) -> tuple[list[tuple[int, str, bytes]], int]:
+        """Pending rows (of ``streams``, or of every other stream: ``exclude``) with
+        ``after`` < id <= ``hi``, a few windows at most, and the cursor after them: ``hi``
+        when they are all there are, else the last id read."""
+        n = self.max_inflight * FETCH_WINDOWS
+        if streams is None:
+            rows = [r for r in self.outbox.pending(after, n) if r[0] <= hi]
+        else:
+            rows = self.outbox.pending_streams(streams, after, n, exclude=exclude, upto=hi)
+        if len(rows) < n:
+            return rows, max(after, hi)
+        return rows, rows[-1][0]
+
+    def _next_event(self, hi: int) -> bool:
+        """True when the event lane has a row ready (never throttled). It looks at most
+        ``EVENT_SCAN_IDS`` ids ahead per query, so that finding the few events in a long
+        telemetry backlog never blocks the event loop; the rest of the scan is queued
+        behind whatever else the loop has to do (``_scan_more``)."""
+        if self._event_fetched:
+            return True
+        upto = min(hi, self._event_cursor + EVENT_SCAN_IDS)
+        rows, self._event_cursor = self._read_upto(self._event_cursor, upto,
+                                                   tuple(self.live_streams), exclude=True)
+        self._event_fetched.extend(rows)
+        if not rows and self._event_cursor < hi:
+            self._scan_more = True
+        return bool(rows)
+
+    def _next_live(self, hi: int) -> bool:
         """True when the live lane has a row ready (fetching a few windows if needed)."""
         if self._live_fetched:
             return True
-        hi = self.outbox.last_id  # read before the query: see _drained
-        rows = self.outbox.pending_streams(tuple(self.live_streams), self._live_cursor,
-                                           self.max_inflight * FETCH_WINDOWS)
-        if not rows:
-            self._live_cursor = max(self._live_cursor, hi)
-            return False
+        rows, self._live_cursor = self._read_upto(self._live_cursor, hi,
+                                                  tuple(self.live_streams))
         self._live_fetched.extend(rows)
-        self._live_cursor = rows[-1][0]
-        return True
+        return bool(rows)
 
-    def _next_backlog(self) -> bool:
-        """True when the ordered lane has a row ready and, if it is backlog, a token."""
-        fetched = self._fetched
+    def _next_backlog(self, hi: int) -> bool:
+        """One lane (no backlog): True when a row is ready, in id order, never throttled."""
+        if self._fetched:
+            return True
+        rows, self._cursor = self._read_upto(self._cursor, hi)
+        self._fetched.extend(rows)
+        return bool(rows)
+
+    def _next_replay(self) -> bool:
+        """True when the replay lane has a backlog row ready and a token for it."""
+        fetched, replay = self._fetched, self._replay
         while not fetched:
-            hi = self.outbox.last_id  # read before the query: see _drained
-            n = self.max_inflight * FETCH_WINDOWS
-            if not self._split:
-                rows = self.outbox.pending(self._cursor, n)
-                if not rows:
-                    self._cursor = max(self._cursor, hi)
-                    return False
-                fetched.extend(rows)
-                self._cursor = rows[-1][0]
-                break
-            lane_rows = self.outbox.pending_lane(self._cursor, n)
-            if not lane_rows:
-                self._cursor = max(self._cursor, hi)
+            while replay and self._cursor >= replay[0][1]:
+                replay.popleft()
+            if not replay:
                 return False
-            live, replay = self.live_streams, self._replay
-            for row_id, stream, topic, payload in lane_rows:
-                if stream not in live:
-                    fetched.append((row_id, topic, payload))
-                    continue
-                while replay and row_id > replay[0][1]:
-                    replay.popleft()
-                if replay and row_id > replay[0][0]:
-                    fetched.append((row_id, topic + "/replay", payload))
-                    self._stats["replayed"] += 1
-                # else: the live lane's row
-            self._cursor = lane_rows[-1][0]
-        if self.replay_rate > 0 and fetched[0][0] <= self._replay_top:
+            lo, top = replay[0]
+            self._cursor = max(self._cursor, lo)
+            rows, self._cursor = self._read_upto(self._cursor, top, tuple(self.live_streams))
+            for row_id, topic, payload in rows:
+                fetched.append((row_id, topic + "/replay", payload))
+            self._stats["replayed"] += len(rows)
+        if self.replay_rate > 0:
             if not self._take_token():
                 return False
             self._tokens -= 1.0
         return True
 
     def _maybe_merge(self) -> None:
-        """Back to one cursor once the backlog is out and both lanes stand at one id."""
+        """Back to one cursor once the replay is out and the event and live lanes stand
+        at one id (both read up to the same snapshot when idle)."""
         replay = self._replay
         while replay and replay[0][1] <= self._cursor:
             replay.popleft()
-        if (not self._replay and not self._fetched and not self._live_fetched
-                and self._cursor == self._live_cursor
-                and self._cursor >= self._replay_top):
+        if (not replay and not self._fetched and not self._live_fetched
+                and not self._event_fetched and self._event_cursor == self._live_cursor
+                and self._live_cursor >= self._replay_top):
+            self._cursor = self._live_cursor
             self._split = False
 
     def _take_token(self) -> bool:
@@ -587,10 +647,15 @@ class Publisher:
 
     def _drained(self) -> bool:
         last = self.outbox.last_id
-        return (not self._inflight and not self._fetched and not self._live_fetched
-                and self._cursor >= last
-                and (not self._split or self._live_cursor >= last)
-                and self.outbox.queued_rows() == 0)
+        if self._inflight or self._fetched or self._live_fetched or self._event_fetched:
+            return False
+        if self._split:
+            replay_left = bool(self._replay) and self._replay[-1][1] > self._cursor
+            caught_up = (not replay_left and self._live_cursor >= last
+                         and self._event_cursor >= last)
+        else:
+            caught_up = self._cursor >= last
+        return caught_up and self.outbox.queued_rows() == 0
 
     def _note_error(self, text: str) -> None:
         self._stats["last_error"] = text

@@ -71,6 +71,9 @@ def password_line(username: str, password: str, iterations: int = 101) -> str:
 class LocalBroker:
     """One Mosquitto process listening on 127.0.0.1:``port`` (0: pick a free port)."""
 
+    kind = "mosquitto"  # as sim.other_brokers (RabbitMQ, NATS): tests pick by these
+    protocols = ("3.1.1", "5")
+
     def __init__(self, port: int = 0, data_dir: str | os.PathLike[str] = "mosquitto",
                  persistence: bool = True, extra_conf: str = "",
                  host: str = "127.0.0.1", max_queued_messages: int = 10_000_000,

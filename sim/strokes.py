@@ -39,7 +39,7 @@ async def stroke_loop(wake: asyncio.Event, stroking: Callable[[], bool],
 
 
 def press_arguments(prog: str, description: str | None, port: int) -> argparse.ArgumentParser:
-    """The options of ``python -m drivers.sim_*``: where to listen and the starting job."""
+    """The options of ``python -m sim.*``: where to listen and the starting job."""
     p = argparse.ArgumentParser(prog=prog, description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--host", default="127.0.0.1")

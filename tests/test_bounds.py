@@ -16,6 +16,7 @@ from collector.config import load_config, to_workflow_settings
 from collector.daemon import Daemon, role_tags, watchdog_loop
 from collector.messages import Topics
 from collector.press import PressRuntime
+from collector.streams import STREAMS
 from drivers.base import GaugeValue, PollResult
 from sim.demo import REPO_CONFIG
 
@@ -33,7 +34,7 @@ def rows(outbox: Outbox, press: str, stream: str, n: int, size: int, delivered: 
 
 
 def test_size_bound_prunes_history_then_telemetry_never_quality_events(tmp_path: Path) -> None:
-    outbox = Outbox.open(tmp_path / "b.sqlite")
+    outbox = Outbox.open(tmp_path / "b.sqlite", streams=STREAMS)  # the daemon's policies
     outbox.add_many(rows(outbox, "p1", "gauge", 300, 1000, delivered=True))  # history
     outbox.add_many(rows(outbox, "p1", "telemetry", 300, 1000))  # undelivered telemetry
     outbox.add_many(rows(outbox, "p1", "events", 300, 1000))  # undelivered quality events
@@ -68,7 +69,7 @@ async def test_buffer_full_of_quality_events_raises_an_alarm_and_keeps_them(
     col = config.collector
     col = col.model_copy(update={"buffer": col.buffer.model_copy(update={"max_mb": 1})})
     daemon = Daemon(config.model_copy(update={"collector": col}), bounds_every_s=0.01)
-    outbox = daemon.outbox = Outbox.open(tmp_path / "b.sqlite")
+    outbox = daemon.outbox = Outbox.open(tmp_path / "b.sqlite", streams=STREAMS)
     outbox.add_many(rows(outbox, "p1", "events", 1500, 1000))
     outbox.flush_sync()
     topics = Topics(ROOT, "h1")
@@ -175,3 +176,26 @@ async def test_watchdog_pings_systemd_from_the_event_loop(tmp_path: Path,
     assert first == second == b"WATCHDOG=1"
 
 
+
+
+def test_size_bound_never_drops_command_replies(tmp_path: Path) -> None:
+    """By the stream policies only telemetry is sheddable: undelivered command replies
+    are kept like events (before the policies, every stream but events could go)."""
+    outbox = Outbox.open(tmp_path / "b.sqlite", streams=STREAMS)
+    outbox.add_many(rows(outbox, "p1", "cmd_result", 300, 1000))
+    outbox.add_many(rows(outbox, "p1", "telemetry", 300, 1000))
+    outbox.flush_sync()
+    report = outbox.enforce_size(outbox.used_bytes() - 450_000)
+    assert report.telemetry_dropped > 0
+    assert outbox.stats()["streams"]["p1/cmd_result"]["rows"] == 300
+    outbox.close()
+
+
+def test_without_policies_the_buffer_drops_nothing(tmp_path: Path) -> None:
+    """The buffer knows no stream by name: opened without policies it sheds nothing."""
+    outbox = Outbox.open(tmp_path / "b.sqlite")
+    outbox.add_many(rows(outbox, "p1", "telemetry", 300, 1000))
+    outbox.flush_sync()
+    report = outbox.enforce_size(10_000)
+    assert report.telemetry_dropped == 0 and report.quality_only
+    outbox.close()

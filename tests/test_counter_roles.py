@@ -125,10 +125,17 @@ def test_counter_state_survives_a_restart() -> None:
     assert p.wf.state == "released"
     assert anomalies(p.poll(stroke_count=2)) == []  # plausible after the suspect 0
     assert p.count == 1002
-    # an older snapshot (no raw value): the count was the PLC value
-    for key in ("stroke_raw", "count_ts", "counter_suspect"):
-        snap.pop(key)
-    q = PressWorkflow.restore("p1", WRAP32, {"P": PLAN}, snap)
+    # an older snapshot (version 1 before issue 11, no raw value): the count was the
+    # PLC value
+    m, fa = snap["machine"], snap["first_article"]
+    old = {"version": 1, "press_id": "p1", "state": m["state"], "previous_state": None,
+           "online": m["online"], "baselined": True, "ids": snap["setup"]["ids"],
+           "setup_mode": None, "repair": None, "stroke_count": 1000,
+           "last_stroke_ts": snap["counter"]["last_stroke_ts"], "attempt": fa["attempt"],
+           "unreleased_strokes": fa["unreleased"], "patrol_last": -1,
+           "first_article": None}
+    q = PressWorkflow.restore("p1", WRAP32, {"P": PLAN}, old)
+    assert q.state == "released"
     assert q.context()["stroke_count"] == 1000
     assert q.on_poll(p.ts, {"stroke_count": 1003, "part_number": "P", "die_id": "D1"}) \
         is not None

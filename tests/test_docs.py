@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from collector.config.reference import reference_markdown
 from collector.workflow import diagram
 
 README = Path(__file__).resolve().parent.parent / "README.md"
+CONFIG_REFERENCE = README.parent / "docs" / "config-reference.md"
 
 
 def test_readme_workflow_diagram_matches_the_transition_table() -> None:
@@ -15,6 +17,12 @@ def test_readme_workflow_diagram_matches_the_transition_table() -> None:
                       README.read_text(), flags=re.S)
     assert match, "README.md lost its workflow diagram block"
     assert match.group(1) == diagram("mermaid"), "run scripts/gen-docs"
+
+
+def test_config_reference_matches_the_models() -> None:
+    """docs/config-reference.md is generated from collector/config/'s models."""
+    assert CONFIG_REFERENCE.read_text(encoding="utf-8") == reference_markdown(), \
+        "docs/config-reference.md is stale: run scripts/gen-docs"
 
 
 def test_readme_starts_with_the_demo_and_test_commands() -> None:

@@ -32,6 +32,7 @@ import pytest
 from buffer.store import Outbox, OutboxRow
 from collector.config import LoadedConfig
 from collector.daemon import Daemon
+from collector.streams import STREAMS
 from sim.local_broker import LocalBroker
 from tests.support.line import Line, contiguous
 
@@ -232,7 +233,7 @@ def test_memory_queue_sheds_oldest_telemetry_never_events(
     """Store level: with the disk full, the queue over its bound loses the oldest
     telemetry rows only; events and gauge history stay, in order; logged once."""
     with Outbox.open(tmp_path / "b.sqlite", commit_interval_s=0.01,
-                     max_queued_bytes=20_000) as ob:
+                     max_queued_bytes=20_000, streams=STREAMS) as ob:
         ob.add(OutboxRow("p1", "events", ob.next_seq("p1", "events"), "t", b"e"))
         ob.flush_sync()
         pages = ob._exec_in_writer("PRAGMA page_count")[0][0]
@@ -271,7 +272,7 @@ def test_prune_on_a_full_disk_fails_with_the_disk_error_and_changes_nothing(
     if disk.mode != "tmpfs":
         pytest.skip("needs a real full file system (tmpfs): max_page_count does not limit "
                     "the WAL that a DELETE writes")
-    with Outbox.open(disk.dir / "b.sqlite", commit_interval_s=0.005) as ob:
+    with Outbox.open(disk.dir / "b.sqlite", commit_interval_s=0.005, streams=STREAMS) as ob:
         ob.add_many([OutboxRow("p1", "telemetry", ob.next_seq("p1", "telemetry"), "t",
                                b"x" * 500) for _ in range(2000)])
         assert ob.flush_sync(timeout=30)

@@ -49,7 +49,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
 def test_wheel_carries_the_product_and_no_simulator(wheel: zipfile.ZipFile) -> None:
     names = wheel.namelist()
     packages = {n.split("/", 1)[0] for n in names if "/" in n and ".dist-info" not in n}
-    assert packages == {"collector", "drivers", "buffer"}
+    assert packages == {"collector", "drivers", "buffer", "sink"}
     assert not [n for n in names if n.startswith("sim/") or "/sim_" in n
                 or "local_broker" in n or n.endswith("/demo.py")]
     for module in ("drivers/modbus/engine.py", "drivers/opcua/driver.py",

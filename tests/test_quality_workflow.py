@@ -101,7 +101,7 @@ def test_patrol_due_by_time_and_closed_by_a_complete_check() -> None:
     assert m.body["due_id"] == due.body["due_id"]
     assert m.body["subgroup"] == {"id": "C1/1/1", "position": 1, "size": 1}
     p.gauge("g2", "5.00")
-    assert p.wf.snapshot()["quality"]["due"] is None
+    assert p.wf.snapshot()["patrol"]["due"] is None
     assert p.wf.on_tick(p.ts + 601) == []  # nothing overdue: the check was done
 
 
@@ -175,7 +175,7 @@ def test_phase_restarts_on_die_change_with_annotation() -> None:
     note = one(events, "annotation")
     assert note.body["type"] == "die_change" and note.body["phase"] == 2
     assert p.wf.context()["phase"] == 2
-    assert p.wf.snapshot()["quality"]["spc"]["C1"]["groups"] == []
+    assert p.wf.snapshot()["spc"]["chars"]["C1"]["groups"] == []
 
 
 def test_repeat_measurement_voids_and_keeps() -> None:
@@ -184,7 +184,7 @@ def test_repeat_measurement_voids_and_keeps() -> None:
     result = p.cmd("repeat_measurement", operator="OP1", reason="part not seated")
     assert result.ok
     assert result.events[0].body["effect"]["voided"]["reading_id"] == "r3"
-    assert p.wf.snapshot()["quality"]["spc"]["C1"]["groups"] == []
+    assert p.wf.snapshot()["spc"]["chars"]["C1"]["groups"] == []
     again = one(p.gauge("g1", "10.000"), "measurement")
     assert again.body["characteristic"] == "C1" and again.body["subgroup"]["id"] == "C1/1/1"
     twice = p.cmd("repeat_measurement", reason="again")
@@ -254,7 +254,7 @@ def test_last_piece_then_comparison_at_next_setup_of_the_die() -> None:
     assert items["C1"]["difference"] == "-0.010"
     # the snapshot keeps the last piece per die
     snap = p.wf.snapshot()
-    assert snap["quality"]["last_pieces"]["D1"]["values"]["C1"] == "10.012"
+    assert snap["last_piece"]["stored"]["D1"]["values"]["C1"] == "10.012"
 
 
 def test_capability_on_request_and_review_suggestion() -> None:
@@ -308,10 +308,10 @@ def test_snapshot_round_trip_keeps_quality_state() -> None:
     json.dumps(snap)
     wf = PressWorkflow.restore("p1", SETTINGS, {PART: p.plan}, snap)
     assert wf.snapshot() == snap
-    broken = {**snap, "quality": {**snap["quality"], "phase": "x"}}
+    broken = {**snap, "spc": {**snap["spc"], "phase": "x"}}
     fresh = PressWorkflow.restore("p1", SETTINGS, {PART: p.plan}, broken)
     assert fresh.state == "released"  # the press state survives a bad quality block
-    assert fresh.snapshot()["quality"]["spc"]["C1"]["groups"] == []
+    assert fresh.snapshot()["spc"]["chars"]["C1"]["groups"] == []
 
 
 # ---- 100 % inspection, missed-check reasons, plan change (issue 5, second part) ------
@@ -414,7 +414,7 @@ def test_missed_check_reason_attaches_to_the_overdue_record() -> None:
     again = p.cmd("missed_check_reason", operator="OP2", due_id=first, reason="gauge at lab")
     assert again.events[0].body["effect"]["previous_reason"] == "gauge broken"
     snap = p.wf.snapshot()
-    assert [r["operator_reason"] for r in snap["quality"]["overdues"]] == [
+    assert [r["operator_reason"] for r in snap["patrol"]["missed"]] == [
         "gauge at lab", "die jam, press stopped"]
     assert PressWorkflow.restore("p1", SETTINGS, {PART: p.plan}, snap).snapshot() == snap
 

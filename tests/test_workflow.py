@@ -303,8 +303,8 @@ def test_open_setup_survives_a_restart() -> None:
     amended = one(p.poll(die_id="D2"), "setup")
     assert amended.body["amended"] is True
     assert amended.body["previous"]["die_id"] == "D1"
-    # an older snapshot without the field: a fresh setup, as before
-    del snap["quality"]["open_setup"]
+    # a snapshot without the field (version 1 before issue 11): a fresh setup, as before
+    del snap["setup"]["open"]
     p.wf = PressWorkflow.restore("p1", SETTINGS, PLANS, snap)
     assert one(p.poll(die_id="D4"), "setup").body["amended"] is False
 
@@ -921,15 +921,16 @@ def test_restore_idle_across_daemon_restart_counts() -> None:
     assert one(events, "setup").body["reasons"] == ["long_stop"]
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda s: s.update(state="running"),
+@pytest.mark.parametrize("mutate", [  # (version 1 cases: tests/test_workflow_upgrade.py)
+    lambda s: s["machine"].update(state="running"),
     lambda s: s.update(press_id="p2"),
     lambda s: s.update(version=99),
-    lambda s: s.update(attempt=-1),
-    lambda s: s.update(unreleased_strokes="3"),
-    lambda s: s.update(ids=None),
-    lambda s: s.update(baselined="yes"),
-    lambda s: s.update(state="offline", previous_state=None),
+    lambda s: s["first_article"].update(attempt=-1),
+    lambda s: s["first_article"].update(unreleased="3"),
+    lambda s: s["setup"].update(ids=None),
+    lambda s: s["machine"].update(baselined="yes"),
+    lambda s: s["machine"].update(state="offline", previous=None),
+    lambda s: s.pop("counter"),
     lambda s: s.clear(),
 ])
 def test_bad_snapshot_starts_fresh(mutate: Any) -> None:

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
+from collector import event_kinds
 from collector.domain import STATES, Characteristic, Event, Plan, WorkflowSettings
 from collector.workflow import EVENT_KINDS, SETUP_REASONS, PressWorkflow
 
@@ -97,6 +98,7 @@ class WorkflowMachine(RuleBasedStateMachine):
         had_setup = False
         for i, e in enumerate(events):
             assert e.kind in EVENT_KINDS
+            assert event_kinds.problems(e.kind, e.body) == []  # its registered type
             assert e.ts == self.ts
             assert e.durable is True
             json.dumps(e.body, allow_nan=False)
@@ -277,8 +279,11 @@ def test_garbage_inputs_never_raise(steps: list[Any]) -> None:
     st.sampled_from(["version", "press_id", "state", "previous_state", "online",
                      "baselined", "ids", "setup_mode", "repair", "stroke_count",
                      "last_stroke_ts", "attempt", "unreleased_strokes", "patrol_last",
-                     "first_article"]),
-    st.one_of(anything, st.sampled_from([1, "p1", *STATES]),
+                     "first_article", "quality",
+                     # version 2 sections
+                     "machine", "setup", "counter", "spc", "patrol", "inspection_100",
+                     "last_piece", "operator_log"]),
+    st.one_of(anything, st.sampled_from([1, 2, "p1", *STATES]),
               st.dictionaries(st.text(max_size=12), anything, max_size=3))))
 def test_restore_of_any_snapshot_never_raises(snap: dict[str, Any]) -> None:
     wf = PressWorkflow.restore("p1", WorkflowSettings(), PLANS, snap)
@@ -289,7 +294,7 @@ def test_restore_of_any_snapshot_never_raises(snap: dict[str, Any]) -> None:
 
 def test_unicode_digit_channel_is_no_channel_not_a_crash() -> None:
     """Found by test_garbage_inputs_never_raise: '¹'.isdigit() is True but int('¹') fails."""
-    from collector.workflow import _to_channel
+    from collector.workflow.values import to_channel
 
-    assert _to_channel("¹") is None
-    assert _to_channel(" 3 ") == 3
+    assert to_channel("¹") is None
+    assert to_channel(" 3 ") == 3

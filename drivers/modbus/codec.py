@@ -54,6 +54,8 @@ _FORMATS: dict[str, tuple[str, int]] = {
     "float32": ("f", 2),
     "float64": ("d", 4),
 }
+# registers per value of each type (strings: TagSpec.length)
+TYPE_WIDTH: dict[str, int] = {name: width for name, (_code, width) in _FORMATS.items()}
 # order -> (use the byte-swapped 'le' buffer, struct endian char)
 _ORDER_LAYOUT: dict[str, tuple[bool, str]] = {
     "ABCD": (False, ">"),

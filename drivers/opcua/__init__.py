@@ -11,8 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from drivers.opcua.vocab import DEADBANDS, MODES, POLICIES
+
+__all__ = ["DEADBANDS", "MODES", "PLUGIN", "POLICIES"]
+
 _DRIVER_NAMES = frozenset({
-    "DEADBANDS", "MODES", "POLICIES", "LinkDown", "NodesVanished", "OpcuaPoller",
+    "LinkDown", "NodesVanished", "OpcuaPoller",
     "OpcuaSecurity", "OpcuaTag", "TagError", "TrustCheck", "close", "connect", "convert",
     "describe", "generate_certificate", "read_once", "read_values", "resolve",
     "status_name", "write_node", "WriteFailed"})

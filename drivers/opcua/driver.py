@@ -1,6 +1,6 @@
 """OPC UA client driver (asyncua): subscriptions first, per-tag polling as fallback.
 
-Same contract as ``drivers.modbus_tcp.ModbusPoller``: one ``OpcuaPoller`` per PLC
+Same contract as the Modbus drivers (``drivers.modbus.driver``): one ``OpcuaPoller`` per PLC
 connection hands ``PollResult`` and ``ConnectionChange`` to a synchronous sink, never
 lets device trouble escape ``run()``, reconnects with a capped backoff and reports each
 online/offline change once.
@@ -62,12 +62,10 @@ from drivers.base import Backoff, PollResult, Sink, json_safe
 from drivers.certificates import dates_problem
 from drivers.link import LinkDown, LinkState, SlotGrid, TagError, WriteFailed
 from drivers.opcua.nodes import NodeRef, parse_node
+from drivers.opcua.vocab import DEADBANDS
 
 log = logging.getLogger(__name__)
 
-POLICIES = ("None", "Basic256Sha256")
-MODES = ("None", "Sign", "SignAndEncrypt")
-DEADBANDS = {"none": 0, "absolute": 1, "percent": 2}
 DEFAULT_APP_URI = "urn:press-collector:client"
 # Status codes that mean "this node id does not exist (any more)".
 _GONE_NAMES = ("BadNodeIdUnknown", "BadNodeIdInvalid")

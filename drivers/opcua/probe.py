@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _security(args: argparse.Namespace) -> Any:
-    from drivers.opcua.driver import MODES, POLICIES, OpcuaSecurity
+    from drivers.opcua.driver import OpcuaSecurity
+    from drivers.opcua.vocab import MODES, POLICIES
 
     policy, _, mode = args.security.partition(",")
     mode = mode or ("None" if policy == "None" else "SignAndEncrypt")

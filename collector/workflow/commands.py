@@ -1,0 +1,285 @@
+"""Operator commands: one handler per command, in a table beside the command spec.
+
+``collector.quality.COMMANDS`` says what a command must carry (class for the
+allow-list, required and optional fields); ``HANDLERS`` here says what it does and in
+which state it is allowed, one function per command. ``run`` validates (spec, then the
+handler's state checks), applies, and returns the ``CommandResult``: a refused command
+changes nothing and emits nothing; an accepted one is a ``command`` event (audit: who,
+when, what, effect) followed by what it caused. ``OperatorLog`` is what commands act on
+beyond the other components: the operator of the last accepted command (in every
+event's context) and the last measurement, which ``repeat_measurement`` voids.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from collector import quality
+from collector.domain import Event, Plan
+from collector.quality import COMMANDS, CommandError
+from collector.workflow import patrol, setup
+from collector.workflow.codec import Record
+from collector.workflow.kernel import FIRST_ARTICLE, HOLD, OFFLINE, RELEASED, STOPPED
+
+if TYPE_CHECKING:
+    from collector.workflow.core import PressWorkflow
+
+
+@dataclass(slots=True)
+class CommandResult:
+    """The reply to a command: ok, or an error code and message; and the events."""
+
+    ok: bool
+    code: str | None
+    message: str
+    events: list[Event]
+    effect: dict[str, Any] | None = None  # an accepted command's effect (as in its event)
+
+
+@dataclass(slots=True)
+class LastMeasurement:
+    """The last value taken, for ``repeat_measurement`` (``key``: its first-article
+    result key; ``inspection_100``: it counted as a piece under 100 % inspection)."""
+
+    kind: str  # 'first_article' | 'patrol' | 'last_piece'
+    characteristic: str
+    reading_id: str | None
+    value: str | None
+    key: str | None = None
+    inspection_100: bool = False
+
+
+@dataclass(slots=True)
+class OperatorLog(Record):
+    operator: str | None = None
+    last: LastMeasurement | None = None
+
+    def measured(self, kind: str, char_id: str, result: Mapping[str, Any],
+                 key: str | None = None, inspection_100: bool = False) -> None:
+        self.last = LastMeasurement(kind, char_id, result["reading_id"], result["value"],
+                                    key, inspection_100)
+
+
+@dataclass(slots=True)
+class Applied:
+    """What a handler did: its effect (in the audit event and the reply), the records
+    it caused (after the audit event) and the state changes (last)."""
+
+    effect: dict[str, Any]
+    after: list[Event] = field(default_factory=list)
+    changes: list[Event] = field(default_factory=list)
+
+
+Handler = Callable[["PressWorkflow", float, dict[str, str], str, "Plan | None"], Applied]
+
+
+def run(wf: PressWorkflow, ts: float, name: str, payload: Any) -> CommandResult:
+    """Validate and apply a command. Refused: an error code, and nothing changed."""
+    try:
+        fields = quality.validate_command(name, payload, wf.settings.authorized)
+        state = wf.state
+        if state == OFFLINE:
+            raise refuse(wf, name, "the press is offline")
+        pre = wf.sync_plan(ts)
+        done = HANDLERS[name](wf, ts, fields, state, wf.plan())
+    except CommandError as exc:
+        return CommandResult(False, exc.code, exc.message, [])
+    audit = wf.event("command", ts, {
+        "request_id": fields["request_id"], "command": name, "operator": fields["operator"],
+        "class": COMMANDS[name].cls, "fields": {k: v for k, v in fields.items()
+                                                if k not in quality.COMMON_FIELDS},
+        "state_before": state, "effect": done.effect})
+    return CommandResult(True, None, "ok", [*pre, audit, *done.after, *done.changes],
+                         done.effect)
+
+
+def refuse(wf: PressWorkflow, name: str, why: str) -> CommandError:
+    return CommandError("not_allowed", f"{name} is not allowed in state {wf.state}: {why}")
+
+
+# ---- the handlers -------------------------------------------------------------------------
+
+_MATERIAL = (("lot", "material_lot"), ("heat", "heat_number"))
+
+
+def _set_material(wf: PressWorkflow, ts: float, f: dict[str, str], state: str,
+                  plan: Plan | None) -> Applied:
+    if "lot" not in f and "heat" not in f:
+        raise CommandError("missing_field", "set_material needs lot and/or heat")
+    for key, role in _MATERIAL:
+        if key in f and role in wf.setup.plc_ids:
+            raise refuse(wf, "set_material", f"the PLC reports {role} on this press")
+    ids = wf.setup.ids
+    old = dict(ids)
+    changed = False
+    for key, role in _MATERIAL:
+        if key in f:
+            changed |= old[role] is not None and old[role] != f[key]
+            ids[role] = f[key]
+    wf.log.operator = f["operator"]
+    effect = {"material_lot": ids["material_lot"], "heat_number": ids["heat_number"],
+              "material_change": changed}
+    after = setup.start(wf, ts, ["material_change"], old, wf.setup.setup_mode, 0, None,
+                        command=f["request_id"]) if changed else []
+    return Applied(effect, after)
+
+
+def _start_setup(wf: PressWorkflow, ts: float, f: dict[str, str], state: str,
+                 plan: Plan | None) -> Applied:
+    reason = f["reason"]
+    if reason not in quality.SETUP_COMMAND_REASONS:
+        raise CommandError("invalid_field", f"reason {reason!r} is not allowed "
+                           f"(allowed: {', '.join(quality.SETUP_COMMAND_REASONS)})")
+    wf.log.operator = f["operator"]
+    after = setup.start(wf, ts, [reason], dict(wf.setup.ids), wf.setup.setup_mode, 0, None,
+                        command=f["request_id"])
+    return Applied({"reason": reason}, after)
+
+
+def _release(wf: PressWorkflow, ts: float, f: dict[str, str], state: str,
+             plan: Plan | None) -> Applied:
+    if state != HOLD and not wf.inspection.on:
+        raise refuse(wf, "release", "nothing to release (not on hold, no 100 % inspection)")
+    fa = wf.first_article
+    if state == HOLD and (fa.unreleased > 0 and fa.attempt == 0):
+        raise refuse(wf, "release", "no first article yet since the setup")
+    effect = {"from_state": state, "ended_inspection_100": wf.inspection.on,
+              "inspection_100": wf.inspection.totals(
+                  wf.plan(), wf.settings.inspection_100_max_unmeasured)}
+    wf.log.operator = f["operator"]
+    wf.inspection.end()
+    changes: list[Event] = []
+    if state == HOLD:
+        wf.append(changes, wf.go(ts, "quality_release"))
+        wf.patrol.restart_clock(wf.counter.count, ts)
+    return Applied(effect, changes=changes)
+
+
+def _hold(wf: PressWorkflow, ts: float, f: dict[str, str], state: str,
+          plan: Plan | None) -> Applied:
+    if state not in (RELEASED, STOPPED):
+        raise refuse(wf, "hold", "only released production can be put on hold")
+    wf.log.operator = f["operator"]
+    changes: list[Event] = []
+    wf.append(changes, wf.go(ts, "hold_command"))
+    return Applied({"from_state": state}, changes=changes)
+
+
+def _repeat_measurement(wf: PressWorkflow, ts: float, f: dict[str, str], state: str,
+                        plan: Plan | None) -> Applied:
+    """Void the last value: out of every statistic (the event log keeps it)."""
+    name = "repeat_measurement"
+    last = wf.log.last
+    if last is None:
+        raise refuse(wf, name, "no measurement to repeat")
+    if last.kind == "patrol":
+        if wf.state not in (RELEASED, STOPPED, HOLD):
+            raise refuse(wf, name, "the measurement belongs to an earlier run")
+        st = wf.spc.chars.get(last.characteristic)
+        if st is not None:
+            st.void(last.reading_id)
+        if last.inspection_100:
+            wf.inspection.void(last.characteristic)
+        if plan is not None:
+            ids = [c.id for c in plan.characteristics]
+            if last.characteristic in ids:
+                wf.patrol.position = ids.index(last.characteristic) - 1
+    elif last.kind == "first_article":
+        if wf.state != FIRST_ARTICLE or wf.first_article.open is None:
+            raise refuse(wf, name, "the first article is already judged")
+        if last.key is not None:
+            wf.first_article.void(last.key)
+    elif last.kind == "last_piece":
+        wf.last_piece.void(last.characteristic)
+    wf.log.last = None
+    wf.log.operator = f["operator"]
+    effect = {"voided": {"kind": last.kind, "characteristic": last.characteristic,
+                         "reading_id": last.reading_id, "value": last.value}}
+    return Applied(effect, wf.inspection.check(wf, ts))
+
+
+def _missed_check_reason(wf: PressWorkflow, ts: float, f: dict[str, str], state: str,
+                         plan: Plan | None) -> Applied:
+    """Attach the operator's reason to a missed check (``due_id``, default the last)."""
+    name = "missed_check_reason"
+    missed = wf.patrol.missed
+    if not missed:
+        raise refuse(wf, name, "no missed patrol check on record")
+    wanted = f.get("due_id")
+    found = [r for r in missed if wanted in (None, r.due_id)]
+    if not found:
+        known = ", ".join(r.due_id for r in missed)
+        raise CommandError("invalid_field", f"due_id {wanted!r} is not a missed check "
+                           f"on record (known: {known})")
+    record = found[-1]
+    previous = record.operator_reason
+    record.operator_reason, record.operator = f["reason"], f["operator"]
+    wf.log.operator = f["operator"]
+    return Applied({"due_id": record.due_id, "due_ts": record.due_ts,
+                    "overdue_ts": record.overdue_ts, "due_reason": record.due_reason,
+                    "missing": list(record.missing), "reason": f["reason"],
+                    "previous_reason": previous})
+
+
+def _start_first_article(wf: PressWorkflow, ts: float, f: dict[str, str], state: str,
+                         plan: Plan | None) -> Applied:
+    if state not in (RELEASED, STOPPED, HOLD) or plan is None:
+        raise refuse(wf, "start_first_article", "a first article is already pending or "
+                                                "there is no plan")
+    wf.log.operator = f["operator"]
+    wf.last_piece.open = None
+    wf.patrol.due = None
+    changes: list[Event] = []
+    wf.append(changes, wf.go(ts, "first_article_command"))
+    return Applied({"from_state": state}, changes=changes)
+
+
+def _start_last_piece(wf: PressWorkflow, ts: float, f: dict[str, str], state: str,
+                      plan: Plan | None) -> Applied:
+    if state not in (RELEASED, STOPPED, HOLD) or plan is None:
+        raise refuse(wf, "start_last_piece", "the last piece is measured at the end of a "
+                                             "released run")
+    from collector.workflow.last_piece import OpenLastPiece
+
+    wf.log.operator = f["operator"]
+    wf.last_piece.open = OpenLastPiece(ts)
+    return Applied({"die_id": wf.setup.ids["die_id"],
+                    "characteristics": [c.id for c in plan.characteristics]})
+
+
+def _request_capability(wf: PressWorkflow, ts: float, f: dict[str, str], state: str,
+                        plan: Plan | None) -> Applied:
+    if plan is None:
+        raise refuse(wf, "request_capability", "no plan for the current part")
+    wanted = f.get("characteristic")
+    chars = [c for c in plan.characteristics if wanted in (None, c.id)]
+    if not chars:
+        raise CommandError("invalid_field", f"characteristic {wanted!r} is not in "
+                           f"plan {plan.part_number} rev {plan.revision}")
+    wf.log.operator = f["operator"]
+    alarms: list[dict[str, Any]] = []
+    records: list[tuple[str, dict[str, Any]]] = []
+    changes: list[Event] = []
+    for c in chars:
+        st = wf.spc.chars.get(c.id)
+        if st is not None:
+            records += patrol.capability(wf, ts, plan, c, st, "request", changes, alarms)
+    after = [wf.event("alarm", ts, a) for a in alarms]
+    after += [wf.event(k, ts, b) for k, b in records]
+    return Applied({"characteristics": [c.id for c in chars]}, after, changes)
+
+
+HANDLERS: dict[str, Handler] = {
+    "set_material": _set_material,
+    "start_setup": _start_setup,
+    "release": _release,
+    "hold": _hold,
+    "repeat_measurement": _repeat_measurement,
+    "start_first_article": _start_first_article,
+    "start_last_piece": _start_last_piece,
+    "request_capability": _request_capability,
+    "missed_check_reason": _missed_check_reason,
+}
+assert set(HANDLERS) == set(COMMANDS), "every command in the spec has its handler"
