@@ -27,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from drivers.gauge_parsers import format_mitutoyo
+from drivers.gauge.families.mitutoyo import format_mitutoyo
 from sim.gauge import GaugeSimulator
 from sim.local_broker import LocalBroker
 from tests.support.line import BRK100_PASS, Line

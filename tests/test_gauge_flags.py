@@ -20,8 +20,8 @@ from collector.domain import WorkflowSettings
 from collector.messages import Topics
 from collector.press import PressRuntime
 from drivers.base import DriverEvent, GaugeError, GaugeValue, PollResult
+from drivers.gauge.presets import make_parser
 from drivers.gauge.reader import SerialGauge
-from drivers.gauge_parsers import make_parser
 from sim.gauge import GaugeSimulator
 from tests.test_contract import PLAN
 from tests.test_serial_gauge import fast_backoff

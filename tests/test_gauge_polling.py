@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from drivers.base import ConnectionChange, GaugeError, GaugeValue
+from drivers.gauge.presets import make_parser
 from drivers.gauge.reader import SerialGauge
-from drivers.gauge_parsers import make_parser
 from sim.gauge import GaugeSimulator, format_record
 from tests.test_serial_gauge import Rig, fast_backoff
 

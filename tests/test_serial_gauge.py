@@ -17,8 +17,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.base import Backoff, ConnectionChange, DriverEvent, GaugeError, GaugeValue
+from drivers.gauge.presets import make_parser
 from drivers.gauge.reader import BurstLog, Frame, LineFramer, SerialGauge
-from drivers.gauge_parsers import make_parser
 from sim.gauge import GaugeSimulator
 
 TIMEOUT = 3.0

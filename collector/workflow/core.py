@@ -35,7 +35,7 @@ from collector.workflow.routing import result as judged
 from collector.workflow.routing import route
 from collector.workflow.setup import SetupDetection
 from collector.workflow.values import IDS, reading, to_id
-from drivers.gauge_parsers import flag_verdict
+from drivers.gauge.records import flag_verdict
 
 
 def _by_part(plans: Mapping[str, Plan]) -> dict[str, Plan]:

@@ -78,7 +78,7 @@ class NodesVanished(Exception):
 
 @dataclass(frozen=True, slots=True)
 class OpcuaTag:
-    """One configured value. ``node`` is ``nsu=URI;s=Id`` (see drivers.opcua_nodes)."""
+    """One configured value. ``node`` is ``nsu=URI;s=Id`` (see drivers.opcua.nodes)."""
 
     name: str
     node: str

@@ -1,6 +1,9 @@
 """``[[gauges]]`` of a press: serial gauges by preset; docs/gauges.md is the user's page.
 
-Depends on ``base`` only, so that it can move next to its driver.
+The vocabularies come from the gauge families themselves (``drivers.gauge.presets``):
+the allowed presets are the families, and a preset's line defaults (baud rate, data
+bits, parity, stop bits, terminator) are its ``Preset``'s. Adding a family changes
+nothing here.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from collector.config.base import (
+from drivers.config_base import (
     NAME_PATTERN,
     Baudrate,
     ConfigModel,
@@ -22,27 +25,17 @@ from collector.config.base import (
     show,
     show_raw,
 )
+from drivers.gauge.presets import PRESETS
 
-Preset = Literal["mitutoyo", "generic", "sylvac", "millimar", "mahr_optors", "chicago", "metro"]
-Terminator = Literal["CR", "LF", "CRLF"]
+Preset = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
+TERMINATOR_NAMES = {b"\r": "CR", b"\n": "LF", b"\r\n": "CRLF"}
+Terminator = Literal[tuple(TERMINATOR_NAMES.values())]  # type: ignore[valid-type]
 
-# Serial line settings per gauge preset; a key given in the file wins.
+# Serial line settings per gauge preset (the family's own); a key given in the file wins.
 PRESET_LINE: dict[str, dict[str, Any]] = {
-    "mitutoyo": {"baudrate": 9600, "bytesize": 8, "parity": "N", "stopbits": 1,
-                 "terminator": "CR"},
-    "generic": {"baudrate": 9600, "bytesize": 8, "parity": "N", "stopbits": 1,
-                "terminator": "CRLF"},
-    "sylvac": {"baudrate": 4800, "bytesize": 7, "parity": "E", "stopbits": 2,
-               "terminator": "CR"},
-    "millimar": {"baudrate": 9600, "bytesize": 7, "parity": "E", "stopbits": 2,
-                 "terminator": "CRLF"},
-    "mahr_optors": {"baudrate": 9600, "bytesize": 7, "parity": "E", "stopbits": 2,
-                    "terminator": "CRLF"},
-    "chicago": {"baudrate": 9600, "bytesize": 8, "parity": "N", "stopbits": 1,
-                "terminator": "CRLF"},
-    "metro": {"baudrate": 9600, "bytesize": 8, "parity": "N", "stopbits": 1,
-              "terminator": "CRLF"},
-}
+    name: {"baudrate": p.baudrate, "bytesize": p.bytesize, "parity": p.parity,
+           "stopbits": p.stopbits, "terminator": TERMINATOR_NAMES[p.terminator]}
+    for name, p in PRESETS.items()}
 
 
 def _preset_table() -> str:
@@ -148,8 +141,6 @@ class GaugeConfig(ConfigModel):
 
     def poll_command(self) -> bytes:
         """The configured poll command, else the preset's default (b"" = push only)."""
-        from drivers.gauge_parsers import PRESETS as GAUGE_PRESETS
-
         if self.poll:
             return self.poll.encode("latin-1")
-        return GAUGE_PRESETS[self.preset].poll
+        return PRESETS[self.preset].poll

@@ -1,9 +1,10 @@
 """What every config model shares: the strict base model, the problem helpers and the
 vocabularies more than one file uses.
 
-Kept free of the rest of ``collector`` (stdlib and pydantic only) on purpose: the driver
-config models (``modbus``, ``opcua``, ``gauge``) build on this module alone, so that they
-can move next to their drivers (issue 13) without pulling the loader or the site models.
+Here, at the bottom layer (stdlib and pydantic only), because the driver packages' own
+config models (``drivers/<package>/config.py``) build on it as much as the collector's
+site, press and plan models (``collector/config/``) do; ``drivers`` never imports
+``collector`` (docs/DESIGN.md, "Layering").
 
 A model validator that finds several problems reports them all at once with
 :func:`raise_problems`; ``errors.translate`` turns them into ``file: key.path: message``.
