@@ -91,9 +91,15 @@ def register(plugin: Plugin) -> Plugin:
 
 
 def _loaded() -> dict[str, Plugin]:
-    import drivers.all  # noqa: F401  (the packages register themselves on import)
+    """Every package of ``drivers/all.py`` imported (they register themselves), in that
+    file's order whatever order they were first imported in."""
+    from drivers.all import PACKAGES
 
-    return _PLUGINS
+    for package in PACKAGES:
+        importlib.import_module(package)
+    rank = {package: i for i, package in enumerate(PACKAGES)}
+    return dict(sorted(_PLUGINS.items(), key=lambda item: rank.get(
+        item[1].implementation.rsplit(".", 1)[0], len(rank))))
 
 
 def all_plugins() -> Iterator[Plugin]:

@@ -15,19 +15,22 @@ from drivers.opcua.vocab import DEADBANDS, MODES, POLICIES
 
 __all__ = ["DEADBANDS", "MODES", "PLUGIN", "POLICIES"]
 
-_DRIVER_NAMES = frozenset({
-    "LinkDown", "NodesVanished", "OpcuaPoller",
-    "OpcuaSecurity", "OpcuaTag", "TagError", "TrustCheck", "close", "connect", "convert",
-    "describe", "generate_certificate", "read_once", "read_values", "resolve",
-    "status_name", "write_node", "WriteFailed"})
+# name -> the module that defines it (imported on first use)
+_LAZY = {
+    **dict.fromkeys(("NodesVanished", "OpcuaPoller", "OpcuaTag"), "driver"),
+    **dict.fromkeys(("OpcuaSecurity", "TrustCheck", "generate_certificate"), "security"),
+    **dict.fromkeys(("LinkDown", "TagError", "WriteFailed", "close", "connect", "convert",
+                     "describe", "read_once", "read_values", "resolve", "status_name",
+                     "write_node"), "session"),
+}
 
 
 def __getattr__(name: str) -> Any:
     """The driver's names, imported on first use (PEP 562)."""
-    if name in _DRIVER_NAMES:
-        from drivers.opcua import driver
+    if name in _LAZY:
+        import importlib
 
-        return getattr(driver, name)
+        return getattr(importlib.import_module(f"drivers.opcua.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'drivers.opcua' has no attribute {name!r}")
 
 

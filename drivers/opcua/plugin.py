@@ -13,7 +13,8 @@ from drivers.probing import Runner
 from drivers.registry import BuildContext
 
 if TYPE_CHECKING:
-    from drivers.opcua.driver import OpcuaPoller, OpcuaSecurity, OpcuaTag
+    from drivers.opcua.driver import OpcuaPoller, OpcuaTag
+    from drivers.opcua.security import OpcuaSecurity
 
 __all__ = ["add_probe_commands", "build", "opcua_tags", "probe_press", "security_of",
            "summary"]
@@ -22,7 +23,7 @@ __all__ = ["add_probe_commands", "build", "opcua_tags", "probe_press", "security
 def security_of(plc: Any, password: str | None = None) -> OpcuaSecurity:
     """The driver's security settings; ``password`` as the collector read it (the
     password file or the environment: secrets never pass through config objects)."""
-    from drivers.opcua.driver import OpcuaSecurity
+    from drivers.opcua.security import OpcuaSecurity
 
     return OpcuaSecurity(
         policy=plc.security_policy, mode=plc.security_mode, certificate=plc.certificate,

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _security(args: argparse.Namespace) -> Any:
-    from drivers.opcua.driver import OpcuaSecurity
+    from drivers.opcua.security import OpcuaSecurity
     from drivers.opcua.vocab import MODES, POLICIES
 
     policy, _, mode = args.security.partition(",")
@@ -69,8 +69,8 @@ def config_spelling(node_id: Any, namespaces: list[str]) -> str:
 
 
 async def _browse(client: Any, text: str, out: list[str]) -> bool:
-    from drivers.opcua.driver import describe, resolve
     from drivers.opcua.nodes import parse_node
+    from drivers.opcua.session import describe, resolve
 
     namespaces = await client.get_namespace_array()
     ids, errors = await resolve(client, {text: parse_node(text, allow_index=True)})
@@ -99,8 +99,8 @@ async def _browse(client: Any, text: str, out: list[str]) -> bool:
 
 async def probe(args: argparse.Namespace) -> tuple[int, list[str]]:
     """Run the probe; returns (exit code, output lines)."""
-    from drivers.opcua.driver import LinkDown, TagError, close, connect, read_values, resolve
     from drivers.opcua.nodes import parse_node
+    from drivers.opcua.session import LinkDown, TagError, close, connect, read_values, resolve
 
     out: list[str] = []
     try:
@@ -158,7 +158,9 @@ async def press_probe(press_id: str, plc: Any, options: Any, out: Any,
 
     from asyncua import ua
 
-    from drivers.opcua.driver import (
+    from drivers.opcua.nodes import parse_node
+    from drivers.opcua.plugin import security_of
+    from drivers.opcua.session import (
         LinkDown,
         _value_of,
         close,
@@ -167,8 +169,6 @@ async def press_probe(press_id: str, plc: Any, options: Any, out: Any,
         read_values,
         resolve,
     )
-    from drivers.opcua.nodes import parse_node
-    from drivers.opcua.plugin import security_of
     from drivers.probing import EXIT_DEVICE_ERRORS, EXIT_OK, ProbeError
 
     logging.getLogger("asyncua").setLevel(logging.CRITICAL)  # our lines say what failed
@@ -243,7 +243,7 @@ def add_cert_arguments(parser: argparse.ArgumentParser) -> None:
 def run_cert(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from drivers.opcua.driver import generate_certificate
+    from drivers.opcua.security import generate_certificate
 
     cert, key, created = asyncio.run(generate_certificate(Path(args.out), args.app_uri,
                                                           args.host))
