@@ -125,10 +125,11 @@ class ScreenServer:
         return app
 
     async def start(self) -> None:
-        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
+                                    shutdown_timeout=2.0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.cfg.bind, self.cfg.port,
-                           ssl_context=self.ssl_context, shutdown_timeout=2.0)
+                           ssl_context=self.ssl_context)
         await site.start()
         server = getattr(site, "_server", None)
         sockets = getattr(server, "sockets", None) or []

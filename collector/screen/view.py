@@ -206,6 +206,9 @@ def _chart(wf: PressWorkflow, c: Characteristic, cf: Any, feed: PressFeed
     if spc_state is not None and spc_state.limits is not None:
         limits[wf.spc.phase] = spc_state.limits.as_dict()
     phases = sorted({p["phase"] for p in points} | {wf.spc.phase})
+    if spc_state is not None and spc_state.limits is not None and spc_state.limits_from_plan:
+        for phase in phases:  # the plan's fixed limits hold for every phase of the plan
+            limits.setdefault(phase, spc_state.limits.as_dict())
     shown_limits = [{"phase": ph, "center": lim["center"], "ucl": lim["ucl"],
                      "lcl": lim["lcl"], "chart": lim.get("chart")}
                     for ph in phases if (lim := limits.get(ph)) is not None]
@@ -222,7 +225,8 @@ def _chart(wf: PressWorkflow, c: Characteristic, cf: Any, feed: PressFeed
                         "phase": phase})
     return {"chart": chart, "size": spc_state.n if spc_state is not None else None,
             "points": points, "limits": shown_limits, "markers": markers,
-            "lsl": _f(c.lsl), "usl": _f(c.usl), "nominal": _f(c.nominal)}
+            "lsl": _f(c.lsl), "usl": _f(c.usl), "nominal": _f(c.nominal),
+            "decimals": _decimals(c)}
 
 
 def _patrol(wf: PressWorkflow, plan: Plan | None, state: str) -> dict[str, Any] | None:
@@ -355,6 +359,18 @@ def _next_steps(view: dict[str, Any], plan: Plan | None) -> list[dict[str, Any]]
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+def _decimals(c: Characteristic) -> int:
+    """Digits after the point for the chart's numbers: the gauge's resolution, else one
+    more than the plan's tolerance is written with."""
+    def places(d: Decimal | None) -> int:
+        exponent = d.as_tuple().exponent if d is not None else 0
+        return -exponent if isinstance(exponent, int) and exponent < 0 else 0
+
+    if c.resolution is not None:
+        return min(6, places(c.resolution))
+    return min(6, max(places(c.nominal), places(c.lsl), places(c.usl)) + 1)
+
 
 def _s(value: Decimal | None) -> str | None:
     return None if value is None else str(value)

@@ -19,13 +19,9 @@
     return e;
   }
 
-  function fmt(v) {
-    if (v === null || v === undefined) return "";
-    const a = Math.abs(v);
-    return a >= 100 ? v.toFixed(1) : a >= 10 ? v.toFixed(2) : v.toFixed(3);
-  }
-
   function render(chart, t) {
+    const digits = Number.isInteger(chart.decimals) ? chart.decimals : 3;
+    const fmt = v => (v === null || v === undefined ? "" : Number(v).toFixed(digits));
     const svg = el("svg", {viewBox: `0 0 ${W} ${H}`, class: "chart",
                            "data-kind": chart.chart || ""});
     const pts = chart.points || [];

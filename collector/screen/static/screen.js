@@ -239,7 +239,11 @@
     sec.className = "panel";
     sec.appendChild(h("h2", {}, t("patrol")));
     const p = v.patrol;
-    if (!p) { sec.appendChild(h("p", {class: "muted"}, v.mode === "production" ? t("patrol.none") : "—")); return; }
+    if (!p) {
+      const planned = ["released", "stopped"].includes(v.shown_state);
+      sec.appendChild(h("p", {class: "muted"}, planned ? t("patrol.none") : "—"));
+      return;
+    }
     if (p.due) {
       sec.classList.add(p.due.overdue ? "overdue" : "due");
       sec.appendChild(h("p", {class: "due-line"}, t(p.due.overdue ? "patrol.overdue" : "patrol.due",
