@@ -97,6 +97,29 @@ def account_line(name: str, operator: str, role: str, presses: Iterable[str],
     return f"{name}:{operator}:{role}:{','.join(presses)}:{hash_password(password)}"
 
 
+def new_account_line(name: str, operator: str, role: str, presses: str,
+                     password_stdin: bool = False) -> int:
+    """``press-collector screen-account``: ask for the password, print the line (exit 0),
+    or say what is wrong on stderr (exit 2)."""
+    import getpass
+    import sys
+
+    try:
+        if password_stdin:
+            password = sys.stdin.readline().rstrip("\r\n")
+        else:
+            password = getpass.getpass(f"password for {name}: ")
+            if getpass.getpass("again: ") != password:
+                raise AccountsError("the two passwords differ")
+        line = account_line(name, operator, role, [p.strip() for p in presses.split(",")],
+                            password)
+    except AccountsError as exc:
+        print(f"screen-account: {exc}", file=sys.stderr)
+        return 2
+    print(line)
+    return 0
+
+
 def _problem(name: str, operator: str, role: str, presses: tuple[str, ...]) -> str | None:
     if not NAME.fullmatch(name):
         return f"account name {name!r} must be 1..32 of A-Z a-z 0-9 _ -"
