@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("press", help="press id, e.g. p1")
     cmd.add_argument("name", help="set_material start_setup release hold repeat_measurement "
                                   "start_first_article start_last_piece request_capability "
-                                  "missed_check_reason")
+                                  "missed_check_reason acknowledge_alarm")
     cmd.add_argument("fields", nargs="*", metavar="key=value", help="command fields")
     cmd.set_defaults(func=cmd_cmd)
 
