@@ -175,6 +175,13 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return generate_key(args.out, args.name, args.role)
 
 
+def cmd_screen_account(args: argparse.Namespace) -> int:
+    from collector.screen.accounts import new_account_line
+
+    return new_account_line(args.name, args.operator, args.role, args.presses,
+                            args.password_stdin)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="press-collector", description="Press and gauge data collector for stamping shops")
@@ -220,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("press", help="press id, e.g. p1")
     cmd.add_argument("name", help="set_material start_setup release hold repeat_measurement "
                                   "start_first_article start_last_piece request_capability "
-                                  "missed_check_reason")
+                                  "missed_check_reason acknowledge_alarm")
     cmd.add_argument("fields", nargs="*", metavar="key=value", help="command fields")
     cmd.set_defaults(func=cmd_cmd)
 
@@ -232,6 +239,18 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--name", default="operator terminal", help="who holds the key")
     keygen.add_argument("--role", choices=("production", "quality"), default="quality")
     keygen.set_defaults(func=cmd_keygen)
+    account = sub.add_parser(
+        "screen-account", help="make a line of the line-side screen's accounts file",
+        description="Ask for the password (twice) and print the account's line for "
+                    "screen.accounts_file (the password only as a scrypt hash; "
+                    "docs/security.md, Line-side screen)")
+    account.add_argument("name", help="what is typed at sign-in, e.g. p1-panel")
+    account.add_argument("--operator", required=True, help="operator id its commands carry")
+    account.add_argument("--role", choices=("production", "quality"), default="production")
+    account.add_argument("--presses", default="*", help="press ids, comma-separated, or *")
+    account.add_argument("--password-stdin", action="store_true",
+                         help="read the password from stdin (one line) instead of asking")
+    account.set_defaults(func=cmd_screen_account)
     probe = sub.add_parser("probe", help="commissioning probes: talk to one device, print "
                                          "what it says")
     from collector.probe import add_probe_commands

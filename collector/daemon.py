@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from buffer.commands import CommandLog
 from buffer.store import Outbox
@@ -181,6 +181,7 @@ class Daemon:
     prune_every_s: float = PRUNE_EVERY_S
     guard: TaskGuard | None = None  # failure episodes of the background loops
     started: float = field(default_factory=time.time)  # /health daemon.uptime_s
+    screen: Any = None  # the line-side screen's server ([screen]; collector/screen/)
 
     def stop(self) -> None:
         self._stop.set()
@@ -219,6 +220,11 @@ class Daemon:
         password = secrets.broker_password
         for warning in startup_warnings(self.config):
             log.warning("%s", warning)
+        screen_setup = None
+        if cfg.screen.port:  # the line-side screen: accounts and certificate read now
+            from collector import screen
+
+            screen_setup = screen.prepare(self.config)
         tls = None
         if cfg.broker.tls is not None:
             from collector.security import tls_context
@@ -285,6 +291,8 @@ class Daemon:
                 write_task = group.create_task(self._write_health_loop(topics),
                                                name="write-health")
                 watchdog_task = group.create_task(watchdog_loop(), name="watchdog")
+                if screen_setup is not None:
+                    self.screen = await screen.start(self, screen_setup)
                 metrics_server = None
                 if cfg.metrics.port:
                     from collector import metrics
@@ -303,6 +311,8 @@ class Daemon:
                 watchdog_task.cancel()
                 if metrics_server is not None:
                     metrics_server.close()
+                if self.screen is not None:
+                    await self.screen.close()
                 await asyncio.gather(*driver_tasks, return_exceptions=True)
                 # clean stop (issue 11): each press's retained state says the collector is
                 # offline, and the retained status carries the stop time

@@ -44,6 +44,7 @@ COMMANDS: dict[str, CommandSpec] = {
     "start_last_piece": CommandSpec("production", (), ("why",)),
     "request_capability": CommandSpec("production", (), ("characteristic",)),
     "missed_check_reason": CommandSpec("production", ("reason",), ("due_id",)),
+    "acknowledge_alarm": CommandSpec("production", ("alarm",), ("note",)),
 }
 ERROR_CODES = ("malformed", "unknown_command", "missing_field", "invalid_field",
                "not_allowed", "unauthorized")

@@ -271,6 +271,22 @@ def _request_capability(wf: PressWorkflow, ts: float, f: dict[str, str], state: 
     return Applied({"characteristics": [c.id for c in chars]}, after, changes)
 
 
+def _acknowledge_alarm(wf: PressWorkflow, ts: float, f: dict[str, str], state: str,
+                       plan: Plan | None) -> Applied:
+    """Somebody at the press has seen an alarm (the line-side screen, or any terminal):
+    recorded, nothing else changes. ``alarm`` is the alarm event's reference
+    ``{press}/events/{seq}`` (its envelope's press, stream and seq); the workflow does
+    not keep alarms, so it checks the form, and the screen checks that it knows it."""
+    ref = f["alarm"]
+    prefix = f"{wf.press_id}/events/"
+    seq = ref[len(prefix):]
+    if not ref.startswith(prefix) or not (seq.isascii() and seq.isdigit()) or len(seq) > 19:
+        raise CommandError("invalid_field", f"alarm {ref!r} is not an alarm reference of "
+                           f"this press ({prefix}<seq>)")
+    wf.log.operator = f["operator"]
+    return Applied({"alarm": ref, "note": f.get("note")})
+
+
 HANDLERS: dict[str, Handler] = {
     "set_material": _set_material,
     "start_setup": _start_setup,
@@ -281,5 +297,6 @@ HANDLERS: dict[str, Handler] = {
     "start_last_piece": _start_last_piece,
     "request_capability": _request_capability,
     "missed_check_reason": _missed_check_reason,
+    "acknowledge_alarm": _acknowledge_alarm,
 }
 assert set(HANDLERS) == set(COMMANDS), "every command in the spec has its handler"
