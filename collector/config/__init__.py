@@ -79,6 +79,7 @@ from collector.config.site import (
     CollectorConfig,
     MetricsConfig,
     SiteConfig,
+    SparkplugConfig,
     TelemetryConfig,
     is_loopback,
 )
@@ -122,6 +123,7 @@ __all__ = [
     "ReactionConfig",
     "ReactionPlanConfig",
     "SiteConfig",
+    "SparkplugConfig",
     "SpcConfig",
     "TagConfig",
     "TelemetryConfig",
