@@ -111,24 +111,6 @@ def fits(datatype: int, value: Any) -> bool:
         and bounds[0] <= value <= bounds[1]
 
 
-def set_value(metric: Any, datatype: int, value: Any) -> None:
-    """Write ``value`` into the metric's value field for ``datatype`` (``fits`` first).
-    Signed integers travel as two's complement in the unsigned field of their size, as
-    the spec's datatype table and Tahu's encoders do."""
-    if datatype == BOOLEAN:
-        metric.boolean_value = value
-    elif datatype == STRING:
-        metric.string_value = value
-    elif datatype == DOUBLE:
-        metric.double_value = float(value)
-    elif datatype == FLOAT:
-        metric.float_value = float(value)
-    elif datatype in _LONG:
-        metric.long_value = value & 0xFFFFFFFFFFFFFFFF
-    else:
-        metric.int_value = value & 0xFFFFFFFF
-
-
 @dataclass(slots=True)
 class MetricSpec:
     name: str
@@ -223,20 +205,34 @@ def parse_telemetry(row_id: int, payload: bytes) -> TelemetryRow:
                         doc.get("context") or {})
 
 
+_FIELD = {BOOLEAN: "boolean_value", STRING: "string_value", DOUBLE: "double_value",
+          FLOAT: "float_value", INT64: "long_value", UINT64: "long_value"}
+
+
 def _metric(payload: Any, spec: MetricSpec, ts_ms: int, value: Any, birth: bool,
             historical: bool = False) -> None:
-    metric = payload.metrics.add()
+    """One metric, added in one call (keyword arguments: half the cost of setting each
+    field on the message; bench/sparkplug_bench.py). Signed integers travel as two's
+    complement in the unsigned field of their size, as the spec's datatype table and
+    Tahu's encoders do."""
+    datatype = spec.datatype
+    fields: dict[str, Any] = {"alias": spec.alias, "timestamp": ts_ms}
     if birth:
-        metric.name = spec.name
-        metric.datatype = spec.datatype if spec.datatype is not None else STRING
-    metric.alias = spec.alias
-    metric.timestamp = ts_ms
+        fields["name"] = spec.name
+        fields["datatype"] = datatype if datatype is not None else STRING
     if historical:
-        metric.is_historical = True
-    if value is None or spec.datatype is None or not fits(spec.datatype, value):
-        metric.is_null = True
+        fields["is_historical"] = True
+    if value is None or datatype is None or not fits(datatype, value):
+        fields["is_null"] = True
+    elif datatype in (DOUBLE, FLOAT):
+        fields[_FIELD[datatype]] = float(value)
+    elif datatype in _LONG:
+        fields["long_value"] = value & 0xFFFFFFFFFFFFFFFF
+    elif datatype in _INT_RANGE:
+        fields["int_value"] = value & 0xFFFFFFFF
     else:
-        set_value(metric, spec.datatype, value)
+        fields[_FIELD[datatype]] = value
+    payload.metrics.add(**fields)
 
 
 def _row_metrics(payload: Any, model: DeviceModel, row: TelemetryRow, birth: bool,

@@ -39,7 +39,7 @@ taken. Only then are those rows marked delivered in the outbox (one ``delivered`
 each stream has one output, the telemetry belongs to this one in Sparkplug mode). A
 connection lost before the UNSUBACK leaves them pending: they go again, as historical
 data, after the next births (duplicates carry the same ``Press/telemetry_seq`` and
-timestamps). At most ``window`` rows are unconfirmed at a time.
+timestamps). One fence per ``window`` rows, at most four windows unconfirmed at a time.
 
 Devices
 -------
@@ -74,6 +74,7 @@ log = logging.getLogger(__name__)
 
 BDSEQ_KEY = "sparkplug/bdseq"
 FETCH_ROWS = 400
+PIPELINE = 4  # windows of rows sent and not yet confirmed (one fence per window)
 MISC_INTERVAL_S = 1.0
 NDEATH_ACK_S = 1.0
 
@@ -582,9 +583,11 @@ class EdgeNode:
         if not (self.born and self._connected) or self._client is None:
             return
         hi = self.outbox.last_id
-        while len(self._unfenced) + self._in_fences < self.window:
+        limit = self.window * PIPELINE
+        while len(self._unfenced) + self._in_fences < limit:
             self._after_backlog()
-            room = self.window - len(self._unfenced) - self._in_fences
+            room = min(self.window - len(self._unfenced),
+                       limit - len(self._unfenced) - self._in_fences)
             historical = self._cursor < self._birth_top
             top = self._birth_top if historical else hi
             if historical and self.replay_rate > 0:
@@ -606,6 +609,8 @@ class EdgeNode:
                 self._apply_markers(row_id - 1)
                 self._send_row(row_id, payload, historical)
                 self._cursor = row_id
+            if len(self._unfenced) >= self.window:
+                self._fence()  # one fence per window: the next window goes out meanwhile
             if historical and self.replay_rate > 0:
                 self._tokens -= len(rows)
         self._fence()
