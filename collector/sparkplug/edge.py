@@ -140,6 +140,8 @@ class EdgeNode:
         self.born = False
         self.seq = 0
         self.host_online: bool | None = None  # None: no STATE seen in this process
+        self._host_online_now = False  # an online STATE came in this MQTT session
+        self._tasks: set[asyncio.Task[None]] = set()
         self._host_ts = -1  # timestamp of the last online STATE
         self._born_devices: set[str] = set()
         self._dead_live: set[str] = set()  # presses whose PLC is offline (live view)
@@ -182,7 +184,9 @@ class EdgeNode:
                 return
             self._dead_live.add(press)
             if self._loop is not None:
-                self._loop.create_task(self._mark_death(press))
+                task = self._loop.create_task(self._mark_death(press))
+                self._tasks.add(task)  # held until done (the loop keeps weak refs only)
+                task.add_done_callback(self._tasks.discard)
         else:
             self._dead_live.discard(press)
 
@@ -339,7 +343,7 @@ class EdgeNode:
         if client is not None and client.socket() is not None:
             client._sock_close()  # no public close-without-DISCONNECT in paho
         self._connected = False
-        self.born = False
+        self.born = self._host_online_now = False
         self._born_devices.clear()
         self._sub_mids.clear()
         self._unfenced.clear()
@@ -419,7 +423,7 @@ class EdgeNode:
                 self._note_error(f"subscription refused by the broker ({code}); check its ACL "
                                  f"for {self.topics.ncmd} and the STATE topic")
         self._sub_mids.discard(mid)
-        if not self._sub_mids and self.state_topic is None:
+        if not self._sub_mids and (self.state_topic is None or self._host_online_now):
             self._birth()
 
     def _on_unsubscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any,
@@ -470,13 +474,13 @@ class EdgeNode:
             return
         if online:
             self._host_ts = ts
-            self.host_online = True
+            self.host_online = self._host_online_now = True
             log.info("sparkplug: primary host %s online", self.settings.primary_host_id)
             if not self._sub_mids and not self.born:
                 self._birth()
             return
         was = self.host_online
-        self.host_online = False
+        self.host_online = self._host_online_now = False
         if was is not False:
             log.warning("sparkplug: primary host %s offline: telemetry is kept in the buffer "
                         "until it is back", self.settings.primary_host_id)
