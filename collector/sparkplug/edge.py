@@ -656,9 +656,11 @@ class EdgeNode:
             return
         markers = self._markers
         while markers and markers[0][0] <= upto:
-            # even when the PLC is back by now: the host sees the outage (DDEATH), the
-            # press's next row gives a DBIRTH
-            self._ddeath(markers.popleft()[1])
+            # only if the PLC is still away: a connection that came back before the rows
+            # were out (a failed first connect at start) is no outage worth a death
+            press = markers.popleft()[1]
+            if press in self._dead_live:
+                self._ddeath(press)
 
     def _fence(self) -> None:
         if not self._unfenced or self._client is None:
