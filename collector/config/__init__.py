@@ -80,6 +80,7 @@ from collector.config.site import (
     MetricsConfig,
     ScreenConfig,
     SiteConfig,
+    SparkplugConfig,
     TelemetryConfig,
     is_loopback,
 )
@@ -124,6 +125,7 @@ __all__ = [
     "ReactionPlanConfig",
     "ScreenConfig",
     "SiteConfig",
+    "SparkplugConfig",
     "SpcConfig",
     "TagConfig",
     "TelemetryConfig",

@@ -192,6 +192,40 @@ class TelemetryConfig(ConfigModel):
                           "tag's own keys thin it out); false = buffer only.")
 
 
+class SparkplugConfig(ConfigModel):
+    """``[sparkplug]``: telemetry as Sparkplug B 3.0 for a SCADA (docs/sparkplug.md);
+    events, command replies, alarms and the retained state keep their JSON topics."""
+
+    enabled: bool = Field(False, description="true: the telemetry goes out as Sparkplug B "
+                          "(NBIRTH / DBIRTH / DDATA / DDEATH, one device per press) on its own "
+                          "connection to the `[broker]`, not as JSON on `.../telemetry`.")
+    group_id: str = Field("", description="Sparkplug group id (`spBv1.0/{group_id}/...`); "
+                          "required when enabled. 1..64 letters, digits, `_`, `-`, `.`.")
+    edge_node_id: str = Field("", description="Sparkplug edge node id; \"\" = the host id "
+                              "(`site.host_id`, else the hostname). 1..64 letters, digits, "
+                              "`_`, `-`, `.`.")
+    primary_host_id: str = Field("", description="The SCADA's primary host application id: "
+                                 "births and data wait until its `spBv1.0/STATE/{id}` says "
+                                 "online, and stop (NDEATH) when it says offline, the buffer "
+                                 "keeping the telemetry meanwhile; \"\" = publish whenever "
+                                 "connected.")
+
+    @field_validator("group_id", "edge_node_id", "primary_host_id")
+    @classmethod
+    def _sparkplug_id(cls, value: str) -> str:
+        problem = value and mqtt_names.topic_level_problem(value, show(value))
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> SparkplugConfig:
+        if self.enabled and not self.group_id:
+            raise_problems([(("group_id",), "required when enabled = true (the Sparkplug "
+                              "group this line PC belongs to, e.g. the plant or area)")])
+        return self
+
+
 class MetricsConfig(ConfigModel):
     """``[metrics]``: health (JSON) and Prometheus metrics (docs/telemetry-and-health.md)."""
 
@@ -270,5 +304,14 @@ class CollectorConfig(ConfigModel):
                                    "health and metrics endpoint.")
     screen: ScreenConfig = Field(default_factory=ScreenConfig, description="`[screen]`: "
                                  "the line-side screen (web page).")
+    sparkplug: SparkplugConfig = Field(default_factory=SparkplugConfig,
+                                       description="`[sparkplug]`: telemetry as Sparkplug B.")
+
+    @model_validator(mode="after")
+    def _sparkplug_needs_telemetry(self) -> CollectorConfig:
+        if self.sparkplug.enabled and not self.telemetry.publish:
+            raise_problems([(("sparkplug", "enabled"), "needs telemetry.publish = true (the "
+                              "Sparkplug DDATA messages are the published telemetry)")])
+        return self
 
 
