@@ -166,7 +166,7 @@ def cmd_cmd(args: argparse.Namespace) -> int:
                         cert_file=args.cert, key_file=args.cert_key)
     return send_command(args.config_dir, args.press, args.name, args.fields,
                         operator=args.operator, timeout=args.timeout, identity=identity,
-                        key_file=args.key)
+                        key_file=args.key, role=args.role)
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -216,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "~/.mqtt-pw --operator Q7 p1 release why='sorted'")
     cmd.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR)
     cmd.add_argument("--operator", default=None, help="operator id (or operator=... field)")
+    cmd.add_argument("--role", choices=("production", "quality"), default=None,
+                     help="the role to send as, for a command several roles send "
+                          "(confirm_first_article); default: the command's own role")
     cmd.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply")
     cmd.add_argument("--username", default=None, help="this terminal's broker account")
     cmd.add_argument("--password-file", default=None,
@@ -227,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("press", help="press id, e.g. p1")
     cmd.add_argument("name", help="set_material start_setup release hold repeat_measurement "
                                   "start_first_article start_last_piece request_capability "
-                                  "missed_check_reason acknowledge_alarm")
+                                  "missed_check_reason acknowledge_alarm confirm_first_article")
     cmd.add_argument("fields", nargs="*", metavar="key=value", help="command fields")
     cmd.set_defaults(func=cmd_cmd)
 

@@ -235,7 +235,7 @@ class PressRuntime:
             result = CommandResult(False, decision.code, decision.message, [])
             self.reply(ts, decision.request_id, name, result)
             return result
-        result = self.workflow.on_command(ts, name, decision.data)
+        result = self.workflow.on_command(ts, name, decision.data, decision.auth["role"])
         for event in result.events:
             if event.kind == "command":  # the audit record says how it was authorised
                 event.body["auth"] = decision.auth

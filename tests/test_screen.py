@@ -203,9 +203,12 @@ def test_containment_and_confirmations_shown_when_the_workflow_has_them(press: P
     view = hub.view("p1")
     assert view["containment"] is None and view["confirmations"] is None
     wf: Any = press.runtime.workflow
-    wf.containment = {"characteristic": "C1", "first_stroke": 1200, "last_stroke": 1450,
-                      "parts": 250}
-    wf.confirmations = {"required": ["production", "quality"], "confirmed": {}}
+    context = wf.context  # the workflow's contract: both keys present while open
+    wf.context = lambda: {**context(),
+                          "containment": {"characteristic": "C1", "first_stroke": 1200,
+                                          "last_stroke": 1450, "parts": 250},
+                          "confirmations": {"required": ["production", "quality"],
+                                            "confirmed": {}}}
     view = hub.view("p1")
     assert view["containment"]["parts"] == 250
     assert view["confirmations"]["required"] == ["production", "quality"]
@@ -411,3 +414,18 @@ def test_screen_account_command_prints_a_hashed_line() -> None:
                           "--operator", "OP1", "--password-stdin"], input="x\n",
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "account name 'a:b'" in bad.stderr
+
+
+def test_every_workflow_state_has_a_label_in_both_languages_and_a_colour() -> None:
+    """A state added to the transition table (e.g. awaiting_confirmation for the joint
+    sign-off) must show on the screen with its own words and colour, never a raw code."""
+    from collector.domain import STATES
+
+    static = Path(__file__).resolve().parent.parent / "collector" / "screen" / "static"
+    texts = (static / "i18n.js").read_text(encoding="utf-8")
+    css = (static / "screen.css").read_text(encoding="utf-8")
+    for state in STATES:
+        assert texts.count(f'"state.{state}":') == 2, state  # en and zh
+        assert f"body.state-{state} #head" in css, state
+        # a tile is offline-coloured unless its state has a rule of its own
+        assert state == "offline" or f".tile.{state} " in css, state

@@ -29,7 +29,6 @@ Sections (``docs/operators.md`` shows them):
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -287,16 +286,9 @@ def _gauges(lines: Mapping[str, Mapping[str, Any]], ids: list[str] | None
 
 
 def _extra(wf: PressWorkflow, ctx: Mapping[str, Any], name: str) -> dict[str, Any] | None:
-    """``containment`` / ``confirmations`` from the workflow, when it has them: a dict
-    in the context, or a component of that name (a dict, ``view()``, or a dataclass)."""
+    """``containment`` / ``confirmations`` as the workflow's context carries them (present
+    only while a containment is open / a joint sign-off is waiting)."""
     value: Any = ctx.get(name)
-    if value is None:
-        value = getattr(wf, name, None)
-        view = getattr(value, "view", None)
-        if callable(view):
-            value = view()
-        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-            value = dataclasses.asdict(value)
     if not isinstance(value, Mapping) or not value:
         return None
     return _jsonable(value)
