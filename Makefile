@@ -1,5 +1,5 @@
 # Every developer workflow step lives here or in scripts/.
-.PHONY: setup test demo lint lock lock-upgrade bench bench-compare clean
+.PHONY: setup test demo lint lock lock-upgrade bench bench-compare screenshots clean
 
 setup:
 	scripts/setup
@@ -31,6 +31,10 @@ WORKLOAD ?= default
 DURATION ?= 60
 bench-compare:
 	bench/compare --workload $(WORKLOAD) --duration $(DURATION)
+
+# the line-side screen's screenshots in docs/screen/ (docs/operators.md): real browser
+screenshots:
+	scripts/screenshots
 
 clean:
 	rm -rf .venv .venv-lock .pytest_cache .ruff_cache .hypothesis

@@ -87,3 +87,18 @@ def read_stream(path: Path, press: str, stream: str, after_seq: int = 0,
 
 
 __all__ = ["PAGE_ROWS", "BufferFileError", "check_buffer", "read_stream", "stream_presses"]
+
+
+def read_range(path: Path, press: str, stream: str, first_seq: int, last_seq: int
+               ) -> list[tuple[int, bytes]]:
+    """``(seq, payload)`` of one press's stream from ``first_seq`` to ``last_seq``, in seq
+    order, in one short read transaction. Plain ``sqlite3``: the daemon's line-side screen
+    reads its recent history with it at start, and the daemon never imports sqlite-utils."""
+    conn = _connect(path)
+    try:
+        return [(int(seq), bytes(payload)) for seq, payload in conn.execute(
+            "SELECT seq, payload FROM messages INDEXED BY messages_stream_seq "
+            "WHERE press = ? AND stream = ? AND seq BETWEEN ? AND ? ORDER BY seq",
+            (press, stream, first_seq, last_seq))]
+    finally:
+        conn.close()

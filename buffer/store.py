@@ -691,6 +691,16 @@ class Outbox:
                  *streams, limit)
             ).fetchall()
 
+    def latest(self, press: str, stream: str) -> tuple[int, bytes] | None:
+        """The newest visible row of one press's stream, delivered or not: ``(id,
+        payload)`` (the Sparkplug births carry each press's newest values)."""
+        with self._read_lock:
+            assert self._rconn is not None
+            row = self._rconn.execute(
+                "SELECT id, payload FROM messages WHERE press = ? AND stream = ? AND id <= ? "
+                "ORDER BY seq DESC LIMIT 1", (press, stream, self._visible_id)).fetchone()
+        return None if row is None else (int(row[0]), bytes(row[1]))
+
     def pending_count(self) -> int:
         """Rows waiting for delivery (committed ones minus queued marks, plus queued rows)."""
         with self._lock:

@@ -189,13 +189,20 @@ def cmd_cmd(args: argparse.Namespace) -> int:
                         cert_file=args.cert, key_file=args.cert_key)
     return send_command(args.config_dir, args.press, args.name, args.fields,
                         operator=args.operator, timeout=args.timeout, identity=identity,
-                        key_file=args.key)
+                        key_file=args.key, role=args.role)
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
     from collector.commands_cli import generate_key
 
     return generate_key(args.out, args.name, args.role)
+
+
+def cmd_screen_account(args: argparse.Namespace) -> int:
+    from collector.screen.accounts import new_account_line
+
+    return new_account_line(args.name, args.operator, args.role, args.presses,
+                            args.password_stdin)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "~/.mqtt-pw --operator Q7 p1 release why='sorted'")
     cmd.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR)
     cmd.add_argument("--operator", default=None, help="operator id (or operator=... field)")
+    cmd.add_argument("--role", choices=("production", "quality"), default=None,
+                     help="the role to send as, for a command several roles send "
+                          "(confirm_first_article); default: the command's own role")
     cmd.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the reply")
     cmd.add_argument("--username", default=None, help="this terminal's broker account")
     cmd.add_argument("--password-file", default=None,
@@ -234,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd.add_argument("press", help="press id, e.g. p1")
     cmd.add_argument("name", help="set_material start_setup release hold repeat_measurement "
                                   "start_first_article start_last_piece request_capability "
-                                  "missed_check_reason")
+                                  "missed_check_reason acknowledge_alarm confirm_first_article")
     cmd.add_argument("fields", nargs="*", metavar="key=value", help="command fields")
     cmd.set_defaults(func=cmd_cmd)
 
@@ -246,6 +256,18 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--name", default="operator terminal", help="who holds the key")
     keygen.add_argument("--role", choices=("production", "quality"), default="quality")
     keygen.set_defaults(func=cmd_keygen)
+    account = sub.add_parser(
+        "screen-account", help="make a line of the line-side screen's accounts file",
+        description="Ask for the password (twice) and print the account's line for "
+                    "screen.accounts_file (the password only as a scrypt hash; "
+                    "docs/security.md, Line-side screen)")
+    account.add_argument("name", help="what is typed at sign-in, e.g. p1-panel")
+    account.add_argument("--operator", required=True, help="operator id its commands carry")
+    account.add_argument("--role", choices=("production", "quality"), default="production")
+    account.add_argument("--presses", default="*", help="press ids, comma-separated, or *")
+    account.add_argument("--password-stdin", action="store_true",
+                         help="read the password from stdin (one line) instead of asking")
+    account.set_defaults(func=cmd_screen_account)
     probe = sub.add_parser("probe", help="commissioning probes: talk to one device, print "
                                          "what it says")
     from collector.probe import add_probe_commands

@@ -14,7 +14,8 @@ authentic, bounded request for this press, in this order:
 4. JSON object with a ``request_id`` of 1..64 characters ``[A-Za-z0-9._:-]`` (a bad one
    is never echoed: the reply carries ``request_id: null``);
 5. the topic: ``{root}/{press}/cmd/{role}/{name}`` with the command's own role
-   (``production`` or ``quality``); anything else is ``wrong_topic`` with the right
+   (``production`` or ``quality``; ``confirm_first_article`` takes either, and the
+   workflow records which); anything else is ``wrong_topic`` with the right
    topic in the message (the broker ACL gives write on each role's topics only to that
    role's accounts, so the topic *is* the broker identity's role);
 6. the request id seen before (the durable command log): the same command gets its
@@ -112,12 +113,15 @@ def parse_command_topic(root: str, topic: str) -> CommandTopic | None:
     return None
 
 
-def command_topic(root: str, press: str, name: str) -> str:
-    """Where a command goes: its role level is the class of the command."""
+def command_topic(root: str, press: str, name: str, role: str | None = None) -> str:
+    """Where a command goes: its role level is the class of the command, or ``role`` for
+    a command several roles send (confirm_first_article)."""
     spec = COMMANDS.get(name)
     if spec is None:
         raise KeyError(f"unknown command {name!r} (allowed: {', '.join(COMMANDS)})")
-    return f"{root}/{press}/cmd/{spec.cls}/{name}"
+    if role is not None and role not in spec.roles:
+        raise KeyError(f"{name} is not sent as {role} (roles: {', '.join(spec.roles)})")
+    return f"{root}/{press}/cmd/{role or spec.cls}/{name}"
 
 
 class TokenBucket:
@@ -255,10 +259,12 @@ class CommandGate:
         if spec is None:
             return Refuse(request_id, "unknown_command", f"unknown command {name!r} "
                           f"(allowed: {', '.join(COMMANDS)})")
-        if role != spec.cls:
-            right = f"{self.root}/{self.press}/cmd/{spec.cls}/{name}"
-            return Refuse(request_id, "wrong_topic", f"{name} is a {spec.cls} command: "
-                          f"send it to {right} (the broker lets only {spec.cls} accounts "
+        if role not in spec.roles:
+            right = " or ".join(f"{self.root}/{self.press}/cmd/{r}/{name}"
+                                for r in spec.roles)
+            what = " or ".join(spec.roles)
+            return Refuse(request_id, "wrong_topic", f"{name} is a {what} command: "
+                          f"send it to {right} (the broker lets only {what} accounts "
                           "write there)")
         digest = hashlib.sha256(topic.encode() + b"\n" + orjson.dumps(
             data, option=orjson.OPT_SORT_KEYS)).hexdigest()

@@ -105,7 +105,8 @@ def tls_for(config: LoadedConfig, identity: Identity) -> ssl.SSLContext | None:
 
 def build_payload(config: LoadedConfig, press: str, name: str, fields: list[str],
                   operator: str | None, key_file: str | None,
-                  now: float | None = None) -> tuple[str, dict[str, Any]]:
+                  now: float | None = None, role: str | None = None
+                  ) -> tuple[str, dict[str, Any]]:
     """(topic, payload): request id, issue time, operator, fields, signature."""
     from collector import messages, signing
     from collector.command_gate import command_topic
@@ -115,7 +116,7 @@ def build_payload(config: LoadedConfig, press: str, name: str, fields: list[str]
     except ValueError as exc:
         raise CliError(f"bad field: {exc}") from None
     try:
-        topic = command_topic(config.collector.site.topic_root, press, name)
+        topic = command_topic(config.collector.site.topic_root, press, name, role)
     except KeyError as exc:
         raise CliError(str(exc.args[0])) from None
     if config.presses and press not in config.presses:
@@ -135,17 +136,19 @@ def build_payload(config: LoadedConfig, press: str, name: str, fields: list[str]
 
 def send_command(config_dir: Path, press: str, name: str, fields: list[str],
                  operator: str | None = None, timeout: float = 10.0,
-                 identity: Identity | None = None, key_file: str | None = None) -> int:
+                 identity: Identity | None = None, key_file: str | None = None,
+                 role: str | None = None) -> int:
     try:
         return _send(config_dir, press, name, fields, operator, timeout,
-                     identity or Identity(), key_file or os.environ.get(CMD_KEY_ENV))
+                     identity or Identity(), key_file or os.environ.get(CMD_KEY_ENV), role)
     except CliError as exc:
         print(f"press-collector cmd: {exc}", file=sys.stderr)
         return EXIT_ERROR
 
 
 def _send(config_dir: Path, press: str, name: str, fields: list[str], operator: str | None,
-          timeout: float, identity: Identity, key_file: str | None) -> int:
+          timeout: float, identity: Identity, key_file: str | None,
+          role: str | None = None) -> int:
     import paho.mqtt.client as mqtt
 
     try:
@@ -157,7 +160,8 @@ def _send(config_dir: Path, press: str, name: str, fields: list[str], operator: 
         raise CliError(f"--username {identity.username!r} is the collector's own broker "
                        "account; commands are sent with the operator's or terminal's own "
                        "account (docs/security.md)")
-    topic, payload = build_payload(config, press, name, fields, operator, key_file)
+    topic, payload = build_payload(config, press, name, fields, operator, key_file,
+                                   role=role)
     password = read_cmd_password(identity)
     tls = tls_for(config, identity)
     root = config.collector.site.topic_root

@@ -37,7 +37,7 @@ from collector.telemetry_filter import TelemetryFilter
 from drivers.base import Backoff, Sink
 
 if TYPE_CHECKING:
-    pass
+    from collector.sparkplug.edge import EdgeNode
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +128,7 @@ class Daemon:
     outbox: Outbox | None = None
     publisher: Publisher | None = None
     commands: CommandClient | None = None
+    sparkplug: EdgeNode | None = None  # [sparkplug] enabled: telemetry as Sparkplug B
     presses: dict[str, PressRuntime] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
@@ -141,6 +142,7 @@ class Daemon:
     prune_every_s: float = PRUNE_EVERY_S
     guard: TaskGuard | None = None  # failure episodes of the background loops
     started: float = field(default_factory=time.time)  # /health daemon.uptime_s
+    screen: Any = None  # the line-side screen's server ([screen]; collector/screen/)
 
     def stop(self) -> None:
         self._stop.set()
@@ -179,6 +181,11 @@ class Daemon:
         password = secrets.broker_password
         for warning in startup_warnings(self.config):
             log.warning("%s", warning)
+        screen_setup = None
+        if cfg.screen.port:  # the line-side screen: accounts and certificate read now
+            from collector import screen
+
+            screen_setup = screen.prepare(self.config)
         tls = None
         if cfg.broker.tls is not None:
             from collector.security import tls_context
@@ -199,6 +206,9 @@ class Daemon:
                      "last_seq": x.last_seq} for x in outbox.rollback]
             for active in (True, False):  # a notice: raised and cleared at once
                 emit_alarm(outbox, topics, "buffer_rolled_back", active, {"lost": lost})
+        # [sparkplug]: the edge node owns the telemetry (docs/sparkplug.md), the JSON
+        # publisher everything else
+        spb = self._sparkplug(outbox, host, password, tls)
         self.publisher = publisher = Publisher(  # live lane: the policies' live streams
             outbox, cfg.broker.host, cfg.broker.port,
             client_id=cfg.broker.client_id or f"press-collector-{host}",
@@ -207,7 +217,9 @@ class Daemon:
             password=password, tls=tls, replay_rate=cfg.broker.replay_rate,
             reconnect_max_s=cfg.broker.reconnect_max_s,
             status_online=messages.encode_status(host, True),
-            status_offline=messages.encode_status(host, False), live_streams=policies.live())
+            status_offline=messages.encode_status(host, False),
+            live_streams=() if spb else policies.live(),
+            skip_streams=(messages.TELEMETRY_STREAM,) if spb else ())
         self.commands = commands = CommandClient(
             cfg.broker.host, cfg.broker.port,
             client_id=f"{cfg.broker.client_id or f'press-collector-{host}'}-cmd",
@@ -224,6 +236,7 @@ class Daemon:
             async with asyncio.TaskGroup() as group:
                 publisher_task = group.create_task(publisher.run(), name="publisher")
                 commands_task = group.create_task(commands.run(), name="commands")
+                spb_task = group.create_task(spb.run(), name="sparkplug") if spb else None
                 for press in self.config.presses.values():
                     gate = CommandGate(press.id, topics.root,
                                        policy_from_config(press.workflow.commands),
@@ -232,7 +245,8 @@ class Daemon:
                                            workflow_settings_for(press), plans, outbox,
                                            topics, publish_telemetry=cfg.telemetry.publish,
                                            telemetry_filter=TelemetryFilter.from_config(press),
-                                           gate=gate)
+                                           gate=gate,
+                                           on_state=spb.on_press_state if spb else None)
                     self.presses[press.id] = runtime
                     for name, factory in build_drivers(
                             press, runtime.sink, shared,
@@ -245,6 +259,8 @@ class Daemon:
                 write_task = group.create_task(self._write_health_loop(topics),
                                                name="write-health")
                 watchdog_task = group.create_task(watchdog_loop(), name="watchdog")
+                if screen_setup is not None:
+                    self.screen = await screen.start(self, screen_setup)
                 metrics_server = None
                 if cfg.metrics.port:
                     from collector import metrics
@@ -263,6 +279,8 @@ class Daemon:
                 watchdog_task.cancel()
                 if metrics_server is not None:
                     metrics_server.close()
+                if self.screen is not None:
+                    await self.screen.close()
                 await asyncio.gather(*driver_tasks, return_exceptions=True)
                 # clean stop (issue 11): each press's retained state says the collector is
                 # offline, and the retained status carries the stop time
@@ -271,10 +289,24 @@ class Daemon:
                     runtime.publish_stopped(stopped_at)
                 publisher.status_offline = messages.encode_status(host, False, stopped_at)
                 close_s = await self._stop_flush(outbox, publisher)
+                if spb is not None and spb_task is not None:
+                    await spb.drain(timeout=SHUTDOWN_DRAIN_S)
+                    spb_task.cancel()  # then NDEATH and DISCONNECT
                 publisher_task.cancel()
         finally:
             command_log.close()
             outbox.close(timeout=close_s)
+
+    def _sparkplug(self, outbox: Outbox, host: str, password: str | None,
+                   tls: object) -> EdgeNode | None:
+        if not self.config.collector.sparkplug.enabled:
+            return None
+        from collector.sparkplug.edge import edge_node_from_config  # protobuf only then
+
+        self.sparkplug = edge_node_from_config(
+            self.config, outbox, host, password, tls,
+            plc_online=lambda p: p in self.presses and self.presses[p].plc_online)
+        return self.sparkplug
 
     async def _stop_flush(self, outbox: Outbox, publisher: Publisher) -> float:
         """Commit and deliver what the drivers produced, bounded whatever the disk does:
@@ -353,6 +385,8 @@ class Daemon:
                 "outbox": self.outbox.stats() if self.outbox is not None else {},
                 "publisher": self.publisher.stats() if self.publisher is not None else {},
                 "commands": self.commands.stats() if self.commands is not None else {},
+                **({"sparkplug": self.sparkplug.stats()} if self.sparkplug is not None
+                   else {}),
                 "buffer": dict(self.bounds),
                 "task_failures": dict(self.failures)}
 

@@ -28,6 +28,7 @@ STATES = (
     "setup",
     "awaiting_first_article",
     "first_article",
+    "awaiting_confirmation",  # first article passed; the plan's roles have to confirm it
     "released",
     "hold",
 )
@@ -113,6 +114,9 @@ class Plan:
     characteristics: tuple[Characteristic, ...]
     description: str = ""
     first_article_sample_size: int = 1
+    # roles ('production', 'quality') that must each confirm a passing first article
+    # before the press is released (joint setup verification); () = released at once
+    first_article_confirm_roles: tuple[str, ...] = ()
     patrol_every_strokes: int | None = None
     patrol_every_min: float | None = None
     overdue_grace_min: float = 10.0

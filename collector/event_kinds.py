@@ -68,6 +68,41 @@ class _Judged(TypedDict):
     gauge_flag: NotRequired[dict[str, Any]]
 
 
+class LastGood(TypedDict):
+    source: str | None  # 'patrol' | 'release' | None (none on record)
+    subgroup: str | None
+
+
+class Disposition(TypedDict):
+    """What became of the suspect parts (the quality release's fields)."""
+
+    sorted_good: int
+    reworked: int
+    scrapped: int
+    accounted: int
+    suspect_parts: int | None
+    note: str | None
+
+
+class ContainmentRange(TypedDict):
+    """A suspect range (collector/workflow/containment.py): in a failing measurement, an
+    alarm that holds, the context while a containment is open, the release's effect."""
+
+    id: str | None
+    characteristics: list[str]
+    causes: list[str]
+    first_stroke: int | None
+    last_stroke: int | None
+    since: float | None
+    until: float
+    parts: int | None
+    last_good: LastGood
+    detected_ts: float
+    detected_stroke: int | None
+    range_open: bool
+    disposition: NotRequired[Disposition | None]  # the release's effect only
+
+
 class FirstArticleResult(_Judged):
     piece: NotRequired[int]  # plans with first_article_sample_size > 1
 
@@ -79,6 +114,7 @@ class FirstArticleBody(TypedDict):
     failed: list[str]
     unreleased_strokes: int
     started_ts: float
+    confirm_roles: NotRequired[list[str]]  # a pass waiting for the joint sign-off
 
 
 class MeasurementBody(_Judged):
@@ -88,6 +124,7 @@ class MeasurementBody(_Judged):
     phase: int
     due_id: str | None
     purpose: str
+    containment: NotRequired[ContainmentRange]  # a failing value: its suspect range
 
 
 class ConnectionBody(TypedDict):
@@ -140,6 +177,24 @@ class AlarmBody(TypedDict):
     evidence: dict[str, Any]
     reading_ids: list[str | None]
     phase: int
+    containment: NotRequired[ContainmentRange]  # out of tolerance, or it holds the press
+
+
+class Confirmation(TypedDict):
+    role: str
+    operator: str
+    ts: float
+    request_id: str
+    note: str | None
+
+
+class SignOffBody(TypedDict):
+    attempt: int
+    part_number: str
+    plan_revision: str
+    judged_ts: float
+    required: list[str]
+    confirmations: list[Confirmation]
 
 
 class ControlLimitsBody(TypedDict):
@@ -297,6 +352,8 @@ KINDS: dict[str, EventKind] = {k.name: k for k in (
     EventKind("last_piece_comparison", LastPieceComparisonBody, "workflow",
               "first article against the die's last piece"),
     EventKind("command", CommandBody, "workflow", "an accepted command (audit)"),
+    EventKind("sign_off", SignOffBody, "workflow",
+              "a first article confirmed by every role its plan names"),
     EventKind("gauge_error", GaugeErrorBody, "press", "a gauge reported an error"),
     EventKind("gauge_connection", GaugeConnectionBody, "press", "a gauge line changed"),
     EventKind("collector_alarm", CollectorAlarmBody, "collector",

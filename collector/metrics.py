@@ -87,7 +87,7 @@ def prometheus_text(health: dict[str, Any]) -> str:
             kind = "counter" if key in ("polls", "late_polls", "events", "poll_errors",
                                         "gauge_values", "gauge_errors") else "gauge"
             emit(f"press_collector_press_{key}", value, label, kind)
-    for section in ("outbox", "publisher", "commands"):
+    for section in ("outbox", "publisher", "commands", "sparkplug"):
         for key, value in health.get(section, {}).items():
             emit(f"press_collector_{section}_{key}", value)
     for name, n in health.get("task_failures", {}).items():

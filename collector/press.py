@@ -79,6 +79,9 @@ class PressRuntime:
         self._last_unmeasured: int | None = None  # 100 % inspection gap in the state
         self._last_snapshot = 0.0
         self._telemetry_topic = topics.telemetry(press_id)
+        # called with (seq, event) for every event written (the line-side screen's feed,
+        # collector/screen/); empty unless [screen] is configured
+        self.observers: list[Callable[[int, Event], None]] = []
 
     # -- driver sink -------------------------------------------------------------------
     def sink(self, event: DriverEvent) -> None:
@@ -232,7 +235,7 @@ class PressRuntime:
             result = CommandResult(False, decision.code, decision.message, [])
             self.reply(ts, decision.request_id, name, result)
             return result
-        result = self.workflow.on_command(ts, name, decision.data)
+        result = self.workflow.on_command(ts, name, decision.data, decision.auth["role"])
         for event in result.events:
             if event.kind == "command":  # the audit record says how it was authorised
                 event.body["auth"] = decision.auth
@@ -283,6 +286,8 @@ class PressRuntime:
             self.outbox.add(OutboxRow(self.press, EVENTS_STREAM, seq,
                                       self.topics.event(self.press, event.kind), payload,
                                       durable=event.durable))
+            for observe in self.observers:
+                observe(seq, event)
         self.stats["events"] += len(events)
         self._publish_state(ts, force=bool(events))
 

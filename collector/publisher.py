@@ -112,7 +112,8 @@ class Publisher:
                  connect_timeout_s: float = 10.0, replay_rate: float = 0.0,
                  command_topic: str | None = None,
                  on_command: Callable[[str, bytes], None] | None = None,
-                 live_streams: tuple[str, ...] = ("telemetry",)) -> None:
+                 live_streams: tuple[str, ...] = ("telemetry",),
+                 skip_streams: tuple[str, ...] = ()) -> None:
         if not 1 <= max_inflight <= 20000:
             raise ValueError("max_inflight must be 1..20000")
         self.outbox = outbox
@@ -153,6 +154,9 @@ class Publisher:
         self._retained_dirty: set[str] = set()
         # two lanes after a connect with a backlog (see the module docstring)
         self.live_streams = frozenset(live_streams)
+        # streams another output owns (Sparkplug: telemetry, collector/sparkplug/): never
+        # read here, never marked; give them no live lane either (live_streams=())
+        self.skip_streams = tuple(skip_streams)
         self._split = False  # three lanes active (else one cursor: self._cursor)
         self._live_cursor = 0  # highest live-stream id handed over (or skipped) by it
         self._live_fetched: deque[tuple[int, str, bytes]] = deque()
@@ -555,7 +559,10 @@ class Publisher:
         ``after`` < id <= ``hi``, a few windows at most, and the cursor after them: ``hi``
         when they are all there are, else the last id read."""
         n = self.max_inflight * FETCH_WINDOWS
-        if streams is None:
+        if streams is None and self.skip_streams:
+            rows = self.outbox.pending_streams(self.skip_streams, after, n, exclude=True,
+                                               upto=hi)
+        elif streams is None:
             rows = [r for r in self.outbox.pending(after, n) if r[0] <= hi]
         else:
             rows = self.outbox.pending_streams(streams, after, n, exclude=exclude, upto=hi)

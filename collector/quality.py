@@ -26,9 +26,21 @@ from collector.domain import Characteristic, Plan, SpcOptions
 
 @dataclass(frozen=True, slots=True)
 class CommandSpec:
-    cls: str  # 'production' | 'quality'
+    cls: str  # 'production' | 'quality': the role whose topic and allow-list it takes
     required: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()
+    # a command more than one role sends, each on its own role's topic and checked
+    # against that role's allow-list (confirm_first_article: production and quality);
+    # () = only ``cls``
+    other_roles: tuple[str, ...] = ()
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        return (self.cls, *self.other_roles)
+
+
+DISPOSITION_FIELDS = ("sorted_good", "reworked", "scrapped")  # release after a containment
+DISPOSITION_MAX = 10_000_000  # parts per containment: beyond is a typing error
 
 
 COMMON_FIELDS = ("request_id", "operator")
@@ -37,13 +49,16 @@ SETUP_COMMAND_REASONS = ("repair", "maintenance", "die_change", "material_change
 COMMANDS: dict[str, CommandSpec] = {
     "set_material": CommandSpec("production", (), ("lot", "heat")),
     "start_setup": CommandSpec("production", ("reason",), ("note",)),
-    "release": CommandSpec("quality", ("why",)),
+    "release": CommandSpec("quality", ("why",), (*DISPOSITION_FIELDS, "note")),
     "hold": CommandSpec("quality", ("why",)),
     "repeat_measurement": CommandSpec("production", ("reason",)),
     "start_first_article": CommandSpec("production", (), ("why",)),
     "start_last_piece": CommandSpec("production", (), ("why",)),
     "request_capability": CommandSpec("production", (), ("characteristic",)),
     "missed_check_reason": CommandSpec("production", ("reason",), ("due_id",)),
+    "acknowledge_alarm": CommandSpec("production", ("alarm",), ("note",)),
+    "confirm_first_article": CommandSpec("production", (), ("attempt", "note"),
+                                         other_roles=("quality",)),
 }
 ERROR_CODES = ("malformed", "unknown_command", "missing_field", "invalid_field",
                "not_allowed", "unauthorized")
@@ -59,9 +74,11 @@ class CommandError(Exception):
         self.message = message
 
 
-def validate_command(name: str, payload: Any, authorized: Mapping[str, tuple[str, ...]]
-                     ) -> dict[str, str]:
-    """The command's fields as stripped strings, or ``CommandError`` (state not checked)."""
+def validate_command(name: str, payload: Any, authorized: Mapping[str, tuple[str, ...]],
+                     role: str | None = None) -> tuple[dict[str, str], str]:
+    """The command's fields as stripped strings and the role it is sent as, or
+    ``CommandError`` (state not checked). ``role``: the role of the topic it came in on
+    (None: the command's own class); the operator must be in that role's allow-list."""
     if not isinstance(payload, Mapping):
         raise CommandError("malformed", "the payload must be a JSON object")
     spec = COMMANDS.get(name)
@@ -91,14 +108,18 @@ def validate_command(name: str, payload: Any, authorized: Mapping[str, tuple[str
     for key in (*COMMON_FIELDS, *spec.required):
         if key not in out:
             raise CommandError("missing_field", f"{key} is required for {name}")
-    ids = authorized.get(spec.cls, ())  # fail closed: no list, nobody (docs/security.md)
+    cls = spec.cls if role is None else role
+    if cls not in spec.roles:  # the gate refuses it first (wrong_topic); said again here
+        raise CommandError("unauthorized", f"{name} is not a {cls} command (roles: "
+                           f"{', '.join(spec.roles)})")
+    ids = authorized.get(cls, ())  # fail closed: no list, nobody (docs/security.md)
     if not ids:
-        raise CommandError("unauthorized", f"nobody may send {spec.cls} commands ({name}) "
-                           f"to this press: its [workflow.commands] {spec.cls} list is empty")
+        raise CommandError("unauthorized", f"nobody may send {cls} commands ({name}) "
+                           f"to this press: its [workflow.commands] {cls} list is empty")
     if "*" not in ids and out["operator"] not in ids:
         raise CommandError("unauthorized", f"operator {out['operator']!r} may not send "
-                           f"{spec.cls} commands ({name})")
-    return out
+                           f"{cls} commands ({name})")
+    return out, cls
 
 
 # --------------------------------------------------------------------------------------

@@ -175,6 +175,10 @@ def startup_problems(config: LoadedConfig) -> list[str]:
             step()
         except StartupError as exc:
             problems.append(str(exc))
+    if config.collector.screen.port:  # the line-side screen's accounts and certificate
+        from collector.screen import startup_problems as screen_problems
+
+        problems += screen_problems(config)
     return problems
 
 

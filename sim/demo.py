@@ -187,8 +187,11 @@ def format_event(p: dict[str, Any]) -> str:
         else:
             what = _fields(ev, 60)
         actions = ",".join(data.get("actions", [])) or "alarm only"
+        suspect = data.get("containment") or {}
+        span = (f"; suspect strokes {suspect.get('first_stroke')}..{suspect.get('last_stroke')}"
+                f" ({suspect.get('parts')} parts)" if suspect else "")
         detail = (f"{data.get('cause')} {data.get('characteristic') or ''}: {what} "
-                  f"-> {actions}")
+                  f"-> {actions}{span}")
     elif kind == "capability":
         detail = (f"{data.get('characteristic')} n={data.get('n')} Cp={_num(data.get('cp'))} "
                   f"Cpk={_num(data.get('cpk'))} Ppk={_num(data.get('ppk'))} "
@@ -314,11 +317,17 @@ class Operator:
         alarm = next(p for p in self.tap.history[mark:] if self._is("alarm", cause="rule")(p))
         if "hold" not in alarm["data"].get("actions", []):
             return
-        await self.tap.wait_for(self._is("state_change", to="hold"), mark)
+        hold = await self.tap.wait_for(self._is("state_change", to="hold"), mark)
         await self.pause(SORTING_S)
         release = {"request_id": f"demo-{self.press}-release", "operator": "Q7",
                    "why": "parts since the last good check sorted, die re-shimmed",
                    "issued_at": messages.iso_utc(time.time())}
+        suspect = hold.get("context", {}).get("containment")
+        if suspect is not None:  # the disposition of the suspect parts (docs/quality.md)
+            parts = suspect.get("parts") or 0
+            release.update(sorted_good=str(max(0, parts - 2)), reworked="1",
+                           scrapped=str(min(parts, 1)),
+                           note="counted when the hold came; later strokes at the sort")
         self.tap.client.publish(command_topic(self.tap.root, self.press, "release"),
                                 orjson.dumps(release), qos=1)
         await self.tap.wait_for(self._is("state_change", to="released"), mark)

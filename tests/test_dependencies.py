@@ -16,10 +16,11 @@ PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 LOCKS = {name: REPO / "requirements" / f"{name}.txt" for name in ("runtime", "dev", "build")}
 # The first release past the advisories listed in docs/security.md, "Dependencies".
 FLOORS = {"orjson": "3.9.15", "cryptography": "44.0.1", "asyncua": "1.1.6",
-          "pydantic": "2.4", "pyyaml": "5.4", "setuptools": "78.1.1", "pip": "25.3"}
+          "pydantic": "2.4", "pyyaml": "5.4", "setuptools": "78.1.1", "pip": "25.3",
+          "aiohttp": "3.14.1", "protobuf": "6.31.1"}
 # Imported by the code (collector/, drivers/, buffer/) -> must be declared, not inherited.
 IMPORTED = {"cryptography", "asyncua", "pymodbus", "paho-mqtt", "pydantic", "orjson",
-            "sqlite-utils", "pyserial", "pyserial-asyncio-fast"}
+            "sqlite-utils", "pyserial", "pyserial-asyncio-fast", "aiohttp", "protobuf"}
 
 
 def pins(path: Path) -> dict[str, tuple[Version, int]]:

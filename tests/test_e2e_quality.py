@@ -135,18 +135,46 @@ async def test_patrol_rule_alarm_hold_bad_commands_then_release_by_cli(
     assert line.daemon is not None and line.daemon.presses["p1"].workflow.state == "hold"
     assert line.events(press="p1", kind="command") == []
 
-    # quality release from the line PC
+    # the hold names the suspect range (issue 14): from the release to the rule signal
+    hold = await line.wait_event("p1", "state_change", to="hold")
+    suspect = alarm["data"]["containment"]
+    assert suspect == hold["context"]["containment"] | {
+        k: suspect[k] for k in ("last_stroke", "until", "parts")}
+    assert suspect["last_good"]["source"] == "release"  # no passing check since it
+    assert suspect["first_stroke"] is not None
+    assert suspect["parts"] == suspect["last_stroke"] - suspect["first_stroke"] >= 10
+
+    # quality release from the line PC: refused without the disposition, then given
     config_dir = cli_config(line, tmp_path)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "collector.cli", "cmd", "--config-dir", str(config_dir),
-        "--operator", "Q7", "p1", "release", "why=re-measured, process centred",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 0, err.decode()
-    assert orjson.loads(out)["ok"] is True
+
+    async def release(*fields: str) -> tuple[int, dict]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "collector.cli", "cmd", "--config-dir", str(config_dir),
+            "--operator", "Q7", "p1", "release", "why=re-measured, process centred",
+            *fields, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+        assert proc.returncode in (0, 1), err.decode()
+        return proc.returncode, orjson.loads(out)
+
+    code, answer = await release()
+    assert code == 1 and answer["error"]["code"] == "missing_field"
+    assert hold["context"]["containment"]["id"] in answer["error"]["message"]
+    code, answer = await release("sorted_good=7", "reworked=2", "scrapped=1",
+                                 "note=the bin held 10 parts, the rest were on the belt")
+    assert code == 0 and answer["ok"] is True, answer
     audit = await line.wait_event("p1", "command", command="release")
     assert audit["data"]["operator"] == "Q7"
-    assert audit["data"]["fields"] == {"why": "re-measured, process centred"}
+    assert audit["data"]["fields"] == {
+        "why": "re-measured, process centred", "sorted_good": "7", "reworked": "2",
+        "scrapped": "1", "note": "the bin held 10 parts, the rest were on the belt"}
+    closed = audit["data"]["effect"]["containment"]
+    assert closed["id"] == suspect["id"] and closed["first_stroke"] == suspect["first_stroke"]
+    assert closed["last_stroke"] >= suspect["last_stroke"]  # strokes on hold are suspect
+    assert closed["disposition"] == answer["effect"]["disposition"] == {
+        "sorted_good": 7, "reworked": 2, "scrapped": 1, "accounted": 10,
+        "suspect_parts": closed["parts"],
+        "note": "the bin held 10 parts, the rest were on the belt"}
+    assert "containment" not in audit["context"]  # closed by this release
     await line.wait_event("p1", "state_change", to="released", after=audit["seq"] - 1)
     assert audit["context"]["operator"] == "Q7"
     assert line.sub is not None  # everything but the (partly malformed) commands we sent

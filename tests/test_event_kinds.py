@@ -16,7 +16,7 @@ import pytest
 from collector import event_kinds, messages
 from collector.contract import load_schemas, validate_message
 from collector.workflow import EVENT_KINDS, PressWorkflow
-from tests.support.workflow_story import PLANS, SETTINGS, feed, story
+from tests.support.workflow_story import PLANS, SETTINGS, feed, joint_story, story
 
 SCHEMAS = load_schemas()
 ROOT = "plant/press-shop"
@@ -83,8 +83,10 @@ def test_every_event_of_the_story_fits_its_type_and_schema() -> None:
     seen: set[str] = set()
     topics = messages.Topics(ROOT, "line-pc-1")
     extra = [["gauge", 1_800_000_000.0, "g9", 2, "garbage", "mm", "p1/gauge/x", False, None]]
-    for i, step in enumerate(story() + extra):
-        for e in feed(wf, step):
+    joint = PressWorkflow("p1", SETTINGS, PLANS["A"])  # sign-off and containment
+    runs = [(wf, step) for step in story() + extra] + [(joint, s) for s in joint_story()]
+    for i, (w, step) in enumerate(runs):
+        for e in feed(w, step):
             if e.kind == "_cmd_result":
                 continue
             seen.add(e.kind)

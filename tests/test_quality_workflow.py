@@ -126,11 +126,17 @@ def test_out_of_tolerance_alarm_holds_and_starts_100_percent_until_release() -> 
     refused = p.cmd("release", operator="OP1", why="checked")
     assert (refused.ok, refused.code) == (False, "unauthorized")
     assert p.wf.state == "hold"
-    result = p.cmd("release", why="sorted 40 parts, all good")
+    # the hold opened a containment: the release carries the disposition (issue 14)
+    missing = p.cmd("release", why="sorted")
+    assert (missing.ok, missing.code) == (False, "missing_field")
+    assert "sorted_good, reworked, scrapped missing" in missing.message
+    result = p.cmd("release", why="sorted 40 parts, all good", sorted_good="0",
+                   reworked="0", scrapped="0")
     assert result.ok and kinds(result.events) == ["command", "state_change"]
     audit = result.events[0]
     assert audit.body["operator"] == "Q7"
-    assert audit.body["fields"] == {"why": "sorted 40 parts, all good"}
+    assert audit.body["fields"] == {"why": "sorted 40 parts, all good", "sorted_good": "0",
+                                    "reworked": "0", "scrapped": "0"}
     assert audit.body["effect"]["ended_inspection_100"] is True
     assert p.wf.state == "released" and p.wf.context()["inspection_100"] is False
     assert p.wf.context()["operator"] == "Q7"

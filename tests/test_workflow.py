@@ -995,10 +995,13 @@ def test_every_event_is_durable_json_and_stamped_with_the_input_time() -> None:
             assert e.kind in EVENT_KINDS
             json.dumps(e.body, allow_nan=False)
             json.dumps(e.context, allow_nan=False)
-            assert set(e.context) == {
+            # containment / confirmations only while one is open (issue 14)
+            assert set(e.context) - {"containment"} == {
                 "part_number", "plan_revision", "die_id", "material_lot", "heat_number",
                 "stroke_count", "state", "first_article_attempt", "unreleased_strokes",
                 "phase", "inspection_100", "unmeasured_pieces", "operator"}
+            if "containment" in e.context:  # the failing C1 value held the press
+                assert e.context["containment"]["characteristics"] == ["C1"]
             all_kinds.add(e.kind)
             if e.kind == "setup":
                 assert set(e.body["reasons"]) <= set(SETUP_REASONS)

@@ -48,9 +48,12 @@ PLANS = {
         _char("I2", "25000", "24900", None, unit="um"),
     )),
     "E": Plan("E", "1", ()),
+    # issue 14: joint sign-off (and a critical class that holds: containment)
+    "JOINT": Plan("JOINT", "1", (_char("J1", "2.00", "1.95", "2.05", gauge="g1"),),
+                  first_article_confirm_roles=("production", "quality")),
 }
 
-PARTS = [None, "", " 4711-A ", "4711-A", "ONE", "IN", "E", "NOPLAN"]
+PARTS = [None, "", " 4711-A ", "4711-A", "ONE", "IN", "E", "NOPLAN", "JOINT", "JOINT"]
 IDS = [None, "", "D1", "D2", 1, 1.0, " D1 "]
 LOTS = [None, "", "L1", "L2"]
 BOOLS = [None, False, True, 0, 1, "1", "false", "maybe"]
@@ -73,13 +76,16 @@ class WorkflowMachine(RuleBasedStateMachine):
                 part=st.sampled_from(PARTS), setup_mode=st.sampled_from(BOOLS))
     def start(self, hold: bool, long_stop: float, part: Any, setup_mode: Any) -> None:
         self.settings = WorkflowSettings(long_stop_s=long_stop, stopped_after_s=10.0,
-                                         hold_on_measurement_fail=hold)
+                                         hold_on_measurement_fail=hold,
+                                         authorized={"production": ("*",),
+                                                     "quality": ("Q7", "Q8")})
         self.wf = PressWorkflow("p1", self.settings, PLANS)
         self.roles = {"part_number": part, "die_id": "D1", "material_lot": "L1",
                       "heat_number": "H1", "setup_mode": setup_mode, "repair": False,
                       "stroke_count": self.count}
         self.seen_state = self.wf.state
         self.verified = False
+        self.signed = False  # a sign_off since the last setup (plans with confirm roles)
         self.last_attempt = 0
         self.last_unreleased = 0
 
@@ -104,6 +110,7 @@ class WorkflowMachine(RuleBasedStateMachine):
             json.dumps(e.body, allow_nan=False)
             json.dumps(e.context, allow_nan=False)
             assert e.context["unreleased_strokes"] >= 0
+            self.check_issue14(e, events[:i])
             if e.kind == "setup":
                 had_setup = True
                 assert e.body["reasons"]
@@ -111,7 +118,10 @@ class WorkflowMachine(RuleBasedStateMachine):
                 assert len(set(e.body["reasons"])) == len(e.body["reasons"])
                 assert e.context["first_article_attempt"] == 0
                 self.verified = False
+                self.signed = False
                 self.last_attempt = 0
+            elif e.kind == "sign_off":
+                self.signed = True
             elif e.kind == "first_article":
                 assert e.body["attempt"] == self.last_attempt + 1
                 self.last_attempt = e.body["attempt"]
@@ -132,9 +142,18 @@ class WorkflowMachine(RuleBasedStateMachine):
                         assert e.body["cause"] == "first_article_pass"
                         assert events[i - 1].kind == "first_article"
                         assert events[i - 1].body["verdict"] == "pass"
+                        assert "confirm_roles" not in events[i - 1].body
+                    elif e.body["from"] == "awaiting_confirmation":
+                        assert e.body["cause"] == "confirmed"
+                        assert events[i - 1].kind == "sign_off"
+                    elif e.body["from"] == "hold":
+                        assert e.body["cause"] == "quality_release"
+                        self.verified = True  # quality's word after a containment
                     else:
                         assert e.body["from"] in ("stopped", "offline")
                     assert self.verified
+                    if PLANS.get(str(e.context["part_number"])) is PLANS["JOINT"]:
+                        assert self.signed  # never released without the joint sign-off
                 if e.body["to"] == "hold":
                     self.verified = False
             if e.context["state"] in ("first_article",):
@@ -144,6 +163,30 @@ class WorkflowMachine(RuleBasedStateMachine):
         if not had_setup:
             assert unreleased >= self.last_unreleased
         self.last_unreleased = unreleased
+
+    def check_issue14(self, e: Event, before: list[Event]) -> None:
+        """Containment and sign-off: ranges add up, a hold by a failing value or a
+        reaction names its range, a sign-off names every role once, by different people."""
+        for where in (e.body.get("containment"), e.context.get("containment")):
+            if where is None:
+                continue
+            first, last = where["first_stroke"], where["last_stroke"]
+            if first is not None and last is not None:
+                assert where["parts"] == last - first >= 0
+            else:
+                assert where["parts"] is None
+        if e.kind == "state_change" and e.body["cause"] in ("measurement_fail",
+                                                           "reaction_hold"):
+            assert e.context["containment"]["id"] is not None
+        if e.kind == "sign_off":
+            roles = [c["role"] for c in e.body["confirmations"]]
+            people = [c["operator"] for c in e.body["confirmations"]]
+            assert sorted(roles) == sorted(e.body["required"])
+            assert len(set(people)) == len(people)
+        if e.context["state"] == "awaiting_confirmation":  # the sign-off: none pending
+            assert bool(e.context["confirmations"]["pending"]) != (e.kind == "sign_off")
+        elif e.kind != "sign_off" and e.context["state"] != "offline":  # offline: kept
+            assert "confirmations" not in e.context
 
     # ---- rules -----------------------------------------------------------------------
 
@@ -205,6 +248,38 @@ class WorkflowMachine(RuleBasedStateMachine):
     def connection(self, dt: float, online: bool, reason: str) -> None:
         self.ts += dt
         self.feed("on_connection", online, reason)
+
+    @rule(dt=dts, name=st.sampled_from(["confirm_first_article", "confirm_first_article",
+                                        "release", "hold", "start_first_article"]),
+          role=st.sampled_from([None, "production", "quality"]),
+          operator=st.sampled_from(["OP1", "Q7", "Q8"]),
+          counts=st.one_of(st.none(), st.tuples(*[st.integers(0, 40)] * 3)))
+    def command(self, dt: float, name: str, role: str | None, operator: str,
+                counts: tuple[int, int, int] | None) -> None:
+        """Issue 14's commands: confirmations by any role and person, releases with and
+        without a disposition."""
+        self.ts += dt
+        payload: dict[str, Any] = {"request_id": f"r{self.ts}", "operator": operator,
+                                   "why": "x"}
+        if name == "confirm_first_article":
+            del payload["why"]
+        if name == "release" and counts is not None:
+            payload.update(sorted_good=counts[0], reworked=counts[1], scrapped=counts[2],
+                           note="prop")
+        open_before = self.wf.containment.open is not None
+        result = self.wf.on_command(self.ts, name, payload, role)
+        if self.twin is not None:
+            twin = self.twin.on_command(self.ts, name, dict(payload), role)
+            assert (twin.ok, twin.code, twin.events) == (result.ok, result.code,
+                                                         result.events)
+            assert self.twin.snapshot() == self.wf.snapshot()
+        if result.ok and name == "release" and open_before:
+            assert counts is not None  # a containment is released with its disposition
+            assert result.effect is not None and result.effect["containment"][
+                "disposition"]["accounted"] == sum(counts)
+        if not result.ok:
+            assert result.events == []
+        self.check(result.events)
 
     @rule()
     def restart(self) -> None:
@@ -282,7 +357,7 @@ def test_garbage_inputs_never_raise(steps: list[Any]) -> None:
                      "first_article", "quality",
                      # version 2 sections
                      "machine", "setup", "counter", "spc", "patrol", "inspection_100",
-                     "last_piece", "operator_log"]),
+                     "last_piece", "operator_log", "containment", "sign_off"]),
     st.one_of(anything, st.sampled_from([1, 2, "p1", *STATES]),
               st.dictionaries(st.text(max_size=12), anything, max_size=3))))
 def test_restore_of_any_snapshot_never_raises(snap: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ Chart = Literal["i_mr", "xbar_r", "xbar_s"]
 LimitsSource = Literal["baseline", "fixed"]
 ReactionAction = Literal["hold", "inspection_100"]
 NelsonRule = Literal[1, 2, 3, 4, 5, 6, 7, 8]
+ConfirmRole = Literal["production", "quality"]  # the command roles (topics, allow-lists)
 
 
 class SpcConfig(ConfigModel):
@@ -94,6 +95,18 @@ class FirstArticleConfig(ConfigModel):
 
     sample_size: int = Field(1, ge=1, le=50, description="Pieces measured (every "
                              "characteristic) per first article.")
+    confirm_roles: list[ConfirmRole] = Field(
+        default_factory=list, description="Joint setup verification: the roles that must "
+        "each confirm a passing first article (command `confirm_first_article` on the "
+        "role's topic, by an operator of that role's allow-list, a different operator "
+        "per role) before the press is released; [] = released as soon as it passes.")
+
+    @model_validator(mode="after")
+    def _check(self) -> FirstArticleConfig:
+        if len(set(self.confirm_roles)) != len(self.confirm_roles):
+            raise_problems([(("confirm_roles",),
+                             f"{show(self.confirm_roles)} names a role twice")])
+        return self
 
 
 class PatrolConfig(ConfigModel):
@@ -296,6 +309,7 @@ def to_plan(plan: PlanConfig) -> domain.Plan:
     return domain.Plan(part_number=plan.part_number, revision=plan.revision,
                        characteristics=tuple(chars), description=plan.description,
                        first_article_sample_size=plan.first_article.sample_size,
+                       first_article_confirm_roles=tuple(plan.first_article.confirm_roles),
                        patrol_every_strokes=plan.patrol.every_strokes,
                        patrol_every_min=plan.patrol.every_min,
                        overdue_grace_min=plan.patrol.grace_min,

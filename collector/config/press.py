@@ -74,13 +74,15 @@ class CommandsConfig(ConfigModel):
     Operator ids allowed per command class; "*" = any non-empty operator id; an empty
     list (the default) refuses every command of that class (fail closed).
     production: set_material, start_setup, start_first_article, start_last_piece,
-    repeat_measurement, request_capability, missed_check_reason; quality: release, hold.
+    repeat_measurement, request_capability, missed_check_reason, acknowledge_alarm;
+    quality: release, hold.
     """
 
     production: list[str] = Field(default_factory=list, description="Operator ids allowed "
                                   "to give production commands (set_material, start_setup, "
                                   "start_first_article, start_last_piece, repeat_measurement, "
-                                  "request_capability, missed_check_reason); `\"*\"` = any; "
+                                  "request_capability, missed_check_reason, "
+                                  "acknowledge_alarm); `\"*\"` = any; "
                                   "[] = none (fail closed).")
     quality: list[str] = Field(default_factory=list, description="Operator ids allowed to "
                                "give quality commands (release, hold); `\"*\"` = any; [] = "

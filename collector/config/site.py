@@ -192,11 +192,102 @@ class TelemetryConfig(ConfigModel):
                           "tag's own keys thin it out); false = buffer only.")
 
 
+class SparkplugConfig(ConfigModel):
+    """``[sparkplug]``: telemetry as Sparkplug B 3.0 for a SCADA (docs/sparkplug.md);
+    events, command replies, alarms and the retained state keep their JSON topics."""
+
+    enabled: bool = Field(False, description="true: the telemetry goes out as Sparkplug B "
+                          "(NBIRTH / DBIRTH / DDATA / DDEATH, one device per press) on its own "
+                          "connection to the `[broker]`, not as JSON on `.../telemetry`.")
+    group_id: str = Field("", description="Sparkplug group id (`spBv1.0/{group_id}/...`); "
+                          "required when enabled. 1..64 letters, digits, `_`, `-`, `.`.")
+    edge_node_id: str = Field("", description="Sparkplug edge node id; \"\" = the host id "
+                              "(`site.host_id`, else the hostname). 1..64 letters, digits, "
+                              "`_`, `-`, `.`.")
+    primary_host_id: str = Field("", description="The SCADA's primary host application id: "
+                                 "births and data wait until its `spBv1.0/STATE/{id}` says "
+                                 "online, and stop (NDEATH) when it says offline, the buffer "
+                                 "keeping the telemetry meanwhile; \"\" = publish whenever "
+                                 "connected.")
+
+    @field_validator("group_id", "edge_node_id", "primary_host_id")
+    @classmethod
+    def _sparkplug_id(cls, value: str) -> str:
+        problem = value and mqtt_names.topic_level_problem(value, show(value))
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> SparkplugConfig:
+        if self.enabled and not self.group_id:
+            raise_problems([(("group_id",), "required when enabled = true (the Sparkplug "
+                              "group this line PC belongs to, e.g. the plant or area)")])
+        return self
+
+
 class MetricsConfig(ConfigModel):
     """``[metrics]``: health (JSON) and Prometheus metrics (docs/telemetry-and-health.md)."""
 
     port: int = Field(0, ge=0, le=65535, description="`127.0.0.1:port` serves `/health` "
                       "(JSON) and `/metrics` (Prometheus text); 0 = off.")
+
+
+SCREEN_ACTIONS = ("acknowledge_alarm", "start_last_piece", "repeat_measurement")
+
+
+class ScreenConfig(ConfigModel):
+    """``[screen]``: the line-side screen, a web page for a touch screen beside the press
+    (docs/operators.md); its operator actions and their accounts in docs/security.md."""
+
+    port: int = Field(0, ge=0, le=65535, description="TCP port of the screen's web page "
+                      "(`http://bind:port/`); 0 = off (the web library is then not even "
+                      "imported).")
+    bind: str = Field("127.0.0.1", min_length=1, description="Address the page is served "
+                      "on: `127.0.0.1` for a browser on this PC; the PC's own address (or "
+                      "`0.0.0.0`) for a panel on the network, which needs `tls_cert` / "
+                      "`tls_key` (or `allow_plaintext`) when `actions` are on.")
+    lang: Literal["en", "zh"] = Field("en", description="Language when neither the page "
+                                      "address (`?lang=en` / `?lang=zh`) nor the browser's "
+                                      "languages choose one: English or Simplified Chinese.")
+    actions: list[Literal["acknowledge_alarm", "start_last_piece", "repeat_measurement"]] = \
+        Field(default_factory=list, description="Operator actions offered on the page, "
+              "each an ordinary command through the press's command checks "
+              "(`[workflow.commands]`); [] = read-only. Needs `accounts_file`.")
+    accounts_file: str = Field("", description="File of the screen's accounts (name, "
+                               "operator id, role, presses, scrypt password hash; made with "
+                               "`press-collector screen-account`). Relative: looked up like "
+                               "`broker.password_file`. Required with `actions`.")
+    session_idle_min: float = Field(10.0, gt=0, le=1440, description="A signed-in account "
+                                    "is signed out after this many minutes without an "
+                                    "action (a shared screen must not keep the last "
+                                    "person's identity).")
+    tls_cert: str = Field("", description="Server certificate (PEM) for HTTPS; together "
+                          "with `tls_key`. Relative: looked up like `broker.password_file`.")
+    tls_key: str = Field("", description="Private key (PEM) of `tls_cert`.")
+    allow_plaintext: bool = Field(False, description="true allows `actions` over plain HTTP "
+                                  "on an address other than this machine: passwords and "
+                                  "session cookies cross the network in clear.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ScreenConfig:
+        problems: list[tuple[tuple[str, ...], str]] = []
+        if bool(self.tls_cert) != bool(self.tls_key):
+            missing = "tls_key" if self.tls_cert else "tls_cert"
+            problems.append(((missing,), f"required with "
+                             f"{'tls_cert' if self.tls_cert else 'tls_key'} (HTTPS needs the "
+                             "certificate and its private key)"))
+        if self.actions and not self.accounts_file:
+            problems.append((("accounts_file",), "required with actions (who may act: make "
+                             "the file with `press-collector screen-account`; or set "
+                             "actions = [] for a read-only screen)"))
+        if self.actions and self.port and not self.tls_cert and not self.allow_plaintext \
+                and not is_loopback(self.bind):
+            problems.append((("tls_cert",), f"required: actions on {show(self.bind)} (not "
+                             "only this machine) would send passwords in clear (add tls_cert "
+                             "and tls_key; or set screen.allow_plaintext = true)"))
+        raise_problems(problems)
+        return self
 
 
 class CollectorConfig(ConfigModel):
@@ -211,5 +302,16 @@ class CollectorConfig(ConfigModel):
                                        description="`[telemetry]`: raw tag values on or off.")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="`[metrics]`: "
                                    "health and metrics endpoint.")
+    screen: ScreenConfig = Field(default_factory=ScreenConfig, description="`[screen]`: "
+                                 "the line-side screen (web page).")
+    sparkplug: SparkplugConfig = Field(default_factory=SparkplugConfig,
+                                       description="`[sparkplug]`: telemetry as Sparkplug B.")
+
+    @model_validator(mode="after")
+    def _sparkplug_needs_telemetry(self) -> CollectorConfig:
+        if self.sparkplug.enabled and not self.telemetry.publish:
+            raise_problems([(("sparkplug", "enabled"), "needs telemetry.publish = true (the "
+                              "Sparkplug DDATA messages are the published telemetry)")])
+        return self
 
 

@@ -14,8 +14,10 @@ Where the values come from (the message contract, collector/schemas):
   reason ``job_start``, and ``state_change`` into ``hold`` and out of it to ``released``
   - become event codes (:data:`CATALOGUE`) on the *next value of every characteristic*
   on that press, so each characteristic's chart shows the marker where its values
-  change. Process events are taken whatever part they name: a job change to part P is
-  news for P's next values.
+  change. Issue 14 added the containment (a hold names its suspect range in the code's
+  detail; a ``release`` command that closed a containment is code 112 with the
+  disposition) and the joint sign-off (``sign_off``, code 113). Process events are
+  taken whatever part they name: a job change to part P is news for P's next values.
 
 Each value carries the context of its event (part, plan revision, die, material lot,
 heat, stroke count, phase, operator of the last accepted command) and its gauge.
@@ -42,7 +44,8 @@ EVENTS_STREAM = "events"
 COLLECTOR_PRESS = "_collector"
 _PREFIX = b'{"schema":"press-collector/'
 _KINDS = {b"measurement", b"first_article", b"annotation", b"setup", b"state_change",
-          b"command"}
+          b"command", b"sign_off"}
+_COMMANDS = (b'"repeat_measurement"', b'"release"')  # the commands an export reads
 
 # The event catalogue: name -> (code, text). Codes are stable (documented in
 # docs/quality.md, "Exports"); a plant enters the same catalogue in its Q-DAS database
@@ -58,6 +61,8 @@ CATALOGUE: dict[str, tuple[int, str]] = {
     "plan_change": (107, "measurement plan revision change"),
     "hold": (110, "press put on hold"),
     "release": (111, "quality release from hold"),
+    "containment_disposition": (112, "suspect parts released with their disposition"),
+    "sign_off": (113, "first article confirmed by every role (joint sign-off)"),
 }
 
 
@@ -212,7 +217,7 @@ def press_measurements(path: Path, press: str, part: str | None, start: str | No
         kind = _kind(payload)
         if kind not in _KINDS:
             continue
-        if kind == b"command" and b'"repeat_measurement"' not in payload:
+        if kind == b"command" and not any(c in payload for c in _COMMANDS):
             continue
         try:
             doc = orjson.loads(payload)
@@ -237,36 +242,72 @@ def press_measurements(path: Path, press: str, part: str | None, start: str | No
                 if wanted(m):
                     yield m
             st.event_done()
-        elif kind == b"command":
+        elif kind == b"command" and data.get("command") == "repeat_measurement":
             voided = (data.get("effect") or {}).get("voided") or {}
             held = st.held
             if (voided.get("kind") == "patrol" and held is not None
                     and voided.get("reading_id") == held.reading_id):
                 held.voided = True
-        else:
-            code = _process_code(kind, data)
+        elif kind != b"command" or data.get("command") == "release":
+            code = _process_code(kind, data, doc.get("context") or {})
             if code is not None:
                 st.generation += 1
                 st.codes.append((st.generation, replace(code, ts=doc.get("ts", ""))))
     yield from release()
 
 
-def _process_code(kind: bytes, data: dict[str, Any]) -> EventCode | None:
+def _process_code(kind: bytes, data: dict[str, Any], ctx: dict[str, Any]
+                  ) -> EventCode | None:
     name = None
+    detail = ""
     if kind == b"annotation":
         name = data.get("type")
     elif kind == b"setup" and "job_start" in (data.get("reasons") or ()):
         name = "job_start"
     elif kind == b"state_change":
+        detail = str(data.get("cause") or "")
         if data.get("to") == "hold":
             name = "hold"
+            suspect = ctx.get("containment")
+            if isinstance(suspect, dict) and data.get("cause") in ("measurement_fail",
+                                                                   "reaction_hold"):
+                detail = f"{detail}; suspect {suspect_text(suspect)}"
         elif data.get("from") == "hold" and data.get("to") == "released":
             name = "release"
+    elif kind == b"command":  # a release that closed a containment
+        closed = (data.get("effect") or {}).get("containment")
+        if isinstance(closed, dict):
+            name, detail = "containment_disposition", disposition_text(closed)
+    elif kind == b"sign_off":
+        name = "sign_off"
+        detail = "attempt {} confirmed by {}".format(data.get("attempt"), ", ".join(
+            f"{c.get('role')} {c.get('operator')}" for c in data.get("confirmations") or ()
+            if isinstance(c, dict)))
     if name not in CATALOGUE:
         return None
-    detail = _detail(data) if kind in (b"annotation", b"setup") else \
-        str(data.get("cause") or "")
+    if kind in (b"annotation", b"setup"):
+        detail = _detail(data)
     return EventCode(CATALOGUE[name][0], name, "", detail)
+
+
+def suspect_text(c: dict[str, Any]) -> str:
+    """``C1 strokes 10..36 (26 parts)`` (times when there is no stroke counter)."""
+    chars = ",".join(str(x) for x in c.get("characteristics") or ())
+    if c.get("parts") is not None:
+        span = f"strokes {c.get('first_stroke')}..{c.get('last_stroke')} ({c['parts']} parts)"
+    else:
+        since = iso_utc(c["since"]) if isinstance(c.get("since"), int | float) else "?"
+        until = iso_utc(c["until"]) if isinstance(c.get("until"), int | float) else "?"
+        span = f"{since}..{until}"
+    return f"{chars} {span}".strip()
+
+
+def disposition_text(c: dict[str, Any]) -> str:
+    """The closed containment and what became of its parts, for K0009 / the CSV."""
+    d = c.get("disposition") or {}
+    text = (f"{c.get('id')} {suspect_text(c)}: good {d.get('sorted_good')}, reworked "
+            f"{d.get('reworked')}, scrapped {d.get('scrapped')}")
+    return f"{text} ({d['note']})" if d.get("note") else text
 
 
 def measurements(path: Path, part: str | None = None, start: str | None = None,

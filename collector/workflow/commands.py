@@ -21,7 +21,15 @@ from collector.domain import Event, Plan
 from collector.quality import COMMANDS, CommandError
 from collector.workflow import patrol, setup
 from collector.workflow.codec import Record
-from collector.workflow.kernel import FIRST_ARTICLE, HOLD, OFFLINE, RELEASED, STOPPED
+from collector.workflow.kernel import (
+    AWAITING_CONFIRMATION,
+    FIRST_ARTICLE,
+    HOLD,
+    OFFLINE,
+    RELEASED,
+    STOPPED,
+)
+from collector.workflow.sign_off import Confirmation
 
 if TYPE_CHECKING:
     from collector.workflow.core import PressWorkflow
@@ -72,23 +80,26 @@ class Applied:
     changes: list[Event] = field(default_factory=list)
 
 
-Handler = Callable[["PressWorkflow", float, dict[str, str], str, "Plan | None"], Applied]
+# (workflow, ts, fields, state before, plan, role of the command's topic)
+Handler = Callable[["PressWorkflow", float, dict[str, str], str, "Plan | None", str], Applied]
 
 
-def run(wf: PressWorkflow, ts: float, name: str, payload: Any) -> CommandResult:
-    """Validate and apply a command. Refused: an error code, and nothing changed."""
+def run(wf: PressWorkflow, ts: float, name: str, payload: Any,
+        role: str | None = None) -> CommandResult:
+    """Validate and apply a command. Refused: an error code, and nothing changed.
+    ``role``: the role of its topic (None: the command's own class)."""
     try:
-        fields = quality.validate_command(name, payload, wf.settings.authorized)
+        fields, role = quality.validate_command(name, payload, wf.settings.authorized, role)
         state = wf.state
         if state == OFFLINE:
             raise refuse(wf, name, "the press is offline")
         pre = wf.sync_plan(ts)
-        done = HANDLERS[name](wf, ts, fields, state, wf.plan())
+        done = HANDLERS[name](wf, ts, fields, state, wf.plan(), role)
     except CommandError as exc:
         return CommandResult(False, exc.code, exc.message, [])
     audit = wf.event("command", ts, {
         "request_id": fields["request_id"], "command": name, "operator": fields["operator"],
-        "class": COMMANDS[name].cls, "fields": {k: v for k, v in fields.items()
+        "class": role, "fields": {k: v for k, v in fields.items()
                                                 if k not in quality.COMMON_FIELDS},
         "state_before": state, "effect": done.effect})
     return CommandResult(True, None, "ok", [*pre, audit, *done.after, *done.changes],
@@ -105,7 +116,7 @@ _MATERIAL = (("lot", "material_lot"), ("heat", "heat_number"))
 
 
 def _set_material(wf: PressWorkflow, ts: float, f: dict[str, str], state: str,
-                  plan: Plan | None) -> Applied:
+                  plan: Plan | None, role: str) -> Applied:
     if "lot" not in f and "heat" not in f:
         raise CommandError("missing_field", "set_material needs lot and/or heat")
     for key, role in _MATERIAL:
@@ -127,7 +138,7 @@ def _set_material(wf: PressWorkflow, ts: float, f: dict[str, str], state: str,
 
 
 def _start_setup(wf: PressWorkflow, ts: float, f: dict[str, str], state: str,
-                 plan: Plan | None) -> Applied:
+                 plan: Plan | None, role: str) -> Applied:
     reason = f["reason"]
     if reason not in quality.SETUP_COMMAND_REASONS:
         raise CommandError("invalid_field", f"reason {reason!r} is not allowed "
@@ -139,36 +150,135 @@ def _start_setup(wf: PressWorkflow, ts: float, f: dict[str, str], state: str,
 
 
 def _release(wf: PressWorkflow, ts: float, f: dict[str, str], state: str,
-             plan: Plan | None) -> Applied:
-    if state != HOLD and not wf.inspection.on:
-        raise refuse(wf, "release", "nothing to release (not on hold, no 100 % inspection)")
+             plan: Plan | None, role: str) -> Applied:
+    """The quality release: of the press from hold, of the 100 % inspection mode, and of
+    an open containment (the suspect parts, with their disposition)."""
+    open_containment = wf.containment.open is not None
+    if state != HOLD and not wf.inspection.on and not open_containment:
+        raise refuse(wf, "release", "nothing to release (not on hold, no 100 % "
+                                    "inspection, no open containment)")
     fa = wf.first_article
     if state == HOLD and (fa.unreleased > 0 and fa.attempt == 0):
         raise refuse(wf, "release", "no first article yet since the setup")
-    effect = {"from_state": state, "ended_inspection_100": wf.inspection.on,
-              "inspection_100": wf.inspection.totals(
-                  wf.plan(), wf.settings.inspection_100_max_unmeasured)}
+    if state == HOLD and plan is not None and plan.first_article_confirm_roles \
+            and not wf.sign_off.verified:
+        raise refuse(wf, "release", "the setup is not verified: plan "
+                     f"{plan.part_number} rev {plan.revision} asks "
+                     f"{' and '.join(plan.first_article_confirm_roles)} to confirm a "
+                     "passing first article (measure one, then confirm_first_article)")
+    disposition = _disposition(wf, f)
+    effect: dict[str, Any] = {
+        "from_state": state, "ended_inspection_100": wf.inspection.on,
+        "inspection_100": wf.inspection.totals(
+            wf.plan(), wf.settings.inspection_100_max_unmeasured)}
     wf.log.operator = f["operator"]
     wf.inspection.end()
+    closed = wf.containment.close(wf, ts)
+    if closed is not None:
+        closed["disposition"] = disposition
+    effect["containment"] = closed
+    effect["disposition"] = disposition
     changes: list[Event] = []
     if state == HOLD:
         wf.append(changes, wf.go(ts, "quality_release"))
-        wf.patrol.restart_clock(wf.counter.count, ts)
+        wf.production_released(ts)
     return Applied(effect, changes=changes)
 
 
-def _hold(wf: PressWorkflow, ts: float, f: dict[str, str], state: str,
-          plan: Plan | None) -> Applied:
-    if state not in (RELEASED, STOPPED):
-        raise refuse(wf, "hold", "only released production can be put on hold")
+def _count(f: dict[str, str], key: str) -> int:
+    text = f[key]
+    if not text.isascii() or not text.isdigit() or int(text) > quality.DISPOSITION_MAX:
+        raise CommandError("invalid_field", f"{key} must be a whole number of parts "
+                           f"0..{quality.DISPOSITION_MAX} (got {text!r})")
+    return int(text)
+
+
+def _disposition(wf: PressWorkflow, f: dict[str, str]) -> dict[str, Any] | None:
+    """The disposition of the suspect parts: required when a containment is open, all
+    three counts together, and accounting for every suspect part unless ``note`` says
+    why not. ``CommandError`` names what is missing and the range."""
+    given = [k for k in quality.DISPOSITION_FIELDS if k in f]
+    view = wf.containment.view(wf)
+    if view is None and not given:
+        return None
+    missing = [k for k in quality.DISPOSITION_FIELDS if k not in f]
+    if missing:
+        if view is not None:
+            where = (f"strokes {view['first_stroke']}..{view['last_stroke']}, "
+                     f"{view['parts']} parts" if view["parts"] is not None
+                     else "no stroke counter: count the parts held since the last "
+                          "passing check")
+            why = (f"release after containment {view['id']} ({where}; "
+                   f"{', '.join(view['characteristics'])}) needs the disposition")
+        else:
+            why = "a disposition needs all three counts"
+        raise CommandError("missing_field", f"{why}: {', '.join(missing)} missing "
+                           f"(fields {', '.join(quality.DISPOSITION_FIELDS)}: parts sorted "
+                           "good, reworked, scrapped; note when they do not add up to "
+                           "the suspect parts)")
+    counts = {k: _count(f, k) for k in quality.DISPOSITION_FIELDS}
+    accounted = sum(counts.values())
+    parts = view["parts"] if view is not None else None
+    if view is not None and parts is not None and accounted != parts and "note" not in f:
+        raise CommandError("invalid_field", f"the disposition accounts for {accounted} of "
+                           f"the {parts} suspect parts (strokes {view['first_stroke']}.."
+                           f"{view['last_stroke']}): correct the counts or say in note "
+                           "where the difference is")
+    return {**counts, "accounted": accounted, "suspect_parts": parts,
+            "note": f.get("note")}
+
+
+def _confirm_first_article(wf: PressWorkflow, ts: float, f: dict[str, str], state: str,
+                           plan: Plan | None, role: str) -> Applied:
+    """One role's confirmation of a passing first article (joint setup verification,
+    ``collector.workflow.sign_off``); the last one releases the press."""
+    name = "confirm_first_article"
+    r = wf.sign_off.open
+    if state != AWAITING_CONFIRMATION or r is None:
+        raise refuse(wf, name, "no first article waits for confirmation")
+    if "attempt" in f and f["attempt"] != str(r.attempt):
+        raise CommandError("invalid_field", f"attempt {f['attempt']!r} is not the first "
+                           f"article waiting for confirmation (attempt {r.attempt})")
+    if role not in r.roles:
+        raise refuse(wf, name, f"the plan asks {' and '.join(r.roles)} to confirm, "
+                               f"not {role}")
+    for c in r.received:
+        if c.role == role:
+            raise refuse(wf, name, f"{role} confirmed already ({c.operator})")
+        if c.operator == f["operator"]:
+            raise refuse(wf, name, f"{c.operator} confirmed for {c.role} already: the "
+                                   f"joint verification needs another person for {role}")
     wf.log.operator = f["operator"]
+    r.received.append(Confirmation(role, f["operator"], ts, f["request_id"], f.get("note")))
+    pending = r.pending()
+    effect = {"attempt": r.attempt, "role": role,
+              "confirmed": [c.role for c in r.received], "pending": pending}
+    if pending:
+        return Applied(effect)
+    body = {"attempt": r.attempt, "part_number": r.part_number,
+            "plan_revision": r.plan_revision, "judged_ts": r.judged_ts,
+            "required": list(r.roles), "confirmations": [c.body() for c in r.received]}
+    after = [wf.event("sign_off", ts, body)]  # its context still shows the round
+    wf.production_released(ts)  # the round is done: the state_change no longer shows it
+    changes: list[Event] = []
+    wf.append(changes, wf.go(ts, "confirmed"))
+    return Applied(effect, after, changes)
+
+
+def _hold(wf: PressWorkflow, ts: float, f: dict[str, str], state: str,
+          plan: Plan | None, role: str) -> Applied:
+    if state not in (RELEASED, STOPPED, AWAITING_CONFIRMATION):
+        raise refuse(wf, "hold", "only released production (or a first article waiting "
+                                 "for confirmation) can be put on hold")
+    wf.log.operator = f["operator"]
+    wf.sign_off.open = None  # quality refused to confirm: measure again
     changes: list[Event] = []
     wf.append(changes, wf.go(ts, "hold_command"))
     return Applied({"from_state": state}, changes=changes)
 
 
 def _repeat_measurement(wf: PressWorkflow, ts: float, f: dict[str, str], state: str,
-                        plan: Plan | None) -> Applied:
+                        plan: Plan | None, role: str) -> Applied:
     """Void the last value: out of every statistic (the event log keeps it)."""
     name = "repeat_measurement"
     last = wf.log.last
@@ -179,6 +289,9 @@ def _repeat_measurement(wf: PressWorkflow, ts: float, f: dict[str, str], state: 
             raise refuse(wf, name, "the measurement belongs to an earlier run")
         st = wf.spc.chars.get(last.characteristic)
         if st is not None:
+            sid = next((sid for sid, g in st.groups[-1:]
+                        if any(rid == last.reading_id for rid, _ in g)), None)
+            wf.containment.void(last.characteristic, last.reading_id, sid)
             st.void(last.reading_id)
         if last.inspection_100:
             wf.inspection.void(last.characteristic)
@@ -201,7 +314,7 @@ def _repeat_measurement(wf: PressWorkflow, ts: float, f: dict[str, str], state: 
 
 
 def _missed_check_reason(wf: PressWorkflow, ts: float, f: dict[str, str], state: str,
-                         plan: Plan | None) -> Applied:
+                         plan: Plan | None, role: str) -> Applied:
     """Attach the operator's reason to a missed check (``due_id``, default the last)."""
     name = "missed_check_reason"
     missed = wf.patrol.missed
@@ -224,11 +337,12 @@ def _missed_check_reason(wf: PressWorkflow, ts: float, f: dict[str, str], state:
 
 
 def _start_first_article(wf: PressWorkflow, ts: float, f: dict[str, str], state: str,
-                         plan: Plan | None) -> Applied:
-    if state not in (RELEASED, STOPPED, HOLD) or plan is None:
+                         plan: Plan | None, role: str) -> Applied:
+    if state not in (RELEASED, STOPPED, HOLD, AWAITING_CONFIRMATION) or plan is None:
         raise refuse(wf, "start_first_article", "a first article is already pending or "
                                                 "there is no plan")
     wf.log.operator = f["operator"]
+    wf.sign_off.open = None  # measured again: the waiting one is not confirmed
     wf.last_piece.open = None
     wf.patrol.due = None
     changes: list[Event] = []
@@ -237,7 +351,7 @@ def _start_first_article(wf: PressWorkflow, ts: float, f: dict[str, str], state:
 
 
 def _start_last_piece(wf: PressWorkflow, ts: float, f: dict[str, str], state: str,
-                      plan: Plan | None) -> Applied:
+                      plan: Plan | None, role: str) -> Applied:
     if state not in (RELEASED, STOPPED, HOLD) or plan is None:
         raise refuse(wf, "start_last_piece", "the last piece is measured at the end of a "
                                              "released run")
@@ -250,7 +364,7 @@ def _start_last_piece(wf: PressWorkflow, ts: float, f: dict[str, str], state: st
 
 
 def _request_capability(wf: PressWorkflow, ts: float, f: dict[str, str], state: str,
-                        plan: Plan | None) -> Applied:
+                        plan: Plan | None, role: str) -> Applied:
     if plan is None:
         raise refuse(wf, "request_capability", "no plan for the current part")
     wanted = f.get("characteristic")
@@ -271,6 +385,22 @@ def _request_capability(wf: PressWorkflow, ts: float, f: dict[str, str], state: 
     return Applied({"characteristics": [c.id for c in chars]}, after, changes)
 
 
+def _acknowledge_alarm(wf: PressWorkflow, ts: float, f: dict[str, str], state: str,
+                       plan: Plan | None, role: str) -> Applied:
+    """Somebody at the press has seen an alarm (the line-side screen, or any terminal):
+    recorded, nothing else changes. ``alarm`` is the alarm event's reference
+    ``{press}/events/{seq}`` (its envelope's press, stream and seq); the workflow does
+    not keep alarms, so it checks the form, and the screen checks that it knows it."""
+    ref = f["alarm"]
+    prefix = f"{wf.press_id}/events/"
+    seq = ref[len(prefix):]
+    if not ref.startswith(prefix) or not (seq.isascii() and seq.isdigit()) or len(seq) > 19:
+        raise CommandError("invalid_field", f"alarm {ref!r} is not an alarm reference of "
+                           f"this press ({prefix}<seq>)")
+    wf.log.operator = f["operator"]
+    return Applied({"alarm": ref, "note": f.get("note")})
+
+
 HANDLERS: dict[str, Handler] = {
     "set_material": _set_material,
     "start_setup": _start_setup,
@@ -281,5 +411,7 @@ HANDLERS: dict[str, Handler] = {
     "start_last_piece": _start_last_piece,
     "request_capability": _request_capability,
     "missed_check_reason": _missed_check_reason,
+    "acknowledge_alarm": _acknowledge_alarm,
+    "confirm_first_article": _confirm_first_article,
 }
 assert set(HANDLERS) == set(COMMANDS), "every command in the spec has its handler"

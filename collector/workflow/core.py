@@ -16,10 +16,12 @@ from collector.domain import Event, GaugeReading, Plan, WorkflowSettings
 from collector.tolerance import UnitError, parse_value
 from collector.workflow import commands, patrol, setup, snapshot
 from collector.workflow.commands import CommandResult, OperatorLog
+from collector.workflow.containment import Containment
 from collector.workflow.counter import StrokeCounter
 from collector.workflow.first_article import FirstArticle
 from collector.workflow.inspection import Inspection100
 from collector.workflow.kernel import (
+    AWAITING_CONFIRMATION,
     FIRST_ARTICLE,
     HOLD,
     OFFLINE,
@@ -34,6 +36,7 @@ from collector.workflow.patrol import Patrol, SpcPhase, plan_key
 from collector.workflow.routing import result as judged
 from collector.workflow.routing import route
 from collector.workflow.setup import SetupDetection
+from collector.workflow.sign_off import SignOff
 from collector.workflow.values import IDS, reading, to_id
 from drivers.gauge.records import flag_verdict
 
@@ -65,6 +68,8 @@ class PressWorkflow:
         self.inspection = Inspection100()
         self.last_piece = LastPiece()
         self.log = OperatorLog()
+        self.containment = Containment()
+        self.sign_off = SignOff()
 
     def set_plans(self, plans: Mapping[str, Plan]) -> None:
         """New plans while running (SIGHUP). A changed revision of the running part's plan
@@ -82,9 +87,12 @@ class PressWorkflow:
         return None if part is None else self._plans.get(part)
 
     def context(self) -> dict[str, Any]:
+        """What every event carries; ``containment`` (an open containment: its suspect
+        range and what caused it) and ``confirmations`` (a first article waiting for its
+        joint sign-off) only while there is one, so other events stay as they were."""
         plan = self.plan()
         ids = self.setup.ids
-        return {
+        out = {
             "part_number": ids["part_number"],
             "plan_revision": plan.revision if plan is not None else None,
             "die_id": ids["die_id"],
@@ -99,6 +107,13 @@ class PressWorkflow:
             "unmeasured_pieces": self.unmeasured_pieces(),
             "operator": self.log.operator,
         }
+        containment = self.containment.view(self)
+        if containment is not None:
+            out["containment"] = containment
+        confirmations = self.sign_off.context()
+        if confirmations is not None:
+            out["confirmations"] = confirmations
+        return out
 
     def unmeasured_pieces(self) -> int | None:
         """Strokes of released production under 100 % inspection not yet matched by a
@@ -121,6 +136,16 @@ class PressWorkflow:
         if target in (FIRST_ARTICLE, RELEASED, HOLD):
             self.setup.open = None  # verification under way or done: the setup is closed
         return self.event("state_change", ts, {"from": source, "to": target, "cause": trigger})
+
+    def production_released(self, ts: float) -> None:
+        """Production is released (first article pass, joint sign-off, quality release):
+        the patrol counts from here, the containment base moves here, the setup counts
+        as verified."""
+        count = self.counter.count
+        self.patrol.restart_clock(count, ts)
+        self.containment.released(count, ts)
+        self.sign_off.open = None
+        self.sign_off.verified = True
 
     @staticmethod
     def append(events: list[Event], event: Event | None) -> None:
@@ -275,6 +300,10 @@ class PressWorkflow:
         if state in (OFFLINE, SETUP):
             return [self._unassigned(r, f"state:{state}",
                                      f"readings are not taken in state {state}")]
+        if state == AWAITING_CONFIRMATION:
+            return [self._unassigned(r, f"state:{state}", "the first article passed and "
+                                     "waits for its confirmations (confirm_first_article); "
+                                     "start_first_article measures it again")]
         return self.sync_plan(r.ts) + self._take(r)
 
     def _unassigned(self, r: GaugeReading, reason: str, detail: str) -> Event:
@@ -338,10 +367,12 @@ class PressWorkflow:
             return []
         return self.sync_plan(ts) + self.patrol.clock(self, ts)
 
-    def on_command(self, ts: float, name: str, payload: Any) -> CommandResult:
-        """Validate and apply a command (``collector.workflow.commands``). Refused: an
-        error code, and nothing changed."""
-        return commands.run(self, ts, name, payload)
+    def on_command(self, ts: float, name: str, payload: Any,
+                   role: str | None = None) -> CommandResult:
+        """Validate and apply a command (``collector.workflow.commands``). ``role``: the
+        role of the topic it came in on (the gate checked it is one the command allows);
+        None = the command's own class. Refused: an error code, and nothing changed."""
+        return commands.run(self, ts, name, payload, role)
 
     # ---- snapshot / restore ------------------------------------------------------
 

@@ -77,12 +77,18 @@ class FirstArticle(Record):
         verdict = "pass" if all(r["verdict"] == "pass" for r in results) else "fail"
         self.open = None
         wf.log.last = None
-        change = wf.go(ts, "first_article_pass" if verdict == "pass" else "first_article_fail")
+        confirm = list(plan.first_article_confirm_roles) if verdict == "pass" else []
+        if confirm:  # joint setup verification: released when every role confirmed
+            wf.sign_off.begin(plan, fa.attempt, ts)
+            change = wf.go(ts, "first_article_pass_to_confirm")
+        else:
+            change = wf.go(ts, "first_article_pass" if verdict == "pass"
+                           else "first_article_fail")
         wf.patrol.position = -1
-        if verdict == "pass":
-            wf.patrol.restart_clock(wf.counter.count, ts)
+        if verdict == "pass" and not confirm:
+            wf.production_released(ts)
         comparison = wf.last_piece.compare(wf, ts, plan, fa.attempt, results)
-        events.append(wf.event("first_article", ts, {
+        body: dict[str, Any] = {
             "attempt": fa.attempt,
             "verdict": verdict,
             "results": results,
@@ -90,7 +96,10 @@ class FirstArticle(Record):
                                          if r["verdict"] != "pass")),
             "unreleased_strokes": self.unreleased,
             "started_ts": fa.started_ts,
-        }))
+        }
+        if confirm:
+            body["confirm_roles"] = confirm
+        events.append(wf.event("first_article", ts, body))
         events += comparison
         wf.append(events, change)
         return events

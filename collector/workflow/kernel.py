@@ -24,10 +24,12 @@ STOPPED = "stopped"
 SETUP = "setup"
 AWAITING_FIRST_ARTICLE = "awaiting_first_article"
 FIRST_ARTICLE = "first_article"
+AWAITING_CONFIRMATION = "awaiting_confirmation"
 RELEASED = "released"
 HOLD = "hold"
 assert set(STATES) == {
-    OFFLINE, STOPPED, SETUP, AWAITING_FIRST_ARTICLE, FIRST_ARTICLE, RELEASED, HOLD,
+    OFFLINE, STOPPED, SETUP, AWAITING_FIRST_ARTICLE, FIRST_ARTICLE, AWAITING_CONFIRMATION,
+    RELEASED, HOLD,
 }
 
 PREVIOUS = "(previous)"  # target of 'reconnect': the state the press was in before offline
@@ -62,6 +64,12 @@ TRANSITIONS: tuple[Transition, ...] = (
                "every characteristic in tolerance"),
     Transition(FIRST_ARTICLE, "first_article_fail", HOLD,
                "a characteristic out of tolerance"),
+    Transition(FIRST_ARTICLE, "first_article_pass_to_confirm", AWAITING_CONFIRMATION,
+               "every characteristic in tolerance; the plan's roles confirm it"),
+    Transition(AWAITING_CONFIRMATION, "confirmed", RELEASED,
+               "every required role confirmed the first article"),
+    Transition(AWAITING_CONFIRMATION, "hold_command", HOLD,
+               "hold command (quality) instead of a confirmation"),
     Transition(RELEASED, "measurement_fail", HOLD,
                "patrol value out of tolerance and hold_on_measurement_fail"),
     Transition(STOPPED, "measurement_fail", HOLD,
@@ -73,7 +81,8 @@ TRANSITIONS: tuple[Transition, ...] = (
     Transition(STOPPED, "hold_command", HOLD, "hold command (quality)"),
     Transition(HOLD, "quality_release", RELEASED, "release command (quality)"),
     *(Transition(s, "first_article_command", AWAITING_FIRST_ARTICLE,
-                 "start_first_article command") for s in (RELEASED, STOPPED, HOLD)),
+                 "start_first_article command")
+      for s in (RELEASED, STOPPED, HOLD, AWAITING_CONFIRMATION)),
     Transition(STOPPED, "stroke", RELEASED, "a stroke within long_stop_s"),
     *(Transition(s, "disconnect", OFFLINE, "PLC connection lost") for s in ONLINE_STATES),
     Transition(OFFLINE, "reconnect", PREVIOUS,
@@ -97,7 +106,7 @@ ANNOTATIONS = {"job_change": "job_change", "die_change": "die_change",
 ANNOTATION_TYPES = (*ANNOTATIONS.values(), "plan_change")
 
 UNASSIGNED_REASONS = (
-    *(f"state:{s}" for s in (OFFLINE, SETUP)),
+    *(f"state:{s}" for s in (OFFLINE, SETUP, AWAITING_CONFIRMATION)),
     "no_plan", "empty_plan", "invalid_value", "no_matching_characteristic", "unknown_unit",
 )
 

@@ -19,6 +19,7 @@ from collector.domain import Characteristic, Event, Plan
 from collector.quality import CharSpc
 from collector.workflow import codec
 from collector.workflow.codec import Record, want
+from collector.workflow.containment import EVERYTHING, subgroup_order
 from collector.workflow.kernel import HOLD, RELEASED, STOPPED
 
 if TYPE_CHECKING:
@@ -177,16 +178,21 @@ def measurement(wf: PressWorkflow, ts: float, plan: Plan, index: int,
     changes: list[Event] = []
     actions: list[str] = []
     counted = wf.inspection.measured(wf, ts, char.id)  # a piece under 100 % inspection
-    if result["verdict"] == "fail" and wf.settings.hold_on_measurement_fail:
-        wf.append(changes, wf.go(ts, "measurement_fail"))
+    failed = result["verdict"] == "fail"
+    # the suspect range since the last passing check, taken before this value counts
+    suspect = wf.containment.suspect(wf, ts, char.id, "out_of_tolerance") if failed else None
+    wf.containment.value(char.id, result["reading_id"], failed)
+    if suspect is not None and wf.settings.hold_on_measurement_fail:
+        wf.containment.hold(wf, ts, suspect, [result["reading_id"]])  # before the move:
+        wf.append(changes, wf.go(ts, "measurement_fail"))  # its context names the range
         actions.append("hold")
     alarms: list[dict[str, Any]] = []
-    if result["verdict"] == "fail":
+    if suspect is not None:
         alarms.append(react(wf, ts, plan, char, "out_of_tolerance", {
             "value": result["value"], "nominal": result["nominal"], "lsl": result["lsl"],
             "usl": result["usl"], "unit": result["unit"],
             "deviation": result["deviation"]}, [result["reading_id"]], changes,
-            applied=list(actions)))  # hold_on_measurement_fail's hold is this alarm's
+            applied=list(actions), suspect=suspect))  # hold_on_measurement_fail's hold
         actions += [a for a in alarms[-1]["actions"] if a not in actions]
     spc_state = wf.spc.chars.get(char.id)
     records: list[tuple[str, dict[str, Any]]] = []
@@ -198,13 +204,17 @@ def measurement(wf: PressWorkflow, ts: float, plan: Plan, index: int,
         subgroup = {"id": sid, "position": position, "size": spc_state.n}
         if done is not None:
             records += _on_subgroup(wf, ts, plan, char, spc_state, done, changes, alarms)
+            wf.containment.check_done(char.id, sid, wf.counter.count, ts,
+                                      signalled=bool(done.violations))
     wf.log.measured("patrol", char.id, result, inspection_100=counted)
     action = ("hold_and_inspection_100" if {"hold", "inspection_100"} <= set(actions)
               else actions[0] if actions else "none")
-    events = [wf.event("measurement", ts, {
-        **result, "stroke_count": wf.counter.count, "action": action,
-        "subgroup": subgroup, "phase": wf.spc.phase, "due_id": due_id,
-        "purpose": "inspection_100" if wf.inspection.on else "patrol"})]
+    body = {**result, "stroke_count": wf.counter.count, "action": action,
+            "subgroup": subgroup, "phase": wf.spc.phase, "due_id": due_id,
+            "purpose": "inspection_100" if wf.inspection.on else "patrol"}
+    if suspect is not None:
+        body["containment"] = suspect
+    events = [wf.event("measurement", ts, body)]
     events += [wf.event("alarm", ts, a) for a in alarms]
     events += [wf.event(kind, ts, body) for kind, body in records]
     if subgroup is not None and subgroup["position"] == subgroup["size"]:
@@ -260,22 +270,46 @@ def capability(wf: PressWorkflow, ts: float, plan: Plan, char: Characteristic,
 
 def react(wf: PressWorkflow, ts: float, plan: Plan, char: Characteristic, cause: str,
           evidence: dict[str, Any], reading_ids: list[str | None], changes: list[Event],
-          applied: list[str] | None = None) -> dict[str, Any]:
+          applied: list[str] | None = None,
+          suspect: dict[str, Any] | None = None) -> dict[str, Any]:
     """Apply the class's reaction plan for ``cause``; the alarm body. ``applied``:
     actions the same input already took for this cause (the press option
-    ``hold_on_measurement_fail``): the alarm lists every action it caused."""
+    ``hold_on_measurement_fail``): the alarm lists every action it caused.
+    ``suspect``: the failing value's range (out of tolerance); an alarm that holds the
+    press names its range (``collector.workflow.containment``) and opens or widens the
+    containment before the move, so the ``state_change`` carries it too."""
     wanted = getattr(plan.reaction(char.char_class), cause)
     applied = list(applied or [])
-    if "hold" in applied:
-        pass
-    elif "hold" in wanted and wf.state in (RELEASED, STOPPED):
+    holds = "hold" not in applied and "hold" in wanted and wf.state in (
+        RELEASED, STOPPED, HOLD)
+    if holds or "hold" in applied:
+        if suspect is None:
+            suspect = wf.containment.suspect(wf, ts, char.id, cause,
+                                             _window_start(cause, evidence))
+        if holds:
+            wf.containment.hold(wf, ts, suspect, list(reading_ids))
+    if holds and wf.state in (RELEASED, STOPPED):
         wf.append(changes, wf.go(ts, "reaction_hold"))
         applied.append("hold")
-    elif "hold" in wanted and wf.state == HOLD:
+    elif holds:
         applied.append("hold")  # already on hold (an earlier alarm of this input)
     if "inspection_100" in wanted:
         wf.inspection.start(ts)
         applied.append("inspection_100")
-    return {"cause": cause, "characteristic": char.id, "name": char.name,
+    body = {"cause": cause, "characteristic": char.id, "name": char.name,
             "char_class": char.char_class, "actions": applied, "evidence": evidence,
             "reading_ids": list(reading_ids), "phase": wf.spc.phase}
+    if suspect is not None:
+        body["containment"] = suspect
+    return body
+
+
+def _window_start(cause: str, evidence: dict[str, Any]) -> tuple[int, int]:
+    """Where the suspect range of an alarm starts looking back from: a rule signal at the
+    first subgroup of its window; low capability (every value of the phase) at the
+    release."""
+    if cause == "rule":
+        sids = [sid for v in evidence.get("rules", ()) for sid in v.get("subgroups", ())]
+        if sids:
+            return min(subgroup_order(sid) for sid in sids)
+    return EVERYTHING

@@ -137,6 +137,7 @@ def start(wf: PressWorkflow, ts: float, reasons: list[str], old: dict[str, str |
     discarded = fa.open
     previous_unreleased, previous_attempt = fa.unreleased, fa.attempt
     fa.restart()
+    wf.sign_off.restart()  # a new setup is verified (and confirmed) afresh
     wf.patrol.position = -1
     wf.new_phase()
     wf.patrol.due = None

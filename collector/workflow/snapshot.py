@@ -4,7 +4,14 @@ Version 2 (issue 13)::
 
     {"version": 2, "press_id": "p1", "machine": {...}, "setup": {...},
      "counter": {...}, "first_article": {...}, "spc": {...}, "patrol": {...},
-     "inspection_100": {...}, "last_piece": {...}, "operator_log": {...}}
+     "inspection_100": {...}, "last_piece": {...}, "operator_log": {...},
+     "sign_off": {...}, "containment": {...}}
+
+``sign_off`` and ``containment`` came with issue 14 (joint sign-off, containment); a
+version 2 snapshot without them (and a version 1 one) loads them fresh: no containment
+open, the setup counted as verified. A malformed ``sign_off`` while the press waits for
+confirmations sends it back to ``awaiting_first_article`` (measured and confirmed again:
+never released without them).
 
 Inside a section the keys are the component's field names (``codec.Record``). Version 1
 (one hand-written dict, until 2026-12-05) is still read (``collector/workflow/legacy.py``),
@@ -27,13 +34,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from collector.workflow import legacy
+from collector.workflow import containment, legacy, sign_off
 from collector.workflow.codec import BadSnapshot, want
 from collector.workflow.commands import OperatorLog
 from collector.workflow.counter import StrokeCounter
 from collector.workflow.first_article import FirstArticle
 from collector.workflow.inspection import Inspection100
-from collector.workflow.kernel import AWAITING_FIRST_ARTICLE, FIRST_ARTICLE, OFFLINE, Machine
+from collector.workflow.kernel import (
+    AWAITING_CONFIRMATION,
+    AWAITING_FIRST_ARTICLE,
+    FIRST_ARTICLE,
+    OFFLINE,
+    Machine,
+)
 from collector.workflow.last_piece import LastPiece
 from collector.workflow.patrol import Patrol, SpcPhase
 from collector.workflow.setup import SetupDetection
@@ -53,9 +66,14 @@ QUALITY = (("spc", "spc"), ("patrol", "patrol"), ("inspection_100", "inspection"
            ("last_piece", "last_piece"), ("operator_log", "log"))
 
 
+# sections added later (issue 14) without a new version: a snapshot without them loads
+# them fresh (no containment open, the setup counted as verified)
+ADDED = (("sign_off", "sign_off"), ("containment", "containment"))
+
+
 def dump(wf: PressWorkflow) -> dict[str, Any]:
     out: dict[str, Any] = {"version": VERSION, "press_id": wf.press_id}
-    for section, attr in (*CORE, *QUALITY):
+    for section, attr in (*CORE, *QUALITY, *ADDED):
         out[section] = getattr(wf, attr).dump()
     return out
 
@@ -92,9 +110,21 @@ def _load(wf: PressWorkflow, snap: Mapping[str, Any]) -> None:
         parts = (Inspection100(), LastPiece(), OperatorLog())
     wf.spc, wf.patrol = spc, patrol
     wf.inspection, wf.last_piece, wf.log = parts
-    if machine.effective == FIRST_ARTICLE and plan is None:
-        # measuring a first article whose part has no plan any more: wait for one
+    try:
+        wf.containment = containment.load(snap.get("containment"))
+    except MALFORMED:  # a quality part: fresh (no containment open)
+        wf.containment = containment.Containment()
+    try:
+        wf.sign_off = sign_off.load(snap.get("sign_off"))
+    except MALFORMED:
+        wf.sign_off = sign_off.SignOff(verified=False)
+    unconfirmed = machine.effective == AWAITING_CONFIRMATION and wf.sign_off.open is None
+    if (machine.effective == FIRST_ARTICLE and plan is None) or unconfirmed:
+        # measuring a first article whose part has no plan any more, or one waiting for
+        # confirmations nobody can tell any more: wait for a (new) first article
         if machine.state == OFFLINE:
             machine.previous = AWAITING_FIRST_ARTICLE
         else:
             machine.state = AWAITING_FIRST_ARTICLE
+    if machine.effective != AWAITING_CONFIRMATION:
+        wf.sign_off.open = None

@@ -8,10 +8,11 @@ from collector import messages
 from collector.quality import COMMANDS
 
 
-def command_topic(root: str, press: str, name: str) -> str:
-    """``{root}/{press}/cmd/{role}/{name}``; an unknown name goes to the production topic."""
+def command_topic(root: str, press: str, name: str, role: str | None = None) -> str:
+    """``{root}/{press}/cmd/{role}/{name}``; an unknown name goes to the production topic;
+    ``role`` for a command several roles send (confirm_first_article)."""
     spec = COMMANDS.get(name)
-    return f"{root}/{press}/cmd/{spec.cls if spec else 'production'}/{name}"
+    return f"{root}/{press}/cmd/{role or (spec.cls if spec else 'production')}/{name}"
 
 
 def issued(ts: float | None = None) -> str:

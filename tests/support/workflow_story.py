@@ -11,7 +11,7 @@ ever with the code whose snapshot format it is meant to pin).
 Steps are plain JSON lists so that the fixture can carry them:
 ``["poll", ts, roles]``, ``["gauge", ts, gauge, channel, value, unit, reading_id,
 calibration_overdue, flag]``, ``["conn", ts, online, reason]``,
-``["cmd", ts, name, payload]``, ``["tick", ts]``, ``["plans", ts, plan_key]``.
+``["cmd", ts, name, payload(, role)]``, ``["tick", ts]``, ``["plans", ts, plan_key]``.
 """
 
 from __future__ import annotations
@@ -48,13 +48,20 @@ def _plan(revision: str) -> Plan:
         subgroup_size=2, capability_every=3, capability_min_values=4, reactions=_REACT)
 
 
+# joint setup verification (issue 14): production and quality confirm the first article
+JOINT = Plan("JOINT", "1", (
+    Characteristic("J1", "j", D("2.00"), D("1.95"), D("2.05"), gauge="g1",
+                   char_class="critical"),),
+    first_article_confirm_roles=("production", "quality"),
+    reactions={"critical": Reaction(out_of_tolerance=("hold",))})
+
 PLANS: dict[str, dict[str, Plan]] = {
     "A": {PART: _plan("A"), "ONE": Plan("ONE", "1", (
         Characteristic("K1", "k", D("1.000"), D("0.990"), D("1.010")),),
-        first_article_sample_size=2)},
+        first_article_sample_size=2), "JOINT": JOINT},
     "B": {PART: _plan("B"), "ONE": Plan("ONE", "1", (
         Characteristic("K1", "k", D("1.000"), D("0.990"), D("1.010")),),
-        first_article_sample_size=2)},
+        first_article_sample_size=2), "JOINT": JOINT},
 }
 
 SETTINGS = WorkflowSettings(
@@ -135,7 +142,8 @@ def story() -> list[list[Any]]:
     gauge("g1", "10.002")
     gauge("g2", "5.02")
     cmd("request_capability")
-    cmd("release", why="capable again")      # ends 100 %
+    cmd("release", why="capable again",     # ends 100 %, closes the containment
+        sorted_good="9", reworked="0", scrapped="1", note="counted at the sort station")
     cmd("hold", why="audit")
     cmd("release", why="audit done")
     cmd("start_last_piece")
@@ -161,6 +169,42 @@ def story() -> list[list[Any]]:
     return steps
 
 
+def joint_story() -> list[list[Any]]:
+    """Issue 14 on part JOINT: a first article confirmed by production and quality, a
+    failing patrol value that holds the press (containment) and the release with its
+    disposition."""
+    t = 1_766_000_000.0
+    roles: dict[str, Any] = {"part_number": "JOINT", "die_id": "J", "material_lot": "L1",
+                             "stroke_count": 100}
+    steps: list[list[Any]] = []
+
+    def at(dt: float = 1.0) -> float:
+        nonlocal t
+        t += dt
+        return t
+
+    def poll(**changes: Any) -> None:
+        roles.update(changes)
+        steps.append(["poll", at(), dict(roles)])
+
+    def cmd(name: str, role: str | None = None, **payload: Any) -> None:
+        payload.setdefault("request_id", f"joint-{len(steps)}")
+        steps.append(["cmd", at(), name, payload, *([role] if role else [])])
+
+    poll()
+    steps.append(["gauge", at(), "g1", None, "2.01", "mm", "j/1", False, None])
+    cmd("confirm_first_article", "production", operator="OP1")
+    cmd("confirm_first_article", "quality", operator="Q7", note="record signed")
+    poll(stroke_count=150)
+    steps.append(["gauge", at(), "g1", None, "2.00", "mm", "j/2", False, None])
+    poll(stroke_count=180)
+    steps.append(["gauge", at(), "g1", None, "2.09", "mm", "j/3", False, None])
+    poll(stroke_count=185)  # stamped on hold: suspect too
+    cmd("release", operator="Q7", why="sorted", sorted_good="33", reworked="1",
+        scrapped="1")
+    return steps
+
+
 def feed(wf: Any, step: list[Any]) -> list[Event]:
     """One step into a workflow (``plans`` steps swap the plans)."""
     kind, ts = step[0], step[1]
@@ -172,8 +216,8 @@ def feed(wf: Any, step: list[Any]) -> list[Event]:
                            calibration_overdue=overdue, flag=flag)
     if kind == "conn":
         return wf.on_connection(ts, step[2], step[3])
-    if kind == "cmd":
-        result = wf.on_command(ts, step[2], step[3])
+    if kind == "cmd":  # ["cmd", ts, name, payload(, role)]
+        result = wf.on_command(ts, step[2], step[3], *step[4:5])
         return [Event("_cmd_result", ts, {"ok": result.ok, "code": result.code,
                                           "message": result.message,
                                           "effect": result.effect}, {}), *result.events]
