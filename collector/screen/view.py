@@ -326,9 +326,13 @@ def _next_steps(view: dict[str, Any], plan: Plan | None) -> list[dict[str, Any]]
                           "why": hold.get("why")})
         else:
             alarm = hold.get("alarm") or {}
+            # the workflow's suspect range when it has one (since the last good check of
+            # that characteristic), else everything since the release
+            containment = view["containment"] or {}
+            parts = containment.get("parts")
             steps.append({"code": "hold_reaction", "cause": alarm.get("cause"),
                           "characteristic": alarm.get("characteristic"),
-                          "strokes": view["strokes_since_release"]})
+                          "strokes": view["strokes_since_release"] if parts is None else parts})
     if view["containment"] is not None:
         steps.append({"code": "containment"})
     if view["confirmations"] is not None:

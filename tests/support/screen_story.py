@@ -185,7 +185,13 @@ async def story(line: Line, page: Page, url: str) -> AsyncIterator[str]:
     await page.click("#dialog-ok")
     await page.wait("li.alarm.rule.acked")
     yield "acknowledged"
-    send(line, "release", "Q7", why="sorted 20 parts, punch 2 reground")
+    # the hold opened a containment: the screen names the suspect parts to isolate, and
+    # the release after it carries their disposition (issue 14, containment)
+    await page.wait("#containment .kv.parts dd")
+    parts = int(await page.text("#containment .kv.parts dd"))
+    assert parts > 0
+    send(line, "release", "Q7", why="punch 2 reground", sorted_good=str(parts),
+         reworked="0", scrapped="0", note="the strokes made while on hold were sorted too")
     await page.wait("body.state-released")
     yield "released"
     line.sims["p1"].set_die(8)  # a die change: new setup, new phase

@@ -120,27 +120,63 @@
     } else banner("hold-banner", null);
     const i = v.inspection_100;
     banner("i100-banner", i ? t("i100.banner", {unmeasured: i.unmeasured_pieces, max: i.max_unmeasured}) : null);
-    renderExtra("containment", v.containment);
-    renderExtra("confirmations", v.confirmations);
+    renderContainment(v.containment);
+    renderConfirmations(v.confirmations);
     const n = v.notice;
     banner("notice", n ? t("notice.unassigned", {value: n.value, unit: n.unit || "", gauge: n.gauge,
       reason: texts["reason." + n.reason] ? t("reason." + n.reason) : (n.detail || n.reason)}) : null);
   }
 
-  function renderExtra(id, data) {
+  function panel(id, data) {
     const e = $(id);
-    if (!data) { e.hidden = true; clear(e); return; }
+    if (!data) { e.hidden = true; clear(e); return null; }
     e.hidden = false;
     clear(e).appendChild(h("strong", {}, t(id + ".title")));
+    return e;
+  }
+  function kv(key, label, value) {
+    return h("div", {class: "kv " + key}, h("dt", {}, label),
+             h("dd", {}, value === null || value === undefined ? "—" : String(value)));
+  }
+
+  /* the suspect range of an open containment: what to isolate, from when, why */
+  function renderContainment(c) {
+    const e = panel("containment", c);
+    if (!e) return;
     const dl = h("dl", {});
-    for (const [k, val] of Object.entries(data)) {
-      let shown = val;
-      if (typeof val === "number" && /(_ts|^since|^until)$/.test(k)) shown = clock(val);
-      else if (val !== null && typeof val === "object") shown = JSON.stringify(val);
-      dl.appendChild(h("div", {class: "kv " + k}, h("dt", {}, k.replace(/_/g, " ")),
-                       h("dd", {}, shown === null ? "—" : String(shown))));
-    }
+    dl.appendChild(kv("parts", t("containment.parts"), c.parts));
+    dl.appendChild(kv("strokes", t("containment.strokes"),
+                      (c.first_stroke ?? "—") + " – " + (c.last_stroke ?? "—") +
+                      (c.range_open ? " " + t("containment.growing") : "")));
+    dl.appendChild(kv("since", t("containment.since"), clock(c.since) + " – " +
+                      (c.range_open ? t("containment.now") : clock(c.until))));
+    dl.appendChild(kv("characteristics", t("containment.characteristics"),
+                      (c.characteristics || []).join(", ")));
+    dl.appendChild(kv("causes", t("containment.causes"),
+                      (c.causes || []).map((x) => t("cause." + x)).join(", ")));
+    const good = c.last_good;
+    dl.appendChild(kv("last_good", t("containment.last_good"),
+                      good && good.source ? t("containment.good." + (good.source || "release"),
+                               {subgroup: good.subgroup || "", time: clock(c.since)})
+                           : t("containment.good.none")));
     e.appendChild(dl);
+    e.appendChild(h("p", {class: "disposition"}, t("containment.disposition")));
+  }
+
+  /* a joint setup verification: who has confirmed, who is still needed */
+  function renderConfirmations(c) {
+    const e = panel("confirmations", c);
+    if (!e) return;
+    const ul = h("ul", {});
+    for (const role of c.required || []) {
+      const got = (c.received || []).find((r) => r.role === role);
+      ul.appendChild(h("li", {class: "role " + role + (got ? " confirmed" : " pending"),
+                              "data-role": role},
+        got ? t("confirmations.done", {role: t("role." + role), operator: got.operator,
+                                       time: clock(got.ts)})
+            : t("confirmations.pending", {role: t("role." + role)})));
+    }
+    e.appendChild(ul);
   }
 
   function renderSteps(v) {
