@@ -11,7 +11,7 @@ demo:
 	scripts/demo $(ARGS)
 
 lint:
-	scripts/setup && .venv/bin/ruff check collector drivers buffer sink tests bench
+	scripts/setup && .venv/bin/ruff check collector drivers buffer sim sink tests bench
 
 # Hashed lock files in requirements/ (setup and CI install only from them): `make lock`
 # after a change to the dependencies in pyproject.toml, `make lock-upgrade` to move every

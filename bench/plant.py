@@ -42,7 +42,7 @@ from typing import Any
 import psutil
 
 from bench.rig import PY, REPO, wait_for, write_config
-from collector.local_broker import LocalBroker
+from sim.local_broker import LocalBroker
 
 RESULTS = REPO / "bench" / "results"
 ADMIN_DSN = os.environ.get("PRESS_COLLECTOR_BENCH_PG", "host=127.0.0.1 user=postgres "

@@ -23,7 +23,7 @@ from typing import Any
 
 import psutil
 
-from collector.local_broker import LocalBroker, free_port
+from sim.local_broker import LocalBroker, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable

@@ -15,9 +15,9 @@ import asyncio
 import time
 
 from drivers.base import PollResult
-from drivers.modbus_bus import ModbusBus, SerialLink
-from drivers.sim_bus import BusSimulator
-from drivers.sim_press import PRESS_TAGS, PressSimulator
+from drivers.modbus.engine import ModbusBus, SerialLink
+from sim.bus import BusSimulator
+from sim.press import PRESS_TAGS, PressSimulator
 
 
 async def run(seconds: float, interval: float, timeout: float, dead: bool) -> dict[int, int]:

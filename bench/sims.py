@@ -15,8 +15,8 @@ import logging
 import signal
 from pathlib import Path
 
-from drivers.sim_gauge import GaugeSimulator
-from drivers.sim_press import PressSimulator
+from sim.gauge import GaugeSimulator
+from sim.press import PressSimulator
 
 PART, DIE, LOT = "BRK-100", 7, "L2411-01"
 # per gauge id: values cycled (inside the BRK-100 plan's tolerances; g2 serves C2 and C3)

@@ -22,9 +22,9 @@ from pathlib import Path
 
 from buffer.store import Outbox
 from collector import messages, streams
-from collector.local_broker import LocalBroker
 from collector.sparkplug import codec
 from collector.sparkplug.edge import EdgeNode, EdgeSettings
+from sim.local_broker import LocalBroker
 
 
 def row_values(tags: int, i: int) -> dict[str, object]:

@@ -22,11 +22,11 @@ from pathlib import Path
 
 from buffer.store import Outbox
 from collector.domain import Characteristic, Plan, WorkflowSettings
-from collector.local_broker import LocalBroker
 from collector.messages import Topics
 from collector.press import PressRuntime
 from collector.publisher import Publisher
 from drivers.base import GaugeValue, PollResult
+from sim.local_broker import LocalBroker
 
 ROOT = "bench/spine"
 PLAN = Plan("P-1", "A", (Characteristic("C1", "len", Decimal("10.00"), Decimal("9.95"),

@@ -17,8 +17,8 @@ from typing import Any
 
 from buffer.store import Outbox, OutboxRow
 from collector import messages
-from collector.local_broker import LocalBroker
 from collector.publisher import Publisher
+from sim.local_broker import LocalBroker
 
 TAGS = 40
 ROOT = "bench/pc"

@@ -23,8 +23,8 @@ from pathlib import Path
 import psutil
 
 from bench.rig import PY, REPO, Rig, wait_for
-from collector.local_broker import free_port
-from drivers.sim_opcua import NODES, ROLES, node_text
+from sim.local_broker import free_port
+from sim.opcua import NODES, ROLES, node_text
 
 UNIT = REPO / "deploy" / "press-collector.service"
 
@@ -91,7 +91,7 @@ def main() -> None:
     args = ap.parse_args()
 
     port = free_port()
-    sim = subprocess.Popen([PY, "-m", "drivers.sim_opcua", "--port", str(port)], cwd=REPO,
+    sim = subprocess.Popen([PY, "-m", "sim.opcua", "--port", str(port)], cwd=REPO,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     rig = Rig(args.workdir, args.presses, 100, gauge_presses=2)
     try:

@@ -8,12 +8,11 @@ Heavy imports (pymodbus, paho, asyncua) happen inside the commands that need the
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 DEFAULT_CONFIG_DIR = Path("/etc/press-collector")
 # exit codes of `run` that a restart cannot fix (systemd: RestartPreventExitStatus=2 3 4)
@@ -90,12 +89,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from collector.demo import run_demo
+DEMO_MISSING = (
+    "press-collector demo needs the simulators, which the line-PC install does not carry "
+    "(they are not in the press-collector wheel). Run the demo from a checkout of the "
+    "project: `make demo` (scripts/setup installs the simulators into the project's venv: "
+    "pip install -e sim/).")
 
-    setup_logging(args.log_level, stream=sys.stderr)  # stdout is the event view
-    return asyncio.run(run_demo(config_dir=args.config_dir, duration=args.duration,
-                                broker=args.broker, workdir=args.workdir))
+
+def cmd_demo_missing(_args: argparse.Namespace) -> int:
+    print(DEMO_MISSING, file=sys.stderr)
+    return 2
+
+
+def add_plugin_commands(sub: argparse._SubParsersAction, plugins: Any = None) -> None:
+    """Commands other distributions plug in (entry point group ``press_collector.commands``:
+    ``add_command(subparsers)``); the simulators' distribution brings ``demo``. Without
+    it, ``demo`` says how to get it. The product never imports the simulators itself.
+    ``plugins``: the entry points to use (default: the installed ones)."""
+    from importlib.metadata import entry_points
+
+    if plugins is None:
+        plugins = entry_points(group="press_collector.commands")
+    found = {ep.name: ep for ep in plugins}
+    for ep in found.values():
+        ep.load()(sub)
+    if "demo" not in found:
+        demo = sub.add_parser("demo", help="run the whole pipeline on simulated presses and "
+                              "gauges (needs the simulators: make demo in a checkout)")
+        for option in ("--config-dir", "--duration", "--broker", "--workdir"):  # the demo's
+            demo.add_argument(option, help=argparse.SUPPRESS)  # accepted, then explained
+        demo.set_defaults(func=cmd_demo_missing)
 
 
 def cmd_buffer_stats(args: argparse.Namespace) -> int:
@@ -196,16 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--config-dir", type=Path, default=DEFAULT_CONFIG_DIR)
     check.set_defaults(func=cmd_check)
 
-    demo = sub.add_parser("demo", help="run the whole pipeline on simulated presses and gauges")
-    demo.add_argument("--config-dir", type=Path, default=None,
-                      help="example config to use (default: the repo's config/)")
-    demo.add_argument("--duration", type=float, default=None,
-                      help="stop after this many seconds (default: until Ctrl-C)")
-    demo.add_argument("--broker", default=None,
-                      help="HOST:PORT of an existing broker (default: start a private Mosquitto)")
-    demo.add_argument("--workdir", type=Path, default=None,
-                      help="where the demo keeps its buffer and broker files (default: a temp dir)")
-    demo.set_defaults(func=cmd_demo)
+    add_plugin_commands(sub)
 
     cmd = sub.add_parser("cmd", help="send a command to a press and wait for the reply",
                          description="Publish {root}/{press}/cmd/{role}/{name} and print the "
@@ -260,15 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     probe_sub = probe.add_subparsers(dest="probe_command", required=True)
     add_probe_commands(probe_sub)
-    from collector import probe_opcua  # light: imports asyncua only when run
+    from drivers.opcua import probe as opcua_probe  # light: imports asyncua only when run
 
-    probe_opcua.add_arguments(probe_sub.add_parser("opcua", help="connect to an OPC UA "
-                                                   "server, read and browse nodes"))
-    probe_sub.choices["opcua"].set_defaults(func=lambda a: probe_opcua.run(a))
     opcua_cert = sub.add_parser("opcua-cert", help="create a self-signed OPC UA client "
                                 "certificate if none exists")
-    probe_opcua.add_cert_arguments(opcua_cert)
-    opcua_cert.set_defaults(func=lambda a: probe_opcua.run_cert(a))
+    opcua_probe.add_cert_arguments(opcua_cert)
+    opcua_cert.set_defaults(func=lambda a: opcua_probe.run_cert(a))
 
     buffer = sub.add_parser("buffer", help="inspect the SQLite buffer")
     buffer_sub = buffer.add_subparsers(dest="buffer_command", required=True)

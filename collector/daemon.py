@@ -26,7 +26,7 @@ from buffer.store import Outbox
 from collector import messages, text_safety
 from collector.command_client import CommandClient
 from collector.command_gate import CommandGate, parse_command_topic, policy_from_config
-from collector.config import LoadedConfig, PlcConfig, PressConfig, workflow_settings_for
+from collector.config import LoadedConfig, PressConfig, workflow_settings_for
 from collector.gauge_triggers import GaugeTriggers
 from collector.messages import Topics
 from collector.press import PressRuntime
@@ -35,10 +35,6 @@ from collector.streams import streams
 from collector.task_guard import TaskGuard
 from collector.telemetry_filter import TelemetryFilter
 from drivers.base import Backoff, Sink
-from drivers.modbus_bus import ModbusBus, SerialLink, TcpLink
-from drivers.modbus_codec import TagSpec
-from drivers.modbus_tcp import ModbusPoller
-from drivers.serial_gauge import SerialGauge
 
 if TYPE_CHECKING:
     from collector.sparkplug.edge import EdgeNode
@@ -69,80 +65,44 @@ def read_password(config: LoadedConfig) -> str | None:
     return read(config)
 
 
-def tag_specs(press: PressConfig) -> list[TagSpec]:
-    return [TagSpec(name=t.name, area=t.area, address=t.address, type=t.type, order=t.order,
-                    length=t.length, scale=t.scale, offset=t.offset) for t in press.plc.tags]
-
-
 def role_tags(press: PressConfig) -> dict[str, str]:
     return {t.name: t.role for t in press.plc.tags if t.role}
 
 
-def build_drivers(press: PressConfig, sink: Sink, buses: dict[str, ModbusBus] | None = None,
+def build_drivers(press: PressConfig, sink: Sink, shared: dict[str, Any] | None = None,
                   opcua_password: str | None = None,
                   ) -> dict[str, Callable[[], Awaitable[None]]]:
     """Driver coroutine factories for one press, keyed by a name for logs and metrics.
 
-    ``buses`` is shared across the presses of one daemon: presses naming the same RTU
-    serial port (or host:port) get one ``ModbusBus``. Gauges with poll triggers are
+    The protocol's package builds the PLC driver (``drivers.registry``: no protocol is
+    named here). ``shared`` is shared across the presses of one daemon (presses naming
+    the same RTU serial port or host:port get one bus). Gauges with poll triggers are
     polled from the PLC's poll results (``GaugeTriggers``) before the press sees them."""
+    from drivers.registry import BuildContext, gauge_plugin, plc_plugin
+
+    shared = {} if shared is None else shared
     plc = press.plc
-    gauges = {g.id: build_gauge(press.id, g) for g in press.gauges}
+    gauge_impl = gauge_plugin().load()
+    gauges = {g.id: gauge_impl.build(f"{press.id}/{g.id}", g, BuildContext(
+        shared, settings_where=f"in [[gauges]] {g.id}")) for g in press.gauges}
     triggers = GaugeTriggers(role_tags(press))
     for gauge_cfg in press.gauges:
         triggers.add(gauges[gauge_cfg.id], gauge_cfg.poll_on)
     plc_sink = triggers.wrap(sink) if triggers else sink
-    drivers: dict[str, Callable[[], Awaitable[None]]] = {}
-    if plc.protocol == "opcua":
-        from collector.opcua_setup import build_opcua_poller  # asyncua only when configured
-
-        opcua_poller = build_opcua_poller(press, opcua_password)
-        drivers[f"{press.id}/plc"] = lambda: opcua_poller.run(plc_sink)
-    elif plc.bus_key() is not None:
-        bus = make_bus(plc) if buses is None else buses.setdefault(plc.bus_key(), make_bus(plc))
-        bus.add_unit(f"{press.id}/plc", plc.unit, tag_specs(press), plc.poll_interval_ms / 1000,
-                     plc.timeout_ms / 1000, plc.retries, plc.max_gap, plc.max_registers,
-                     plc.max_bits)
-        drivers[f"{press.id}/plc"] = lambda: bus.attach(f"{press.id}/plc", plc_sink)
-    else:
-        poller = ModbusPoller(f"{press.id}/plc", plc.host, plc.port, plc.unit, tag_specs(press),
-                              poll_interval_s=plc.poll_interval_ms / 1000,
-                              timeout_s=plc.timeout_ms / 1000, max_gap=plc.max_gap,
-                              max_registers=plc.max_registers, max_bits=plc.max_bits)
-        drivers[f"{press.id}/plc"] = lambda: poller.run(plc_sink)
+    secrets = {"password": opcua_password} if opcua_password is not None else {}
+    plc_driver = plc_plugin(plc.protocol).load().build(f"{press.id}/plc", plc,
+                                                       BuildContext(shared, secrets))
+    drivers: dict[str, Callable[[], Awaitable[None]]] = {
+        f"{press.id}/plc": lambda: plc_driver.run(plc_sink)}
     for gauge_id, gauge in gauges.items():
         drivers[f"{press.id}/gauge/{gauge_id}"] = (lambda g=gauge: g.run(sink))
     return drivers
 
 
-def make_bus(plc: PlcConfig) -> ModbusBus:
-    """The RTU bus a press's [plc] table describes (serial port or RTU over TCP)."""
-    link: SerialLink | TcpLink
-    if plc.protocol == "modbus_rtu":
-        link = SerialLink(str(plc.port), plc.baudrate, plc.bytesize, plc.parity, plc.stopbits)
-    else:
-        link = TcpLink(plc.host, int(plc.port))
-    return ModbusBus(link, inter_frame_s=plc.inter_frame_ms / 1000 or None)
-
-
-def build_gauge(press_id: str, cfg) -> SerialGauge:
-    from drivers.gauge_parsers import make_parser
-
-    parser = make_parser(cfg.preset, pattern=cfg.pattern or None,
-                         error_strings=tuple(cfg.error_strings))
-    terminator = {"CR": b"\r", "LF": b"\n", "CRLF": b"\r\n"}[cfg.terminator]
-    return SerialGauge(f"{press_id}/{cfg.id}", cfg.port, parser, name=cfg.id, baudrate=cfg.baudrate,
-                       bytesize=cfg.bytesize, parity=cfg.parity, stopbits=cfg.stopbits,
-                       terminator=terminator, max_line=cfg.max_line, unit_default=cfg.unit,
-                       poll_command=cfg.poll_command(), channels=tuple(cfg.channels),
-                       poll_interval_s=cfg.poll_interval_ms / 1000, dtr=cfg.dtr, rts=cfg.rts,
-                       calibration_due=cfg.calibration_due)
-
-
 async def supervise(name: str, factory: Callable[[], Awaitable[None]],
                     failures: dict[str, int], backoff: Backoff | None = None) -> None:
     """Run a driver forever; a crash is a bug, logged with context and restarted. The
-    driver itself reports its device offline before it dies (drivers.base.
+    driver itself reports its device offline before it dies (drivers.link.
     report_failure), so a crash-looping driver leaves its press offline, not silent."""
     backoff = backoff or Backoff(initial=1.0, maximum=60.0)
     while True:
@@ -270,7 +230,7 @@ class Daemon:
         command_log = CommandLog.open(cfg.buffer.path)
         plans = self.config.plans
         driver_tasks: list[asyncio.Task[None]] = []
-        buses: dict[str, ModbusBus] = {}  # one per RTU serial port / host:port
+        shared: dict[str, Any] = {}  # what presses share, per driver package (RTU buses)
         close_s = STOP_CLOSE_S
         try:
             async with asyncio.TaskGroup() as group:
@@ -289,7 +249,7 @@ class Daemon:
                                            on_state=spb.on_press_state if spb else None)
                     self.presses[press.id] = runtime
                     for name, factory in build_drivers(
-                            press, runtime.sink, buses,
+                            press, runtime.sink, shared,
                             secrets.opcua_passwords.get(press.id)).items():
                         driver_tasks.append(group.create_task(
                             supervise(name, factory, self.failures), name=name))

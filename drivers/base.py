@@ -8,12 +8,11 @@ one function call per poll, not one coroutine per reading.
 
 from __future__ import annotations
 
-import logging
 import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(slots=True)
@@ -128,18 +127,36 @@ def json_safe(value: object) -> tuple[object, str | None]:
 Sink = Callable[[DriverEvent], None]
 
 
-def report_failure(set_online: Callable[[bool, str], None], source: str,
-                   exc: BaseException) -> None:
-    """A driver's run() is about to die of ``exc`` (a bug, often in the sink): say the
-    device is offline through the driver's own online bookkeeping, so that the press
-    is not left silent while its retained state says online. The supervisor restarts
-    the driver; its first good poll reports online again. Never raises: the original
-    exception is what the supervisor must see."""
-    reason = f"driver failed: {type(exc).__name__}: {exc}"[:200]
-    try:
-        set_online(False, reason)
-    except Exception:  # the sink may be what is broken; the crash is logged upstream
-        logging.getLogger(__name__).exception("%s: could not report the failure", source)
+class Driver(Protocol):
+    """What the daemon runs for a source (a press's PLC, a gauge); built by the source's
+    driver package (``drivers.registry``), never by protocol name in the collector.
+
+    ``run(sink)`` connects, delivers events to the synchronous ``sink`` and reconnects
+    until cancelled: device trouble never escapes it (it becomes a ``ConnectionChange``),
+    a bug does, after the driver reported the device offline (``drivers.link``).
+    ``stats`` are counters for /health; ``online`` is None until the first verdict.
+    """
+
+    source: str
+
+    @property
+    def online(self) -> bool | None: ...
+
+    @property
+    def stats(self) -> dict[str, int]: ...
+
+    async def run(self, sink: Sink) -> None: ...
+
+
+class PlcDriver(Driver, Protocol):
+    """A PLC driver also reads once (probes) and writes outputs (issue 14's output tags):
+    ``write`` encodes the value as the tag's type, writes, reads back and compares; it
+    raises ``drivers.link.WriteFailed`` (refused, not answered, read back different) and
+    never holds up polling."""
+
+    async def read_once(self) -> dict[str, Any]: ...
+
+    async def write(self, tag: str, value: Any) -> None: ...
 
 
 class Backoff:

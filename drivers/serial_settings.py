@@ -174,3 +174,24 @@ async def open_serial_streams(port: str, settings: LineSettings,
     protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
     transport, _ = await open_serial(port, settings, lambda: protocol, exclusive)
     return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+
+def port_problem(path: str) -> str:
+    """Why a serial device cannot be opened, in words: missing, busy (someone holds the
+    exclusive lock pyserial and pymodbus take), not permitted, or '' if it looks fine."""
+    import fcntl
+    import os
+
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return f"serial port {path} does not exist"
+    except OSError as exc:
+        return f"cannot open serial port {path}: {exc.strerror}"
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return f"serial port {path} is busy (another program holds it open)"
+    finally:
+        os.close(fd)  # closing drops the lock too
+    return ""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from collector.local_broker import LocalBroker
+from sim.local_broker import LocalBroker
 
 # CI runs the same examples every time (a red CI must be reproducible, and a long shrink
 # must not eat the CI budget); developers get fresh random examples on every run.
@@ -51,7 +51,7 @@ async def line(tmp_path: Path, broker: LocalBroker):
 
 @pytest.fixture(scope="module", params=["mosquitto", "rabbitmq", "nats"])
 def any_broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    from collector.other_brokers import LocalNats, LocalRabbitMQ, missing_reason
+    from sim.other_brokers import LocalNats, LocalRabbitMQ, missing_reason
 
     kind = request.param
     reason = missing_reason(kind)

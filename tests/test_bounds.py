@@ -14,11 +14,11 @@ import pytest
 from buffer.store import Committed, Outbox, OutboxRow
 from collector.config import load_config, to_workflow_settings
 from collector.daemon import Daemon, role_tags, watchdog_loop
-from collector.demo import REPO_CONFIG
 from collector.messages import Topics
 from collector.press import PressRuntime
 from collector.streams import STREAMS
 from drivers.base import GaugeValue, PollResult
+from sim.demo import REPO_CONFIG
 
 ROOT = "plant/test"
 

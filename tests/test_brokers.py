@@ -225,8 +225,8 @@ async def test_daemon_sigkill_last_will_then_resume(tmp_path: Path, any_broker: 
     """Fault 2 on this broker: the daemon process SIGKILLed mid-stream. The broker
     publishes the last will (retained ``offline``); the restarted daemon says ``online``
     again and delivers every committed record (duplicates only as exact resends)."""
-    from drivers.sim_gauge import GaugeSimulator
-    from drivers.sim_press import PressSimulator
+    from sim.gauge import GaugeSimulator
+    from sim.press import PressSimulator
     from tests.test_fault_kill import spawn
 
     sim = PressSimulator(host="127.0.0.1", port=0, part="BRK-100", die=7, lot="L2411-01",

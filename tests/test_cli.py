@@ -10,9 +10,9 @@ from pathlib import Path
 
 import orjson
 
-from collector.local_broker import LocalBroker
-from drivers.sim_gauge import GaugeSimulator
-from drivers.sim_press import PressSimulator
+from sim.gauge import GaugeSimulator
+from sim.local_broker import LocalBroker
+from sim.press import PressSimulator
 from tests.support.configdir import write_config_dir
 from tests.support.subscriber import Subscriber
 

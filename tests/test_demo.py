@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from collector.demo import format_event, run_demo
+from sim.demo import format_event, run_demo
 
 EVENT_LINE = re.compile(r"^\d\d:\d\d:\d\d\.\d{3}\s+(p\d|collector)\s")
 

@@ -22,12 +22,12 @@ from collector.domain import WorkflowSettings
 from collector.messages import Topics
 from collector.press import PressRuntime
 from drivers.base import PollResult, json_safe
-from drivers.modbus_bus import ModbusBus, SerialLink
-from drivers.modbus_codec import TagSpec, make_block, value_problems
-from drivers.modbus_tcp import ModbusPoller
+from drivers.modbus.codec import TagSpec, make_block, value_problems
+from drivers.modbus.driver import ModbusPoller
+from drivers.modbus.engine import ModbusBus, SerialLink
 from drivers.opcua import OpcuaPoller, OpcuaTag
-from drivers.sim_opcua import OpcuaPressSimulator, node_text
-from drivers.sim_press import PRESS_TAGS, PressSimulator
+from sim.opcua import OpcuaPressSimulator, node_text
+from sim.press import PRESS_TAGS, PressSimulator
 from tests.support.rtu_slave import RtuSlave, Unit
 
 ROOT = "plant/press-shop"

@@ -31,7 +31,7 @@ import buffer.store as store
 from buffer.seqmark import mark_path, read_marks
 from buffer.store import BufferFileError, Committed, LostSeqs, Outbox, OutboxRow
 from collector.cli import main as cli_main
-from collector.demo import REPO_CONFIG
+from sim.demo import REPO_CONFIG
 
 PAGE = 4096
 WAL_HEADER = 32

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 
-from collector.demo import REPO_CONFIG
+from sim.demo import REPO_CONFIG
 from tests.support.line import BRK100_PASS, Line, contiguous, wait_gauges_online
 
 

@@ -19,9 +19,9 @@ import pytest
 
 from collector.config import LoadedConfig
 from collector.contract import validate_message
-from collector.demo import REPO_CONFIG
 from collector.domain import Reaction, SpcOptions
-from collector.local_broker import LocalBroker
+from sim.demo import REPO_CONFIG
+from sim.local_broker import LocalBroker
 from tests.support.commands import command_topic, stamped
 from tests.support.line import BRK100_PASS, Line
 

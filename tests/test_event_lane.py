@@ -20,8 +20,8 @@ import pytest
 
 from buffer.store import Outbox, OutboxRow
 from collector import publisher as publisher_module
-from collector.local_broker import LocalBroker
 from collector.publisher import Publisher
+from sim.local_broker import LocalBroker
 from tests.support.subscriber import Received, Subscriber
 
 ROOT = "plant/lanes"

@@ -32,8 +32,8 @@ import pytest
 from buffer.store import Outbox, OutboxRow
 from collector.config import LoadedConfig
 from collector.daemon import Daemon
-from collector.local_broker import LocalBroker
 from collector.streams import STREAMS
+from sim.local_broker import LocalBroker
 from tests.support.line import Line, contiguous
 
 PRESSES = ("p1", "p2", "p3")

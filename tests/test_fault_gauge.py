@@ -27,9 +27,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from collector.local_broker import LocalBroker
-from drivers.gauge_parsers import format_mitutoyo
-from drivers.sim_gauge import GaugeSimulator
+from drivers.gauge.families.mitutoyo import format_mitutoyo
+from sim.gauge import GaugeSimulator
+from sim.local_broker import LocalBroker
 from tests.support.line import BRK100_PASS, Line
 
 RECORD = re.compile(rb"\s*0\dA[+-]\d+(?:\.\d+)?\s*")  # a Mitutoyo value line (test's oracle)
@@ -159,7 +159,7 @@ _burst = itertools.count(1)
 async def test_noise_is_counted_logged_once_per_burst_never_a_value(
         noisy: Line, caplog: pytest.LogCaptureFixture, burst: bytes) -> None:
     line = noisy
-    caplog.set_level(logging.INFO, logger="drivers.serial_gauge")
+    caplog.set_level(logging.INFO, logger="drivers.gauge.reader")
     assert line.daemon is not None
     if not line.events(press="p2", kind="setup"):
         await line.wait_event("p2", "setup")
@@ -184,7 +184,7 @@ async def test_noise_is_counted_logged_once_per_burst_never_a_value(
     assert all(kind == "gauge_error" and reason.startswith("device_error: ERR MARK ")
                for kind, reason in published), published
     warnings = [r.getMessage() for r in caplog.records[logged_before:]
-                if r.levelno >= logging.WARNING and r.name == "drivers.serial_gauge"]
+                if r.levelno >= logging.WARNING and r.name == "drivers.gauge.reader"]
     firsts = [w for w in warnings if "more bad lines are summarised" in w]
     assert len(firsts) == (1 if lines else 0), warnings
     assert len(warnings) <= 2, warnings  # the first bad line, then one summary at the marker

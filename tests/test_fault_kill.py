@@ -25,10 +25,10 @@ from pathlib import Path
 import orjson
 
 from buffer.store import Outbox
-from collector.demo import REPO_CONFIG
-from collector.local_broker import LocalBroker
-from drivers.sim_gauge import GaugeSimulator
-from drivers.sim_press import PressSimulator
+from sim.demo import REPO_CONFIG
+from sim.gauge import GaugeSimulator
+from sim.local_broker import LocalBroker
+from sim.press import PressSimulator
 from tests.support.subscriber import Subscriber
 
 REPO = Path(__file__).resolve().parents[1]

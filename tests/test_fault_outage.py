@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from buffer.store import Outbox
-from collector.local_broker import LocalBroker
+from sim.local_broker import LocalBroker
 from tests.support.line import Line
 
 PRESSES = ("p1", "p2", "p3")

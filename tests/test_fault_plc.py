@@ -24,7 +24,7 @@ from pathlib import Path
 import orjson
 
 from buffer.store import Outbox
-from collector.local_broker import LocalBroker
+from sim.local_broker import LocalBroker
 from tests.support.line import Line, contiguous
 
 PRESSES = ("p1", "p2", "p3")

@@ -20,9 +20,9 @@ from collector.domain import WorkflowSettings
 from collector.messages import Topics
 from collector.press import PressRuntime
 from drivers.base import DriverEvent, GaugeError, GaugeValue, PollResult
-from drivers.gauge_parsers import make_parser
-from drivers.serial_gauge import SerialGauge
-from drivers.sim_gauge import GaugeSimulator
+from drivers.gauge.presets import make_parser
+from drivers.gauge.reader import SerialGauge
+from sim.gauge import GaugeSimulator
 from tests.test_contract import PLAN
 from tests.test_serial_gauge import fast_backoff
 
@@ -169,7 +169,7 @@ def test_schema_takes_gauge_flag_only_in_its_shape() -> None:
 async def test_refused_7e2_names_the_setting_and_the_override(tmp_path: Path) -> None:
     """A Linux pty cannot do 7 data bits: the reason names the setting and the keys to
     try, not pyserial's "(22, 'Invalid argument')", and the port is not left held."""
-    from drivers.modbus_bus import port_problem
+    from drivers.serial_settings import port_problem
 
     sim = GaugeSimulator(str(tmp_path / "gauge"), preset="sylvac")
     sim.open()

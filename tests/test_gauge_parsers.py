@@ -10,16 +10,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from drivers.gauge_parsers import (
-    PRESETS,
-    Parsed,
-    Rejected,
-    convert_unit,
-    format_mitutoyo,
-    make_parser,
-    normalise_decimal,
-    parse_line,
-)
+from drivers.gauge.families.mitutoyo import format_mitutoyo
+from drivers.gauge.presets import PRESETS, make_parser
+from drivers.gauge.records import Parsed, Rejected, convert_unit, normalise_decimal, parse_line
 
 GENERIC_PATTERN = r"^(?P<value>[+-]?\d+(\.\d+)?)\s*(?P<unit>mm|in|um)?$"
 # The Mitutoyo record, written independently of the parser: what a value line must be.

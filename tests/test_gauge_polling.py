@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from drivers.base import ConnectionChange, GaugeError, GaugeValue
-from drivers.gauge_parsers import make_parser
-from drivers.serial_gauge import SerialGauge
-from drivers.sim_gauge import GaugeSimulator, format_record
+from drivers.gauge.presets import make_parser
+from drivers.gauge.reader import SerialGauge
+from sim.gauge import GaugeSimulator, format_record
 from tests.test_serial_gauge import Rig, fast_backoff
 
 PUSH_PRESETS = ["mitutoyo", "sylvac", "millimar", "mahr_optors", "chicago", "metro"]

@@ -10,15 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from drivers.gauge_parsers import (
-    PRESETS,
-    Parsed,
-    Rejected,
-    make_parser,
-    parse_line,
-    parse_records,
-    poll_commands,
-)
+from drivers.gauge.presets import PRESETS, make_parser, poll_commands
+from drivers.gauge.records import Parsed, Rejected, parse_line, parse_records
 
 SYLVAC = make_parser("sylvac")
 MILLIMAR = make_parser("millimar")

@@ -17,11 +17,11 @@ from collector.domain import WorkflowSettings
 from collector.messages import Topics
 from collector.press import PressRuntime
 from drivers.base import DriverEvent, PollResult
-from drivers.modbus_bus import ModbusBus, SerialLink
+from drivers.modbus.engine import ModbusBus, SerialLink
 from drivers.opcua import OpcuaPoller, OpcuaTag
-from drivers.sim_bus import BusSimulator
-from drivers.sim_opcua import OpcuaPressSimulator, node_text
-from drivers.sim_press import PRESS_TAGS, PressSimulator
+from sim.bus import BusSimulator
+from sim.opcua import OpcuaPressSimulator, node_text
+from sim.press import PRESS_TAGS, PressSimulator
 
 
 def stalling_sink(runtime: PressRuntime, period: float,

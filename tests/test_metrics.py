@@ -9,11 +9,11 @@ import time
 
 import pytest
 
-from collector.local_broker import free_port
 from collector.metrics import PollTiming, prometheus_text, serve
 from drivers.base import PollResult
-from drivers.modbus_tcp import ModbusPoller
-from drivers.sim_press import LOAD_TAGS, PressSimulator
+from drivers.modbus.driver import ModbusPoller
+from sim.local_broker import free_port
+from sim.press import LOAD_TAGS, PressSimulator
 
 
 def test_poll_timing_quantiles() -> None:
@@ -93,7 +93,7 @@ async def test_late_polls_counted_logged_once_per_burst(caplog) -> None:
                           poll_interval_s=0.02, timeout_s=0.5, max_gap=8)
     task = asyncio.create_task(poller.run(sink))
     try:
-        with caplog.at_level(logging.INFO, logger="drivers.modbus_tcp"):
+        with caplog.at_level(logging.INFO, logger="drivers.link"):
             async with asyncio.timeout(10):
                 await recovered.wait()
     finally:

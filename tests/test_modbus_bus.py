@@ -10,10 +10,10 @@ import pytest
 from pymodbus.constants import ExcCodes
 
 from drivers.base import Backoff, ConnectionChange, PollResult
-from drivers.modbus_bus import ModbusBus, SerialLink, TcpLink, read_once_rtu, rtu_gap_s
-from drivers.modbus_tcp import TagError
-from drivers.sim_bus import BusSimulator
-from drivers.sim_press import PRESS_TAGS, PressSimulator
+from drivers.modbus.driver import TagError
+from drivers.modbus.engine import ModbusBus, SerialLink, TcpLink, read_once_line, rtu_gap_s
+from sim.bus import BusSimulator
+from sim.press import PRESS_TAGS, PressSimulator
 from tests.test_modbus_tcp import Recorder
 
 UNITS = (1, 2, 3)
@@ -150,14 +150,14 @@ async def test_missing_serial_port_reports_every_unit_offline(tmp_path) -> None:
         await _detach(tasks)
 
 
-async def test_read_once_rtu_and_wrong_unit(bus_sim: BusSimulator) -> None:
+async def test_read_once_line_and_wrong_unit(bus_sim: BusSimulator) -> None:
     link = (SerialLink(bus_sim.client_port, 19200) if bus_sim.wiring == "serial"
             else TcpLink("127.0.0.1", bus_sim.port))
     bus_sim.units[1].fail_with_exception("holding", range(30, 32))
-    got = await read_once_rtu(link, 1, PRESS_TAGS, timeout_s=0.3, max_gap=0)
+    got = await read_once_line(link, 1, PRESS_TAGS, timeout_s=0.3, max_gap=0)
     assert got["die_id"] == 10 and got["tonnage"] == TagError("IllegalDataAddress")
     with pytest.raises(ConnectionError, match="unit 9 did not answer"):
-        await read_once_rtu(link, 9, PRESS_TAGS, timeout_s=0.1)
+        await read_once_line(link, 9, PRESS_TAGS, timeout_s=0.1)
 
 
 def test_unit_ids_unique_per_bus_and_gap() -> None:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.modbus_codec import (
+from drivers.modbus.codec import (
     BIT_AREAS,
     ORDERS,
     TagSpec,

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from drivers.base import Backoff, ConnectionChange, DriverEvent, PollResult
-from drivers.modbus_codec import TagSpec
-from drivers.modbus_tcp import ModbusPoller, TagError, read_once
-from drivers.sim_press import LOAD_TAGS, PRESS_TAGS, PressSimulator
+from drivers.modbus.codec import TagSpec
+from drivers.modbus.driver import ModbusPoller, TagError, read_once
+from sim.press import LOAD_TAGS, PRESS_TAGS, PressSimulator
 
 WAIT_S = 3.0
 

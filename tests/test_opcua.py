@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from collector.local_broker import LocalBroker
-from collector.probe_opcua import probe, run_cert
 from drivers.base import Backoff
 from drivers.opcua import OpcuaSecurity, OpcuaTag, generate_certificate
-from drivers.sim_opcua import OpcuaPressSimulator, free_port, node_text
+from drivers.opcua.probe import probe, run_cert
+from sim.local_broker import LocalBroker
+from sim.opcua import OpcuaPressSimulator, free_port, node_text
 from tests.support.opcua import OpcuaLine, Recorder, poller, press_tags, running, trust
 
 FULL = {"strokes", "die_id", "spm", "part_number", "material_lot", "tonnage", "die_temp",
@@ -223,7 +223,7 @@ async def test_probe_reads_and_browses_in_config_spelling(sim: OpcuaPressSimulat
     assert lines[0] == f"connected to {sim.url} (security None/None, anonymous)"
     assert f"read {node_text('part_number')}: '4711-A' (String)" in lines
     assert "read nsu=urn:press-sim;s=Nope: error BadNodeIdUnknown" in lines
-    assert "browse nsu=urn:press-sim;s=Press: 10 children" in lines
+    assert "browse nsu=urn:press-sim;s=Press: 14 children" in lines  # 10 values, 4 outputs
     assert any(line.split() == ["DieId", "Variable", node_text("die_id"), "=", "3"]
                for line in lines)
     code, lines = await probe(probe_args(sim.url))

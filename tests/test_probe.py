@@ -16,18 +16,12 @@ import pytest
 import serial
 
 from collector.cli import build_parser
-from collector.probe import (
-    EXIT_DEVICE_ERRORS,
-    EXIT_OK,
-    ProbeError,
-    parse_address,
-    probe_gauge,
-    probe_modbus,
-    probe_press,
-)
-from drivers.sim_bus import BusSimulator
-from drivers.sim_gauge import GaugeSimulator
-from drivers.sim_press import PressSimulator
+from collector.probe import EXIT_DEVICE_ERRORS, EXIT_OK, ProbeError, probe_press
+from drivers.gauge.probe import probe_gauge
+from drivers.modbus.probe import parse_address, probe_modbus
+from sim.bus import BusSimulator
+from sim.gauge import GaugeSimulator
+from sim.press import PressSimulator
 
 REPO = Path(__file__).resolve().parent.parent
 PROBES = {"modbus": probe_modbus, "gauge": probe_gauge, "press": probe_press}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from collector.probe import EXIT_OK, ProbeError
-from drivers.sim_opcua import OpcuaPressSimulator
+from sim.opcua import OpcuaPressSimulator
 from tests.support.rtu_slave import RtuSlave
 from tests.test_probe import probe
 from tests.test_rtu_line import UNITS, make_unit

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from buffer.store import Outbox, OutboxRow
-from collector.local_broker import LocalBroker
 from collector.publisher import Publisher
+from sim.local_broker import LocalBroker
 from tests.support.subscriber import Received, Subscriber
 
 ROOT = "plant/test"
@@ -100,7 +100,7 @@ async def test_broker_outage_mid_stream_loses_nothing_and_keeps_order(
     outbox = Outbox.open(tmp_path / "b.sqlite", commit_interval_s=0.02)
     # The subscriber (reconnect delay <= 0.5 s) is back before the publisher (1.5 s):
     # Mosquitto 2.0.11 can stall a persistent session whose queue it restored from disk
-    # (see collector/local_broker.py), and this test is about the publisher, not that bug.
+    # (see sim/local_broker.py), and this test is about the publisher, not that bug.
     publisher = Publisher(outbox, "127.0.0.1", broker.port, "pc-test-2", STATUS,
                           max_inflight=100, reconnect_min_s=1.5, reconnect_max_s=1.5)
     presses = ("p1", "p2", "p3")

@@ -16,8 +16,8 @@ import contextlib
 from pathlib import Path
 
 from buffer.store import Outbox, OutboxRow
-from collector.local_broker import LocalBroker
 from collector.publisher import Publisher
+from sim.local_broker import LocalBroker
 from tests.support.subscriber import Subscriber
 
 ROOT = "plant/rate"

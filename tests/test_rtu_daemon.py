@@ -9,6 +9,7 @@ import shutil
 from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,10 +17,10 @@ from collector.config import load_config
 from collector.daemon import build_drivers
 from collector.gauge_triggers import GaugeTriggers
 from drivers.base import GaugeValue, PollResult
-from drivers.modbus_bus import ModbusBus
-from drivers.sim_bus import BusSimulator
-from drivers.sim_gauge import GaugeSimulator
-from drivers.sim_press import PressSimulator
+from drivers.modbus.engine import ModbusBus
+from sim.bus import BusSimulator
+from sim.gauge import GaugeSimulator
+from sim.press import PressSimulator
 from tests.test_modbus_tcp import Recorder
 
 BASE = Path(__file__).resolve().parent / "config_cases" / "_base"
@@ -91,11 +92,12 @@ async def test_presses_on_one_port_share_one_bus_and_stroke_polls_gauge(
     })
     config = load_config(root)
     assert config.presses["p1"].gauges[0].calibration_due == date(2000, 1, 1)
-    buses: dict[str, ModbusBus] = {}
+    shared: dict[str, Any] = {}  # what the daemon shares between presses
     rec = {"p1": Recorder(), "p2": Recorder()}
     drivers = {}
     for press_id in ("p1", "p2"):
-        drivers.update(build_drivers(config.presses[press_id], rec[press_id], buses))
+        drivers.update(build_drivers(config.presses[press_id], rec[press_id], shared))
+    buses: dict[str, ModbusBus] = shared["modbus"]
     assert list(buses) == [serial_bus.client_port]  # one bus for both presses
     assert set(buses[serial_bus.client_port].units) == {"p1/plc", "p2/plc"}
     tasks = [asyncio.create_task(factory(), name=name) for name, factory in drivers.items()]
@@ -127,12 +129,13 @@ async def test_rtu_over_tcp_config(tmp_path: Path) -> None:
             f"p{u}": PRESS.format(id=f"p{u}", protocol="modbus_rtu_tcp", link=link, unit=u,
                                   gauges="") for u in (3, 4)})
         config = load_config(root)
-        buses: dict[str, ModbusBus] = {}
+        shared: dict[str, Any] = {}
         rec = {u: Recorder() for u in (3, 4)}
         tasks = []
         for u in (3, 4):
-            for factory in build_drivers(config.presses[f"p{u}"], rec[u], buses).values():
+            for factory in build_drivers(config.presses[f"p{u}"], rec[u], shared).values():
                 tasks.append(asyncio.create_task(factory()))
+        buses: dict[str, ModbusBus] = shared["modbus"]
         try:
             assert list(buses) == [f"127.0.0.1:{sim.port}"]
             for u in (3, 4):

@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from drivers.base import Backoff, PollResult
-from drivers.modbus_bus import ModbusBus, SerialLink, port_problem
-from drivers.modbus_codec import TagSpec
+from drivers.modbus.codec import TagSpec
+from drivers.modbus.engine import ModbusBus, SerialLink
+from drivers.serial_settings import port_problem
 from tests.support.rtu_slave import RtuSlave, Unit, set_string, set_u32
 from tests.test_modbus_tcp import Recorder
 
@@ -191,7 +192,8 @@ async def test_refused_line_settings_are_the_bus_error_and_the_port_is_released(
 async def test_probe_modbus_rtu_refused_settings_prints_one_error_line(
         slave: RtuSlave) -> None:
     from collector.cli import build_parser
-    from collector.probe import EXIT_UNREACHABLE, probe_modbus, run_probe
+    from collector.probe import EXIT_UNREACHABLE, run_probe
+    from drivers.modbus.probe import probe_modbus
 
     args = build_parser().parse_args(["probe", "modbus", "--rtu", slave.client_port,
                                       "--bytesize", "7", "--unit", "1", "--read", "40001"])

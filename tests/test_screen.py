@@ -21,8 +21,6 @@ import pytest
 from buffer.store import Outbox
 from collector.config import ScreenConfig, load_config, to_workflow_settings
 from collector.daemon import role_tags
-from collector.demo import REPO_CONFIG
-from collector.local_broker import free_port
 from collector.messages import Topics
 from collector.press import PressRuntime
 from collector.screen.accounts import (
@@ -36,6 +34,8 @@ from collector.screen.history import read_history
 from collector.screen.hub import ActionRefused, ScreenHub
 from collector.screen.server import ScreenServer, pick_lang
 from drivers.base import GaugeValue, PollResult
+from sim.demo import REPO_CONFIG
+from sim.local_broker import free_port
 
 ROOT = "test/press-shop"
 ACTIONS = ("acknowledge_alarm", "start_last_piece", "repeat_measurement")

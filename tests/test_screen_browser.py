@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.local_broker import LocalBroker
+from sim.local_broker import LocalBroker
 from tests.support.browser import Browser, missing_reason
 from tests.support.screen_story import Page, start_line, story
 

@@ -18,10 +18,10 @@ import pytest
 
 from buffer.store import Outbox, OutboxRow
 from collector.config import BrokerTlsConfig
-from collector.demo import REPO_CONFIG
-from collector.local_broker import BrokerTls, LocalBroker
 from collector.publisher import Publisher
 from collector.security import StartupError, read_password, tls_context
+from sim.demo import REPO_CONFIG
+from sim.local_broker import BrokerTls, LocalBroker
 from tests.support.pki import Pki, make_pki
 from tests.support.subscriber import Subscriber
 

@@ -26,7 +26,7 @@ import orjson
 import pytest
 
 from collector.config import LoadedConfig
-from collector.local_broker import LocalBroker
+from sim.local_broker import LocalBroker
 from tests.support.commands import command_topic
 from tests.support.line import BRK100_PASS, Line, wait_gauges_online
 from tests.support.subscriber import Subscriber

@@ -20,9 +20,9 @@ import orjson
 import pytest
 
 from collector.config import BrokerTlsConfig, LoadedConfig
-from collector.demo import REPO_CONFIG
-from collector.local_broker import BrokerTls, LocalBroker, free_port
 from collector.security import tls_context
+from sim.demo import REPO_CONFIG
+from sim.local_broker import BrokerTls, LocalBroker, free_port
 from tests.support.line import Line
 from tests.support.pki import Pki, make_pki
 from tests.support.subscriber import Subscriber

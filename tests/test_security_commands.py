@@ -19,8 +19,8 @@ import pytest
 
 from collector import signing
 from collector.config import CommandKeyConfig, LoadedConfig
-from collector.local_broker import LocalBroker
 from collector.metrics import prometheus_text
+from sim.local_broker import LocalBroker
 from tests.support.commands import command_topic, issued, stamped
 from tests.support.line import BRK100_PASS, Line, wait_gauges_online
 from tests.support.subscriber import Subscriber
@@ -283,7 +283,7 @@ async def test_signed_commands(tmp_path: Path, broker: LocalBroker) -> None:
 
 def cli_config(tmp_path: Path, broker: LocalBroker) -> Path:
     """A copy of the example config dir pointed at the test broker."""
-    from collector.demo import REPO_CONFIG
+    from sim.demo import REPO_CONFIG
 
     target = tmp_path / "cli-config"
     subprocess.run(["cp", "-r", str(REPO_CONFIG), str(target)], check=True)

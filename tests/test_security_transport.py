@@ -38,12 +38,12 @@ from cryptography.x509.oid import NameOID
 from collector import mqtt_names
 from collector.config import OPCUA_PASSWORD_ENV, PASSWORD_ENV, check, is_loopback, load_config
 from collector.daemon import Daemon
-from collector.local_broker import BrokerTls, LocalBroker
 from collector.messages import Topics
 from collector.security import startup_problems, startup_warnings
 from drivers.base import Backoff
 from drivers.opcua import OpcuaPoller, OpcuaSecurity, generate_certificate
-from drivers.sim_opcua import APP_URI, NODES, OpcuaPressSimulator, free_port, node_text
+from sim.local_broker import BrokerTls, LocalBroker
+from sim.opcua import APP_URI, NODES, OpcuaPressSimulator, free_port, node_text
 from tests.support.opcua import Recorder, press_tags, running, trust
 from tests.support.pki import Pki, make_pki
 from tests.support.subscriber import Subscriber

@@ -16,9 +16,9 @@ from buffer.store import Outbox
 from collector import signing, text_safety
 from collector.command_gate import CommandGate, Refuse, Run, TokenBucket, command_warnings
 from collector.config import CommandsConfig, load_config
-from collector.demo import REPO_CONFIG
 from collector.domain import WorkflowSettings
 from collector.quality import CommandError, validate_command
+from sim.demo import REPO_CONFIG
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "security.md"
 

@@ -17,12 +17,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from drivers.base import Backoff, ConnectionChange, DriverEvent, GaugeError, GaugeValue
-from drivers.gauge_parsers import make_parser
-from drivers.serial_gauge import BurstLog, Frame, LineFramer, SerialGauge
-from drivers.sim_gauge import GaugeSimulator
+from drivers.gauge.presets import make_parser
+from drivers.gauge.reader import BurstLog, Frame, LineFramer, SerialGauge
+from sim.gauge import GaugeSimulator
 
 TIMEOUT = 3.0
-LOGGER = "drivers.serial_gauge"
+LOGGER = "drivers.gauge.reader"
 
 
 def fast_backoff() -> Backoff:

@@ -13,7 +13,7 @@ import pytest
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
-from drivers.sim_press import LOAD_TAGS, PRESS_TAGS, PressSimulator, _parse_args
+from sim.press import LOAD_TAGS, PRESS_TAGS, PressSimulator, _parse_args
 
 WAIT_S = 3.0
 
@@ -86,13 +86,39 @@ async def test_any_unit_id_answers(sim: PressSimulator, client) -> None:
 
 
 async def test_outside_map_and_writes_are_refused(sim: PressSimulator, client) -> None:
-    r = await client.read_holding_registers(79, count=2, device_id=1)
+    r = await client.read_holding_registers(99, count=2, device_id=1)
     assert r.isError() and r.exception_code == 2
     r = await client.read_coils(16, count=1, device_id=1)
     assert r.isError()
-    r = await client.write_register(2, 99, device_id=1)
-    assert r.isError()
+    r = await client.write_register(2, 99, device_id=1)  # the press owns its values
+    assert r.isError() and r.exception_code == 2
     assert (await hr(client, 2, 1)) == [12]
+    r = await client.write_coil(1, True, device_id=1)
+    assert r.isError() and not sim.running
+    r = await client.write_registers(98, [1, 2, 3], device_id=1)  # crosses the outputs' end
+    assert r.isError()
+
+
+async def test_outputs_take_writes(sim: PressSimulator, client) -> None:
+    """HR 90-99 and coils 8-15 are the outputs a collector may write (issue 14)."""
+    assert not (await client.write_register(90, 7, device_id=1)).isError()
+    assert not (await client.write_registers(92, [1, 2], device_id=1)).isError()
+    assert not (await client.write_coil(8, True, device_id=1)).isError()
+    assert not (await client.write_coils(9, [False, True], device_id=1)).isError()
+    assert sim.output_registers(90, 4) == [7, 0, 1, 2]
+    assert (sim.coil(8), sim.coil(9), sim.coil(10)) == (True, False, True)
+    assert (await hr(client, 90, 4)) == [7, 0, 1, 2]
+    assert sim.writes == 4
+
+
+async def test_register_map_comes_from_the_example_press_file() -> None:
+    """The simulator plays the values of config/presses/p1.toml, found by role or name."""
+    from sim.press import PRESS_FILE, press_tags
+
+    by_name = {t.name: t for t in press_tags(PRESS_FILE)}
+    assert (by_name["strokes"].address, by_name["strokes"].type) == (0, "uint32")
+    assert (by_name["tonnage"].order, by_name["die_temp"].scale) == ("CDAB", 0.1)
+    assert (by_name["running"].area, by_name["running"].address) == ("coil", 1)
 
 
 async def test_stroke_updates_counter_tonnage_and_load(sim: PressSimulator, client) -> None:
@@ -190,7 +216,7 @@ async def test_cli_serves_a_press() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "drivers.sim_press", "--port", str(port), "--part", "CLI-9",
+        sys.executable, "-m", "sim.press", "--port", str(port), "--part", "CLI-9",
         "--die", "3", "--stopped", stdout=asyncio.subprocess.PIPE,
     )
     try:

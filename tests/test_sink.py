@@ -30,7 +30,7 @@ psycopg = pytest.importorskip("psycopg", reason="the sink extra (psycopg 3) is m
                               "pip install -e '.[sink]' (scripts/setup does)")
 
 from collector import messages  # noqa: E402
-from collector.local_broker import LocalBroker  # noqa: E402
+from sim.local_broker import LocalBroker  # noqa: E402
 from sink.consumer import Sink, SinkSettings  # noqa: E402
 from sink.decode import Latest, Refused, Row, decode  # noqa: E402
 from sink.store import Store, migrate  # noqa: E402

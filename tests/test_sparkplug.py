@@ -24,8 +24,8 @@ import pytest
 
 from buffer.store import Outbox
 from collector import messages, streams
-from collector.local_broker import LocalBroker
 from collector.sparkplug.edge import EdgeNode, EdgeSettings
+from sim.local_broker import LocalBroker
 from tests.support import sparkplug_wire as wire
 from tests.support.subscriber import Received, Subscriber
 

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from collector.config import LoadedConfig
-from collector.local_broker import LocalBroker, free_port
 from collector.status import press_status, problems, render
+from sim.local_broker import LocalBroker, free_port
 from tests.support.line import Line, wait_gauges_online
 
 REPO = Path(__file__).resolve().parents[1]

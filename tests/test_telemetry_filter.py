@@ -124,7 +124,7 @@ def test_runtime_keeps_every_value_and_publishes_the_selection(outbox: Outbox,
 def test_an_opcua_press_takes_the_press_defaults() -> None:
     """OPC UA tags have no per-tag publish keys; the filter must not need them."""
     from collector.config import load_config
-    from collector.demo import REPO_CONFIG
+    from sim.demo import REPO_CONFIG
 
     p4 = load_config(REPO_CONFIG).presses["p4"]
     assert p4.plc.protocol == "opcua"

@@ -26,7 +26,6 @@ module re-exports the public API: import from ``collector.config``, not from the
 from __future__ import annotations
 
 from collector.config.errors import ConfigError, ConfigProblem
-from collector.config.gauge import PRESET_LINE, GaugeConfig
 from collector.config.loader import (
     COLLECTOR_FILE,
     PLANS_DIR,
@@ -84,6 +83,7 @@ from collector.config.site import (
     TelemetryConfig,
     is_loopback,
 )
+from drivers.gauge.config import PRESET_LINE, GaugeConfig
 
 __all__ = [
     "BIT_AREAS",

@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 
-from collector.config.base import PATTERN_HINTS, Loc, kind_of, show
 from collector.config.site import PASSWORD_ENV
+from drivers.config_base import PATTERN_HINTS, Loc, kind_of, show
 
 # Keys that must never be in a file, with what to do instead (a root model's
 # ``secret_hints`` may say it better for the keys below one of its tables).

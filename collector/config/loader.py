@@ -19,13 +19,12 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from collector import domain, mqtt_names
-from collector.config.base import show
 from collector.config.errors import ConfigError, ConfigProblem, translate
-from collector.config.modbus import RTU_SERIAL_KEYS
-from collector.config.opcua import OpcuaPlcConfig
 from collector.config.plan import PlanConfig, revision_key, to_plan
 from collector.config.press import PressConfig
 from collector.config.site import CollectorConfig
+from drivers.config_base import show
+from drivers.registry import plc_plugin
 
 COLLECTOR_FILE = "collector.toml"
 PRESSES_DIR = "presses"
@@ -180,7 +179,7 @@ def _load(config_dir: Path) -> tuple[LoadedConfig | None, list[ConfigProblem]]:
     if not buffer_path.is_absolute():
         collector.buffer.path = str((config_dir / buffer_path).resolve())
     for press in presses.values():
-        _resolve_opcua_paths(press.plc, config_dir)
+        press.plc.resolve_paths(config_dir)  # files named in [plc] (OPC UA certificates)
 
     plans: dict[str, domain.Plan] = {}
     for (part_number, _revision), plan in sorted(
@@ -231,7 +230,7 @@ def _check_buses(presses: dict[str, PressConfig],
             problems.append(ConfigProblem(rel, "plc.protocol", f"bus {key} is "
                                           f"{first.plc.protocol} in {press_files[first.id]}"))
             continue
-        for name in (*RTU_SERIAL_KEYS, "inter_frame_ms"):
+        for name in type(first.plc).shared_line_keys:
             mine, theirs = getattr(press.plc, name), getattr(first.plc, name)
             if mine != theirs:
                 problems.append(ConfigProblem(rel, f"plc.{name}", f"{show(mine)} differs from "
@@ -239,20 +238,6 @@ def _check_buses(presses: dict[str, PressConfig],
                                               f"({press_files[first.id]}) on the same bus "
                                               f"{key}"))
     return problems
-
-
-def _resolve_opcua_paths(plc: Any, config_dir: Path) -> None:
-    """Certificate, key and trust dir of an OPC UA press: relative to the config dir.
-
-    (password_file stays as written: the daemon looks a relative one up in
-    $CREDENTIALS_DIRECTORY, like the broker's.)
-    """
-    if not isinstance(plc, OpcuaPlcConfig):
-        return
-    for key in ("certificate", "private_key", "trust_dir"):
-        value = getattr(plc, key)
-        if value and not Path(value).is_absolute():
-            setattr(plc, key, str((config_dir / value).resolve()))
 
 
 def load_config(config_dir: Path | str) -> LoadedConfig:
@@ -299,15 +284,8 @@ def summary(config: LoadedConfig | Path | str) -> str:
         roles = ", ".join(t.role for t in plc.tags if t.role) or "none"
         gauges = ", ".join(f"{g.id} ({g.preset} {g.port})" for g in press.gauges) or "none"
         title = f" {press.name}" if press.name else ""
-        if isinstance(plc, OpcuaPlcConfig):
-            lines.append(f"  press {press.id}{title}: opcua {plc.endpoint} security "
-                         f"{plc.security_policy}/{plc.security_mode}, publishing every "
-                         f"{plc.publishing_interval_ms} ms, {len(plc.tags)} tags "
-                         f"(roles: {roles}); gauges: {gauges}")
-            continue
-        where = plc.port if plc.protocol == "modbus_rtu" else f"{plc.host}:{plc.port}"
-        lines.append(f"  press {press.id}{title}: {plc.protocol} {where} "
-                     f"unit {plc.unit} every {plc.poll_interval_ms} ms, {len(plc.tags)} tags "
+        link = plc_plugin(plc.protocol).load().summary(plc)  # the driver package's words
+        lines.append(f"  press {press.id}{title}: {link}, {len(plc.tags)} tags "
                      f"(roles: {roles}); gauges: {gauges}")
     for part_number, plan in sorted(cfg.plans.items()):
         lines.append(f"  plan {part_number} rev {plan.revision}: "

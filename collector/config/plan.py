@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from collector import domain
-from collector.config.base import ConfigModel, Dec, Loc, Unit, raise_problems, show
+from drivers.config_base import ConfigModel, Dec, Loc, Unit, raise_problems, show
 
 CharClass = Literal["critical", "significant", "standard"]
 Chart = Literal["i_mr", "xbar_r", "xbar_s"]

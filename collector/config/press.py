@@ -5,31 +5,42 @@ union), its gauges, ``[workflow]`` (timings, commands and who may give them) and
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, Discriminator, Field, Tag, field_validator, model_validator
 
 from collector import domain, roles
-from collector.config.base import ID_PATTERN, ConfigModel, Loc, raise_problems, show
-from collector.config.gauge import GaugeConfig
 from collector.config.modbus import PlcConfig, TagConfig
 from collector.config.opcua import OPCUA_PASSWORD_ENV, OpcuaPlcConfig
+from drivers.config_base import ID_PATTERN, ConfigModel, Loc, raise_problems, show
+from drivers.gauge.config import GaugeConfig
+from drivers.registry import plc_plugin
 
 # A gauge poll trigger that is not a tag name: every step of the stroke counter.
 STROKE_TRIGGER = "stroke"
 
 
+# The collector's model of each driver package's [plc] table (the driver's model with the
+# role vocabulary and the collector's keys added), by the package's registry name.
+PLC_MODELS: dict[str, type[BaseModel]] = {"modbus": PlcConfig, "opcua": OpcuaPlcConfig}
+DEFAULT_PROTOCOL = "modbus_tcp"  # a [plc] table without `protocol`
+
+
 def _plc_kind(data: Any) -> str | None:
-    """Which [plc] model validates this table: 'opcua', else the Modbus one."""
+    """Which [plc] model validates this table: the registry's package for its protocol;
+    without one (or with one nobody serves), the default protocol's model, which then
+    names every allowed value (errors.translate lists all of the union's)."""
     if isinstance(data, dict):
-        return "opcua" if data.get("protocol") == "opcua" else "modbus"
-    if isinstance(data, OpcuaPlcConfig):
-        return "opcua"
-    return "modbus" if isinstance(data, PlcConfig) else None
+        protocol = data.get("protocol", DEFAULT_PROTOCOL)
+        try:
+            return plc_plugin(protocol).name
+        except (KeyError, TypeError):
+            return plc_plugin(DEFAULT_PROTOCOL).name
+    return next((name for name, model in PLC_MODELS.items() if isinstance(data, model)), None)
 
 
 AnyPlcConfig = Annotated[
-    Annotated[PlcConfig, Tag("modbus")] | Annotated[OpcuaPlcConfig, Tag("opcua")],
+    Union[tuple(Annotated[model, Tag(name)] for name, model in PLC_MODELS.items())],  # noqa: UP007
     Discriminator(_plc_kind, custom_error_type="plc_table", custom_error_message="not a table"),
 ]
 
@@ -164,7 +175,7 @@ class PressConfig(ConfigModel):
     # The [plc] union's tag is not a key the user wrote ("plc.tags[0].node", not
     # "plc.opcua.tags[0].node"); a password under [plc] gets the OPC UA hint.
     union_tags: ClassVar[dict[str, dict[str, type[BaseModel]]]] = {
-        "plc": {"modbus": PlcConfig, "opcua": OpcuaPlcConfig},
+        "plc": PLC_MODELS,
     }
     secret_hints: ClassVar[dict[str, dict[str, str]]] = {
         "plc": {"password": "passwords are not allowed in config files; use password_file "

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from collector import mqtt_names
-from collector.config.base import ConfigModel, raise_problems, show
+from drivers.config_base import ConfigModel, raise_problems, show
 
 PASSWORD_ENV = "PRESS_COLLECTOR_MQTT_PASSWORD"
 

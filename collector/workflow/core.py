@@ -38,7 +38,7 @@ from collector.workflow.routing import route
 from collector.workflow.setup import SetupDetection
 from collector.workflow.sign_off import SignOff
 from collector.workflow.values import IDS, reading, to_id
-from drivers.gauge_parsers import flag_verdict
+from drivers.gauge.records import flag_verdict
 
 
 def _by_part(plans: Mapping[str, Plan]) -> dict[str, Plan]:

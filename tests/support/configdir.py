@@ -10,7 +10,7 @@ import re
 import shutil
 from pathlib import Path
 
-from collector.demo import REPO_CONFIG
+from sim.demo import REPO_CONFIG
 
 
 def write_config_dir(dest: Path, broker_port: int, plc_ports: dict[str, int],

@@ -18,10 +18,10 @@ import orjson
 from collector.config import LoadedConfig, load_config
 from collector.contract import validate_message
 from collector.daemon import Daemon
-from collector.demo import REPO_CONFIG, prepare_config
-from collector.local_broker import LocalBroker
-from drivers.sim_gauge import GaugeSimulator
-from drivers.sim_press import PressSimulator
+from sim.demo import REPO_CONFIG, prepare_config
+from sim.gauge import GaugeSimulator
+from sim.local_broker import LocalBroker
+from sim.press import PressSimulator
 from tests.support.subscriber import Received, Subscriber
 
 # a first article of part BRK-100 that passes (gauge, value) in plan order

@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from collector.config import OpcuaPlcConfig, load_config
-from collector.demo import REPO_CONFIG, prepare_config
 from drivers.base import Backoff, ConnectionChange, DriverEvent, PollResult
 from drivers.opcua import OpcuaPoller, OpcuaSecurity, OpcuaTag
-from drivers.sim_gauge import GaugeSimulator
-from drivers.sim_opcua import NODES, ROLES, OpcuaPressSimulator, node_text
+from sim.demo import REPO_CONFIG, prepare_config
+from sim.gauge import GaugeSimulator
+from sim.opcua import NODES, ROLES, OpcuaPressSimulator, node_text
 from tests.support.line import JOBS, Line
 from tests.support.subscriber import Subscriber
 

@@ -23,7 +23,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from drivers.sim_bus import PtyPair
+from sim.bus import PtyPair
 
 
 def crc(data: bytes) -> bytes:

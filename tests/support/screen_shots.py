@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from collector.local_broker import LocalBroker
+from sim.local_broker import LocalBroker
 from tests.support.browser import Browser, missing_reason
 from tests.support.screen_story import Page, start_line, story
 
