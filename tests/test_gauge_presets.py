@@ -241,3 +241,13 @@ def test_garbage_never_raises_and_never_yields_a_value(preset: str, data: st.Dat
             assert r.flag is None or (r.flag == r.flag.strip() and r.flag.isprintable())
             assert r.verdict in (None, "below", "within", "above")
             assert r.verdict is None or r.flag is not None
+
+
+def test_metro_word_column_longer_than_its_field_is_garbage() -> None:
+    """Found by the property test above: an unpadded 5-character 'flag' (+AAAA) was taken
+    as a tolerance verdict and the line as a value. A column is at most 4 characters."""
+    parser = make_parser("metro")
+    results = parse_records(parser, b"V1: +AAAA 0.0")
+    assert results and not any(isinstance(r, Parsed) for r in results)
+    flagged = parse_records(parser, b"V1: +NG 0.0")  # a real verdict, unpadded, still a value
+    assert [r.flag for r in flagged if isinstance(r, Parsed)] == ["+NG"]

@@ -24,7 +24,9 @@ from drivers.gauge.records import (
 # Errors 'Nxy:Ex' (E1 communication, E3 reading).
 _METRO = re.compile(r"V(?P<channel>[1-8]):(?P<head>[ -~]*?)(?P<sign>[+\- ])(?P<number>\d+\.\d+)")
 _METRO_FIXED = re.compile(r" (?P<unit>[A-Za-z/ ]{4}) (?P<tol>[A-Za-z+\- ]{3}) ")
-_METRO_WORD = re.compile(r"[+\-]?[A-Za-z][A-Za-z/]{0,3}")  # a unit or a code, unpadded
+# a unit or a code, unpadded: one column, at most 4 characters (the unit column is 4 wide,
+# the verdict 3), so "+AAAA" is no flag but garbage
+_METRO_WORD = re.compile(r"(?=.{1,4}\Z)[+\-]?[A-Za-z][A-Za-z/]{0,3}")
 _METRO_ERROR = re.compile(r"N(?P<channel>\d)(?P<sub>\d):E(?P<code>\d)")
 _METRO_ERRORS = {"1": "communication error", "3": "reading error"}
 _METRO_CODES = frozenset({"GO", "+NG", "-NG", "NG", "ABS", "REL", "MIN", "MAX"})
