@@ -23,7 +23,8 @@ from typing import Any
 
 import psutil
 
-from sim.local_broker import LocalBroker, free_port
+from sim.broker_process import free_port
+from sim.local_broker import LocalBroker
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable

@@ -23,7 +23,7 @@ from pathlib import Path
 import psutil
 
 from bench.rig import PY, REPO, Rig, wait_for
-from sim.local_broker import free_port
+from sim.broker_process import free_port
 from sim.opcua import NODES, ROLES, node_text
 
 UNIT = REPO / "deploy" / "press-collector.service"

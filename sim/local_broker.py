@@ -17,17 +17,14 @@ everything. (The default of 1000 drops messages for a slow or offline subscriber
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import os
 import pwd
 import shutil
-import signal
-import socket
-import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from sim.broker_process import BrokerProcess
 
 CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto")
 
@@ -41,12 +38,6 @@ def find_mosquitto() -> str:
         return found
     raise FileNotFoundError("mosquitto not found (looked in /usr/sbin and on PATH); "
                             "install the 'mosquitto' package")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -68,7 +59,7 @@ def password_line(username: str, password: str, iterations: int = 101) -> str:
             f"{base64.b64encode(digest).decode()}")
 
 
-class LocalBroker:
+class LocalBroker(BrokerProcess):
     """One Mosquitto process listening on 127.0.0.1:``port`` (0: pick a free port)."""
 
     kind = "mosquitto"  # as sim.other_brokers (RabbitMQ, NATS): tests pick by these
@@ -79,26 +70,18 @@ class LocalBroker:
                  host: str = "127.0.0.1", max_queued_messages: int = 10_000_000,
                  tls: BrokerTls | None = None, users: dict[str, str] | None = None,
                  acl: str = "") -> None:
-        self.host = host
-        self.port = port or free_port(host)
-        self.data_dir = Path(data_dir).resolve()
+        super().__init__(port, data_dir, host)
         self.persistence = persistence
         self.extra_conf = extra_conf
         self.max_queued_messages = max_queued_messages
         self.tls = tls  # TLS on the listener (no plain listener then)
         self.users = users  # username -> password; set = no anonymous access
         self.acl = acl  # mosquitto acl_file text (with users)
-        self.proc: subprocess.Popen[bytes] | None = None
         self.conf_path = self.data_dir / "mosquitto.conf"
         self.log_path = self.data_dir / "mosquitto.log"
 
-    @property
-    def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        return [find_mosquitto(), "-c", str(self.conf_path)], dict(os.environ)
 
     def write_config(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -138,63 +121,3 @@ class LocalBroker:
             lines.append(self.extra_conf.strip())
         self.conf_path.write_text("\n".join(lines) + "\n")
         return self.conf_path
-
-    def start(self, timeout: float = 10.0) -> LocalBroker:
-        if self.running:
-            return self
-        self.write_config()
-        self.proc = subprocess.Popen([find_mosquitto(), "-c", str(self.conf_path)],
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise RuntimeError(f"mosquitto exited with {self.proc.returncode} on start: "
-                                   f"{err.strip()} {self.log_tail()}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.2):
-                    return self
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.kill()
-                    raise RuntimeError(f"mosquitto did not listen on {self.host}:{self.port} "
-                                       f"within {timeout} s: {self.log_tail()}") from None
-                time.sleep(0.02)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM and wait (Mosquitto saves its persistence file)."""
-        self._signal(signal.SIGTERM, timeout)
-
-    def kill(self) -> None:
-        self._signal(signal.SIGKILL, 5.0)
-
-    def restart(self, timeout: float = 10.0) -> LocalBroker:
-        self.stop()
-        return self.start(timeout)
-
-    def _signal(self, sig: int, timeout: float) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
-        self.proc = None
-
-    def log_tail(self, lines: int = 20) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    def __enter__(self) -> LocalBroker:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

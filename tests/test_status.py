@@ -16,7 +16,8 @@ import pytest
 
 from collector.config import LoadedConfig
 from collector.status import press_status, problems, render
-from sim.local_broker import LocalBroker, free_port
+from sim.broker_process import free_port
+from sim.local_broker import LocalBroker
 from tests.support.line import Line, wait_gauges_online
 
 REPO = Path(__file__).resolve().parents[1]
