@@ -23,8 +23,8 @@ from typing import Any
 
 import psutil
 
-from sim.broker_process import free_port
 from sim.local_broker import LocalBroker
+from sim.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable

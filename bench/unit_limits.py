@@ -23,8 +23,8 @@ from pathlib import Path
 import psutil
 
 from bench.rig import PY, REPO, Rig, wait_for
-from sim.broker_process import free_port
 from sim.opcua import NODES, ROLES, node_text
+from sim.ports import free_port
 
 UNIT = REPO / "deploy" / "press-collector.service"
 

@@ -21,11 +21,7 @@ import time
 from pathlib import Path
 from typing import Self
 
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+from sim.ports import free_port
 
 
 class BrokerProcess:

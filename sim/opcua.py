@@ -36,7 +36,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from typing import Any
 from asyncua import Server, ua
 from asyncua.crypto.permission_rules import User, UserRole
 
+from sim.ports import free_port
 from sim.strokes import press_arguments, stroke_loop
 
 log = logging.getLogger(__name__)
@@ -81,12 +81,6 @@ ROLES = {"strokes": "stroke_count", "die_id": "die_id", "part_number": "part_num
 def node_text(name: str) -> str:
     """The config spelling of a simulator tag's (or output's) node id."""
     return f"nsu={NAMESPACE};s={(NODES.get(name) or OUTPUTS[name])[0]}"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 class _OneUser:

@@ -28,7 +28,8 @@ import os
 import shutil
 from pathlib import Path
 
-from sim.broker_process import BrokerProcess, free_port
+from sim.broker_process import BrokerProcess
+from sim.ports import free_port
 
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 NATS_CANDIDATES = ("/usr/sbin/nats-server", "/usr/local/bin/nats-server")

@@ -36,6 +36,9 @@ from collector.streams import STREAMS
 from sim.local_broker import LocalBroker
 from tests.support.line import Line, contiguous
 
+# timing-sensitive: scripts/test runs it alone, after the parallel part
+pytestmark = pytest.mark.serial
+
 PRESSES = ("p1", "p2", "p3")
 MEMORY_MAX_MB = 0.05  # ~52 kB of queued rows: a few seconds of three presses' telemetry
 

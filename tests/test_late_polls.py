@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from buffer.store import Outbox
 from collector.domain import WorkflowSettings
 from collector.messages import Topics
@@ -22,6 +24,9 @@ from drivers.opcua import OpcuaPoller, OpcuaTag
 from sim.bus import BusSimulator
 from sim.opcua import OpcuaPressSimulator, node_text
 from sim.press import PRESS_TAGS, PressSimulator
+
+# timing-sensitive: scripts/test runs it alone, after the parallel part
+pytestmark = pytest.mark.serial
 
 
 def stalling_sink(runtime: PressRuntime, period: float,

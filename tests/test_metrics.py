@@ -12,7 +12,7 @@ import pytest
 from collector.metrics import PollTiming, prometheus_text, serve
 from drivers.base import PollResult
 from drivers.modbus.driver import ModbusPoller
-from sim.broker_process import free_port
+from sim.ports import free_port
 from sim.press import LOAD_TAGS, PressSimulator
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -12,6 +11,7 @@ import pytest
 from drivers.base import Backoff, ConnectionChange, DriverEvent, PollResult
 from drivers.modbus.codec import TagSpec
 from drivers.modbus.driver import ModbusPoller, TagError, read_once
+from sim.ports import free_port
 from sim.press import LOAD_TAGS, PRESS_TAGS, PressSimulator
 
 WAIT_S = 3.0
@@ -71,12 +71,6 @@ async def cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 1.0)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 async def test_values_decode_and_follow_the_press(sim: PressSimulator) -> None:

@@ -13,7 +13,8 @@ from drivers.base import Backoff
 from drivers.opcua import OpcuaSecurity, OpcuaTag, generate_certificate
 from drivers.opcua.probe import probe, run_cert
 from sim.local_broker import LocalBroker
-from sim.opcua import OpcuaPressSimulator, free_port, node_text
+from sim.opcua import OpcuaPressSimulator, node_text
+from sim.ports import free_port
 from tests.support.opcua import OpcuaLine, Recorder, poller, press_tags, running, trust
 
 FULL = {"strokes", "die_id", "spm", "part_number", "material_lot", "tonnage", "die_temp",

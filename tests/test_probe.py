@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from drivers.gauge.probe import probe_gauge
 from drivers.modbus.probe import parse_address, probe_modbus
 from sim.bus import BusSimulator
 from sim.gauge import GaugeSimulator
+from sim.ports import free_port
 from sim.press import PressSimulator
 
 REPO = Path(__file__).resolve().parent.parent
@@ -47,12 +47,6 @@ async def rtu_bus() -> AsyncIterator[BusSimulator]:
     sims = {u: PressSimulator(die=10 * u, spm=0) for u in (1, 2)}
     async with BusSimulator(sims, "serial") as sim:
         yield sim
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --------------------------------------------------------------------------- addresses
@@ -101,7 +95,7 @@ async def test_modbus_exception_is_named_per_value(press: PressSimulator) -> Non
 
 async def test_modbus_unreachable_wrong_unit_and_wrong_type(press: PressSimulator) -> None:
     with pytest.raises(ProbeError, match="cannot reach the device"):
-        await probe("modbus", f"127.0.0.1:{closed_port()}", "--read", "40001")
+        await probe("modbus", f"127.0.0.1:{free_port()}", "--read", "40001")
     press.set_silent(True)
     with pytest.raises(ProbeError, match=r"no answer from unit 5 within 0.2 s: wrong unit id"):
         await probe("modbus", f"127.0.0.1:{press.port}", "--unit", "5", "--read", "40001",
@@ -257,7 +251,7 @@ async def test_press_probe_rtu_and_errors(tmp_path: Path, rtu_bus: BusSimulator)
 
 async def test_cli_exit_code_and_stderr() -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "collector.cli", "probe", "modbus", f"127.0.0.1:{closed_port()}",
+        sys.executable, "-m", "collector.cli", "probe", "modbus", f"127.0.0.1:{free_port()}",
         "--read", "40001", cwd=REPO, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 30)

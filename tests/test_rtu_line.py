@@ -21,6 +21,9 @@ from drivers.serial_settings import port_problem
 from tests.support.rtu_slave import RtuSlave, Unit, set_string, set_u32
 from tests.test_modbus_tcp import Recorder
 
+# timing-sensitive: scripts/test runs it alone, after the parallel part
+pytestmark = pytest.mark.serial
+
 UNITS = (1, 2, 3)
 # Two holding blocks of the same size (max_gap 8): a late answer to the first has the
 # shape of an answer to the second, which is exactly how a lot number went astray.

@@ -34,8 +34,8 @@ from collector.screen.history import read_history
 from collector.screen.hub import ActionRefused, ScreenHub
 from collector.screen.server import ScreenServer, pick_lang
 from drivers.base import GaugeValue, PollResult
-from sim.broker_process import free_port
 from sim.demo import REPO_CONFIG
+from sim.ports import free_port
 
 ROOT = "test/press-shop"
 ACTIONS = ("acknowledge_alarm", "start_last_piece", "repeat_measurement")

@@ -21,9 +21,9 @@ import pytest
 
 from collector.config import BrokerTlsConfig, LoadedConfig
 from collector.security import tls_context
-from sim.broker_process import free_port
 from sim.demo import REPO_CONFIG
 from sim.local_broker import BrokerTls, LocalBroker
+from sim.ports import free_port
 from tests.support.line import Line
 from tests.support.pki import Pki, make_pki
 from tests.support.subscriber import Subscriber

@@ -43,7 +43,8 @@ from collector.security import startup_problems, startup_warnings
 from drivers.base import Backoff
 from drivers.opcua import OpcuaPoller, OpcuaSecurity, generate_certificate
 from sim.local_broker import BrokerTls, LocalBroker
-from sim.opcua import APP_URI, NODES, OpcuaPressSimulator, free_port, node_text
+from sim.opcua import APP_URI, NODES, OpcuaPressSimulator, node_text
+from sim.ports import free_port
 from tests.support.opcua import Recorder, press_tags, running, trust
 from tests.support.pki import Pki, make_pki
 from tests.support.subscriber import Subscriber

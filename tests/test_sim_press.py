@@ -13,6 +13,7 @@ import pytest
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
+from sim.ports import free_port
 from sim.press import LOAD_TAGS, PRESS_TAGS, PressSimulator, _parse_args
 
 WAIT_S = 3.0
@@ -212,9 +213,7 @@ def test_cli_arguments() -> None:
 
 
 async def test_cli_serves_a_press() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "sim.press", "--port", str(port), "--part", "CLI-9",
         "--die", "3", "--stopped", stdout=asyncio.subprocess.PIPE,

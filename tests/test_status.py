@@ -16,8 +16,8 @@ import pytest
 
 from collector.config import LoadedConfig
 from collector.status import press_status, problems, render
-from sim.broker_process import free_port
 from sim.local_broker import LocalBroker
+from sim.ports import free_port
 from tests.support.line import Line, wait_gauges_online
 
 REPO = Path(__file__).resolve().parents[1]

@@ -31,7 +31,7 @@ import orjson
 from collector.config import LoadedConfig
 from collector.domain import Reaction, SpcOptions
 from collector.screen.accounts import account_line
-from sim.broker_process import free_port
+from sim.ports import free_port
 from tests.support.browser import Browser
 from tests.support.commands import command_topic, stamped
 from tests.support.line import BRK100_PASS, Line, wait_gauges_online
