@@ -200,6 +200,10 @@ class Daemon:
         if self.screen is not None:
             self.screen.hub.set_press(press.id, runtime, [g.id for g in press.gauges])
 
+    def press_tasks(self, press_id: str) -> list[asyncio.Task[None]]:
+        """The driver tasks of a running press (what a reload leaves alone or replaces)."""
+        return list(self._press_tasks[press_id][1])
+
     async def stop_press(self, press_id: str, removed: bool = False) -> None:
         """Stop one press: cancel its driver tasks and wait for them, then keep its
         workflow snapshot in the buffer (started again, it resumes there). ``removed``:
