@@ -191,16 +191,26 @@ def retained_state(bench: ReloadBench, pid: str) -> list[dict[str, Any]]:
     return bench.payloads(pid, "/state")
 
 
+async def same_runtime(bench: ReloadBench, pid: str) -> bool:
+    """Whether the press still runs on the runtime it started with. One telemetry message
+    per poll and a fresh buffer: a runtime that has run since the press's first seq has
+    counted at least as many polls as the highest seq seen; a restarted one counts anew
+    while the seqs go on. Waits for some more polls first."""
+    await bench.wait_telemetry(pid, bench.last_telemetry_seq(pid) + 2)
+    seen = bench.last_telemetry_seq(pid)
+    return (await bench.health())["presses"][pid]["polls"] >= seen
+
+
 async def test_add_and_remove_presses_without_touching_the_others(bench: ReloadBench) -> None:
     await bench.start(("p1", "p2"))
     await bench.release_p1()
-    h0 = (await bench.health())["presses"]
 
     bench.add("p3")
     summary = await bench.reload()
     assert "added: p3; removed: none; changed: none; unchanged: p1, p2" in summary
     await bench.wait_telemetry("p3")  # the new press runs
 
+    await bench.wait_telemetry("p1", 30)  # a history to resume from (and to tell runtimes)
     bench.remove("p1")
     states_before = len(retained_state(bench, "p1"))
     summary = await bench.reload()
@@ -209,9 +219,8 @@ async def test_add_and_remove_presses_without_touching_the_others(bench: ReloadB
     gone = retained_state(bench, "p1")[-1]
     assert gone["removed"] is True and gone["collector_online"] is False
     assert gone["plc_online"] is False and gone["state"] == "released"
-    h1 = (await bench.health())["presses"]
-    assert set(h1) == {"p2", "p3"}
-    assert h1["p2"]["polls"] > h0["p2"]["polls"]  # the same runtime counts on
+    assert set((await bench.health())["presses"]) == {"p2", "p3"}
+    assert await same_runtime(bench, "p2") and await same_runtime(bench, "p3")
 
     # added again: resumes from its snapshot (released), no new setup, seqs go on
     setups = len(bench.events("p1", "setup"))
@@ -226,8 +235,8 @@ async def test_add_and_remove_presses_without_touching_the_others(bench: ReloadB
     assert back[0]["state"] == "released"  # a new workflow would await a first article
     await bench.wait_telemetry("p1", bench.last_telemetry_seq("p1"))
     assert len(bench.events("p1", "setup")) == setups
-    h2 = (await bench.health())["presses"]
-    assert h2["p2"]["polls"] > h1["p2"]["polls"] and h2["p3"]["polls"] > h1["p3"]["polls"]
+    assert await same_runtime(bench, "p2") and await same_runtime(bench, "p3")
+    assert not await same_runtime(bench, "p1")
 
     await bench.stop_and_check_no_gap(("p1", "p2", "p3"))
     p1_events = [e["seq"] for e in bench.payloads("p1", "") if e.get("stream") == "events"]
@@ -237,8 +246,8 @@ async def test_add_and_remove_presses_without_touching_the_others(bench: ReloadB
 
 async def test_a_changed_tag_restarts_only_that_press(bench: ReloadBench) -> None:
     await bench.start(("p1", "p2"))
-    await bench.wait_telemetry("p2", 20)
-    h0 = (await bench.health())["presses"]
+    await bench.wait_telemetry("p2", 30)
+    assert await same_runtime(bench, "p1") and await same_runtime(bench, "p2")
 
     p2 = bench.press_file("p2")
     text = p2.read_text()
@@ -248,9 +257,8 @@ async def test_a_changed_tag_restarts_only_that_press(bench: ReloadBench) -> Non
     assert "added: none; removed: none; changed: p2; unchanged: p1" in summary
     await bench.wait(lambda: any("force_kn" in p["data"]["values"]
                                  for p in bench.payloads("p2", "/telemetry")))
-    h1 = (await bench.health())["presses"]
-    assert h1["p1"]["polls"] > h0["p1"]["polls"]  # p1: the same runtime, counting on
-    assert h1["p2"]["polls"] < h0["p2"]["polls"]  # p2: a new runtime (restarted)
+    assert not await same_runtime(bench, "p2")  # restarted: a new runtime
+    assert await same_runtime(bench, "p1")  # untouched
     renamed = [p for p in bench.payloads("p2", "/telemetry") if "force_kn" in p["data"]["values"]]
     assert all("tonnage" not in p["data"]["values"] for p in renamed)
     await bench.wait_telemetry("p1", bench.last_telemetry_seq("p1") + 5)
@@ -262,7 +270,6 @@ async def test_a_changed_tag_restarts_only_that_press(bench: ReloadBench) -> Non
 async def test_a_broken_press_file_is_refused_and_the_running_config_kept(
         bench: ReloadBench) -> None:
     await bench.start(("p1", "p2"))
-    h0 = (await bench.health())["presses"]
     p2 = bench.press_file("p2")
     good = p2.read_text()
     p2.write_text(good.replace('type = "uint32"', 'type = "uint33"', 1))
@@ -274,10 +281,8 @@ async def test_a_broken_press_file_is_refused_and_the_running_config_kept(
     await bench.daemon.wait_line(r"presses/p2\.toml: plc\.tags\[0\]\.type: 'uint33' is not "
                                  "allowed", after=mark)
     assert not any(re.search(SUMMARY, line) for line in bench.daemon.lines[mark:])
-    await bench.wait_telemetry("p2", bench.last_telemetry_seq("p2") + 5)
-    h1 = (await bench.health())["presses"]
-    assert set(h1) == {"p1", "p2"}
-    assert h1["p1"]["polls"] > h0["p1"]["polls"] and h1["p2"]["polls"] > h0["p2"]["polls"]
+    assert set((await bench.health())["presses"]) == {"p1", "p2"}
+    assert await same_runtime(bench, "p1") and await same_runtime(bench, "p2")
 
     # fixed, plus a collector.toml change: the presses are applied, the site change is not
     p2.write_text(good)
@@ -289,8 +294,7 @@ async def test_a_broken_press_file_is_refused_and_the_running_config_kept(
     _, summary = await bench.daemon.wait_line(SUMMARY, after=mark)
     assert "added: p3; removed: none; changed: none; unchanged: p1, p2" in summary
     await bench.wait_telemetry("p3")
-    h2 = (await bench.health())["presses"]
-    assert h2["p2"]["polls"] > h1["p2"]["polls"]
+    assert await same_runtime(bench, "p1") and await same_runtime(bench, "p2")
 
     await bench.stop_and_check_no_gap(("p1", "p2"))
     assert bench.contract_violations() == []
