@@ -149,8 +149,14 @@ def opcua_passwords(plan: ReloadPlan, new: LoadedConfig,
                                            new.press_files.get(pid, ""))
         except StartupError as exc:
             raise SecretRefused(str(exc)) from None
-        out[pid] = password if password is not None or plc.password_file \
-            else running.get(pid)
+        if password is None:
+            password = running.get(pid)
+        if password is None:
+            raise SecretRefused(
+                f"{new.press_files.get(pid, f'presses/{pid}.toml')}: plc.username: no "
+                "password for this press: the environment variables are read at start only; "
+                "set plc.password_file (or restart the service)")
+        out[pid] = password
     return out
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
 import urllib.request
@@ -29,6 +30,7 @@ from collector.contract import validate_message
 from collector.daemon import Daemon
 from collector.reload import changed_keys, plan_reload
 from sim.broker_process import free_port
+from sim.demo import REPO_CONFIG
 from sim.gauge import GaugeSimulator
 from sim.local_broker import LocalBroker
 from sim.press import PressSimulator
@@ -411,3 +413,27 @@ def test_changed_keys_walks_tables() -> None:
     assert changed_keys({"a": {"b": 1, "c": [1]}, "d": 1},
                         {"a": {"b": 2, "c": [1]}, "e": 1}) == ["a.b", "d", "e"]
     assert changed_keys({"a": 1}, {"a": 1}) == []
+
+
+def test_an_added_opcua_press_needs_a_password_it_can_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon drops the password variables after start: a press it starts on a reload
+    reads its password file, keeps the password it had, or the reload is refused."""
+    from collector.reload import SecretRefused, opcua_passwords
+
+    for name in [n for n in os.environ if n.startswith("PRESS_COLLECTOR_OPCUA_PASSWORD")]:
+        monkeypatch.delenv(name)
+    old = load_config(REPO_CONFIG)
+    p4 = old.presses["p4"]
+    secured = p4.model_copy(update={"plc": p4.plc.model_copy(update={"username": "collector"})})
+    new = old.model_copy(update={"presses": {**old.presses, "p4": secured}})
+    plan = plan_reload(old, new)
+    assert plan.changed == ("p4",)
+    with pytest.raises(SecretRefused, match=r"presses/p4\.toml: plc\.username: no password"):
+        opcua_passwords(plan, new, {})
+    assert opcua_passwords(plan, new, {"p4": "kept"}) == {"p4": "kept"}
+    (tmp_path / "p4.secret").write_text("from-file\n")
+    with_file = secured.model_copy(update={"plc": secured.plc.model_copy(
+        update={"password_file": str(tmp_path / "p4.secret")})})
+    new = old.model_copy(update={"presses": {**old.presses, "p4": with_file}})
+    assert opcua_passwords(plan, new, {"p4": "kept"}) == {"p4": "from-file"}
