@@ -36,7 +36,7 @@ from sim.local_broker import LocalBroker
 from sim.press import PressSimulator
 from tests.support.configdir import write_config_dir
 from tests.support.daemon_proc import DaemonProcess
-from tests.support.line import BRK100_PASS, JOBS
+from tests.support.line import BRK100_PASS, JOBS, close_peers
 from tests.support.subscriber import Received, Subscriber
 
 ROOT = "demo-plant/press-shop"
@@ -91,13 +91,7 @@ class ReloadBench:
     async def close(self) -> None:
         if self.daemon.proc is not None:
             await self.daemon.stop()
-        if self.sub is not None:
-            self.sub.stop()
-        for sim in self.sims.values():
-            await sim.stop()
-        for gauges in self.gauges.values():
-            for g in gauges.values():
-                g.close()
+        await close_peers(self.sub, self.sims, self.gauges)
 
     # -- the config dir ----------------------------------------------------------------
     def press_file(self, pid: str) -> Path:
