@@ -143,31 +143,84 @@ class Daemon:
     guard: TaskGuard | None = None  # failure episodes of the background loops
     started: float = field(default_factory=time.time)  # /health daemon.uptime_s
     screen: Any = None  # the line-side screen's server ([screen]; collector/screen/)
+    opcua_passwords: dict[str, str | None] = field(default_factory=dict)  # by press id
+    # the running presses' driver tasks and line key; what the presses of a line share
+    _press_tasks: dict[str, tuple[str, list[asyncio.Task[None]]]] = field(default_factory=dict)
+    _shared: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _group: asyncio.TaskGroup | None = None
+    _command_log: CommandLog | None = None
+    _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _reloads: set[asyncio.Task[bool]] = field(default_factory=set)
 
     def stop(self) -> None:
         self._stop.set()
 
-    def reload_plans(self) -> bool:
-        """SIGHUP: read the config dir again and give every press the plans. A config
-        with errors is refused (logged) and the running one stays; other changes
-        (collector.toml, presses/*.toml) take effect at the next restart."""
-        from collector.config import ConfigError, load_config
+    def request_reload(self) -> None:
+        """SIGHUP: apply the config dir as it is now (collector/reload.py), in a task of
+        its own; reloads run one at a time, none once the daemon is stopping."""
+        task = asyncio.get_running_loop().create_task(self.reload(), name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
-        try:
-            fresh = load_config(self.config.config_dir)
-        except ConfigError as exc:
-            log.error("SIGHUP: config has errors, nothing reloaded:\n%s", exc)
-            return False
-        now = time.time()
-        for runtime in self.presses.values():
-            runtime.set_plans(fresh.plans, now)
-        self.config = self.config.model_copy(update={
-            "plans": fresh.plans, "plans_all": fresh.plans_all,
-            "plan_files": fresh.plan_files})
-        log.info("SIGHUP: plans reloaded (%s); changes to collector.toml and presses/*.toml "
-                 "take effect at the next restart", ", ".join(
-                     f"{p.part_number} rev {p.revision}" for p in fresh.plans.values()))
-        return True
+    async def reload(self) -> bool:
+        """Read the config dir again: presses added, removed or changed are started,
+        stopped or restarted, the others untouched, plans handed to every press; a
+        config with errors is refused (logged) and the running one stays. False: refused
+        or not running."""
+        from collector import reload
+
+        async with self._reload_lock:
+            if not self.ready.is_set() or self._group is None or self._stop.is_set():
+                log.warning("SIGHUP ignored: the daemon is not running (starting or stopping)")
+                return False
+            return await reload.reload(self)
+
+    # -- one press: started at start-up and by a reload, stopped by a reload -----------
+    def start_press(self, press: PressConfig, opcua_password: str | None = None) -> None:
+        """Start one press in the daemon's task group: its command gate, its runtime
+        (resumed from its workflow snapshot in the buffer, if any) and one supervised task
+        per driver. Presses on one RTU line share the line's objects (``_shared``)."""
+        assert self._group is not None and self.outbox is not None
+        assert self.commands is not None and self._command_log is not None
+        cfg, topics, spb = self.config.collector, self._topics, self.sparkplug
+        gate = CommandGate(press.id, topics.root, policy_from_config(press.workflow.commands),
+                           self._command_log, self.commands.clear_retained, time.time())
+        runtime = PressRuntime(press.id, role_tags(press), workflow_settings_for(press),
+                               self.config.plans, self.outbox, topics,
+                               publish_telemetry=cfg.telemetry.publish,
+                               telemetry_filter=TelemetryFilter.from_config(press), gate=gate,
+                               on_state=spb.on_press_state if spb else None)
+        self.presses[press.id] = runtime
+        line = press.plc.bus_key() or f"press/{press.id}"
+        tasks = [self._group.create_task(supervise(name, factory, self.failures), name=name)
+                 for name, factory in build_drivers(press, runtime.sink,
+                                                    self._shared.setdefault(line, {}),
+                                                    opcua_password).items()]
+        self._press_tasks[press.id] = (line, tasks)
+        if self.screen is not None:
+            self.screen.hub.set_press(press.id, runtime, [g.id for g in press.gauges])
+
+    def press_tasks(self, press_id: str) -> list[asyncio.Task[None]]:
+        """The driver tasks of a running press (what a reload leaves alone or replaces)."""
+        return list(self._press_tasks[press_id][1])
+
+    async def stop_press(self, press_id: str, removed: bool = False) -> None:
+        """Stop one press: cancel its driver tasks and wait for them, then keep its
+        workflow snapshot in the buffer (started again, it resumes there). ``removed``:
+        its retained state says the collector no longer watches it."""
+        runtime = self.presses.pop(press_id)
+        line, tasks = self._press_tasks.pop(press_id)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if removed:
+            runtime.publish_stopped(time.time(), removed=True)
+            if self.screen is not None:
+                self.screen.hub.drop_press(press_id)
+        else:
+            runtime.save_snapshot()
+        if all(other != line for other, _ in self._press_tasks.values()):
+            self._shared.pop(line, None)  # the line's last press: a new line next time
 
     async def run(self) -> None:
         cfg = self.config.collector
@@ -227,32 +280,17 @@ class Daemon:
             on_command=self._on_command, username=cfg.broker.username or None,
             password=password, tls=tls, keepalive=cfg.broker.keepalive_s,
             reconnect_max_s=cfg.broker.reconnect_max_s, protocol=cfg.broker.protocol)
-        command_log = CommandLog.open(cfg.buffer.path)
-        plans = self.config.plans
-        driver_tasks: list[asyncio.Task[None]] = []
-        shared: dict[str, Any] = {}  # what presses share, per driver package (RTU buses)
+        self._command_log = command_log = CommandLog.open(cfg.buffer.path)
+        self.opcua_passwords = dict(secrets.opcua_passwords)
         close_s = STOP_CLOSE_S
         try:
             async with asyncio.TaskGroup() as group:
                 publisher_task = group.create_task(publisher.run(), name="publisher")
                 commands_task = group.create_task(commands.run(), name="commands")
                 spb_task = group.create_task(spb.run(), name="sparkplug") if spb else None
+                self._group = group
                 for press in self.config.presses.values():
-                    gate = CommandGate(press.id, topics.root,
-                                       policy_from_config(press.workflow.commands),
-                                       command_log, commands.clear_retained, time.time())
-                    runtime = PressRuntime(press.id, role_tags(press),
-                                           workflow_settings_for(press), plans, outbox,
-                                           topics, publish_telemetry=cfg.telemetry.publish,
-                                           telemetry_filter=TelemetryFilter.from_config(press),
-                                           gate=gate,
-                                           on_state=spb.on_press_state if spb else None)
-                    self.presses[press.id] = runtime
-                    for name, factory in build_drivers(
-                            press, runtime.sink, shared,
-                            secrets.opcua_passwords.get(press.id)).items():
-                        driver_tasks.append(group.create_task(
-                            supervise(name, factory, self.failures), name=name))
+                    self.start_press(press, self.opcua_passwords.get(press.id))
                 prune_task = group.create_task(self._prune_loop(), name="prune")
                 tick_task = group.create_task(self._tick_loop(), name="tick")
                 bounds_task = group.create_task(self._bounds_loop(topics), name="bounds")
@@ -269,6 +307,9 @@ class Daemon:
                 notify_systemd("READY=1")
                 await self._stop.wait()
                 notify_systemd("STOPPING=1")
+                async with self._reload_lock:  # a reload under way finishes first
+                    self._group = None
+                driver_tasks = [t for _, tasks in self._press_tasks.values() for t in tasks]
                 for task in driver_tasks:
                     task.cancel()
                 prune_task.cancel()
@@ -529,5 +570,5 @@ async def run_until_signalled(config: LoadedConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, daemon.stop)
-    loop.add_signal_handler(signal.SIGHUP, daemon.reload_plans)
+    loop.add_signal_handler(signal.SIGHUP, daemon.request_reload)
     await daemon.run()

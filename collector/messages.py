@@ -127,11 +127,13 @@ def encode_telemetry(press: str, seq: int, ts: float, host: str, values: Mapping
 
 
 def encode_state(press: str, ts: float, host: str, state: str, plc_online: bool,
-                 context: Mapping[str, Any], collector_online: bool = True) -> bytes:
+                 context: Mapping[str, Any], collector_online: bool = True,
+                 removed: bool = False) -> bytes:
     """The retained state: what a dashboard shows when it connects, no seq (latest wins).
     ``collector_online`` false: the collector stopped cleanly at ``ts`` and nobody
-    watches this press (``state`` is where it left the workflow)."""
-    return dumps({
+    watches this press (``state`` is where it left the workflow). ``removed``: the press
+    was taken out of the collector's config (SIGHUP) at ``ts``; only present when true."""
+    out: dict[str, Any] = {
         "schema": SCHEMA_PREFIX + "state",
         "schema_version": SCHEMA_VERSION,
         "press": press,
@@ -141,7 +143,10 @@ def encode_state(press: str, ts: float, host: str, state: str, plc_online: bool,
         "plc_online": plc_online,
         "collector_online": collector_online,
         "context": context,
-    })
+    }
+    if removed:
+        out["removed"] = True
+    return dumps(out)
 
 
 def encode_status(host: str, online: bool, ts: float | None = None) -> bytes:

@@ -262,16 +262,23 @@ class PressRuntime:
         self.outbox.add(streams.row(self._streams[CMD_RESULT_STREAM], self.press, seq,
                                     self.topics.cmd_result(self.press), payload))
 
-    def publish_stopped(self, ts: float) -> None:
+    def publish_stopped(self, ts: float, removed: bool = False) -> None:
         """Clean stop: the retained state says nobody watches this press any more
-        (``collector_online`` and ``plc_online`` false, stamped ``ts``); the snapshot is
-        written as well. Committed by the daemon's flush before the publisher drains."""
-        self.outbox.put_kv(snapshot_key(self.press), self.workflow.snapshot())
+        (``collector_online`` and ``plc_online`` false, stamped ``ts``; ``removed``: its
+        press file was taken away, SIGHUP); the snapshot is written as well. Committed by
+        the daemon's flush before the publisher drains."""
+        self.save_snapshot()
         self.outbox.put_retained(self.press, self.topics.state(self.press),
                                  messages.encode_state(self.press, ts, self.topics.host,
                                                        self.workflow.state, False,
                                                        self.workflow.context(),
-                                                       collector_online=False))
+                                                       collector_online=False,
+                                                       removed=removed))
+
+    def save_snapshot(self) -> None:
+        """The workflow as it is now into the buffer: a runtime started for this press
+        later (restart, SIGHUP) resumes from it."""
+        self.outbox.put_kv(snapshot_key(self.press), self.workflow.snapshot())
 
     # -- output ------------------------------------------------------------------------
     def _telemetry_context(self) -> dict[str, Any]:

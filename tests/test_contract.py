@@ -92,6 +92,20 @@ def test_telemetry_state_and_status_honour_their_schemas() -> None:
     assert validation_errors("telemetry", telemetry)
 
 
+def test_the_state_of_a_removed_press_honours_its_schema() -> None:
+    """SIGHUP took the press out of the config: removed true, only ever present as true."""
+    context = {"state": "released", "part_number": "BRK-100", "die_id": "7", "material_lot": "L1"}
+    state = orjson.loads(messages.encode_state("p1", time.time(), "h", "released", False,
+                                               context, collector_online=False, removed=True))
+    assert state["removed"] is True and state["collector_online"] is False
+    assert validate_message(f"{ROOT}/p1/state", ROOT, state) == []
+    running = orjson.loads(messages.encode_state("p1", time.time(), "h", "released", True,
+                                                 context))
+    assert "removed" not in running
+    state["removed"] = False
+    assert validation_errors("state", state)
+
+
 def test_filtered_telemetry_honours_its_schema() -> None:
     """on_change / deadband / publish_every: a subset of values, flagged ``filtered``."""
     context = {"state": "released", "part_number": None, "die_id": None, "material_lot": None}

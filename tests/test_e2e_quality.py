@@ -23,6 +23,7 @@ from collector.domain import Reaction, SpcOptions
 from sim.demo import REPO_CONFIG
 from sim.local_broker import LocalBroker
 from tests.support.commands import command_topic, stamped
+from tests.support.configdir import write_config_dir
 from tests.support.line import BRK100_PASS, Line
 
 
@@ -296,7 +297,6 @@ async def test_100_percent_inspection_counts_unmeasured_pieces_until_release(
 async def test_sighup_reload_with_a_new_plan_revision_annotates_and_events_name_it(
         tmp_path: Path, broker: LocalBroker) -> None:
     config_dir = tmp_path / "etc"
-    subprocess.run(["cp", "-r", str(REPO_CONFIG), str(config_dir)], check=True)
 
     def own_dir(config: LoadedConfig) -> LoadedConfig:
         return config.model_copy(update={"config_dir": config_dir})
@@ -304,16 +304,20 @@ async def test_sighup_reload_with_a_new_plan_revision_annotates_and_events_name_
     line = Line(tmp_path, broker, presses=("p1",), spm=0, adjust=own_dir)
     try:
         await line.start()
+        # the config dir the daemon reads on SIGHUP: the running press, same addresses
+        write_config_dir(config_dir, broker.port, {"p1": line.sims["p1"].port}, tmp_path)
         await released(line)
         assert line.daemon is not None
         plan_file = config_dir / "plans" / "brk-100.toml"
         text = plan_file.read_text()
         assert 'revision = "B"' in text
         plan_file.write_text(text.replace('revision = "B"', 'revision = "B-broken'))
-        assert line.daemon.reload_plans() is False  # refused: the running plans stay
+        assert await line.daemon.reload() is False  # refused: the running plans stay
         assert line.daemon.presses["p1"].workflow.context()["plan_revision"] == "B"
         plan_file.write_text(text.replace('revision = "B"', 'revision = "C"'))
-        assert line.daemon.reload_plans() is True
+        runtime = line.daemon.presses["p1"]
+        assert await line.daemon.reload() is True
+        assert line.daemon.presses["p1"] is runtime  # the press file did not change
         note = await line.wait_event("p1", "annotation", type="plan_change")
         assert note["data"]["previous"] == {"plan_revision": "B"}
         assert note["data"]["new"] == {"plan_revision": "C"}

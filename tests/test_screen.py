@@ -233,6 +233,27 @@ def test_the_feed_survives_a_restart_from_the_buffer(press: Press, tmp_path: Pat
         assert after[key] == before[key], key
 
 
+def test_a_reloaded_press_keeps_its_feed_and_a_removed_one_leaves(press: Press) -> None:
+    """SIGHUP (collector/reload.py): a restarted press's new runtime feeds the same feed;
+    the old runtime no longer does; a removed press is no longer shown."""
+    hub = hub_for(press)
+    press.first_article()
+    old = press.runtime
+    config = load_config(REPO_CONFIG)
+    p1 = config.presses["p1"]
+    fresh = PressRuntime("p1", role_tags(p1), to_workflow_settings(p1.workflow), config.plans,
+                         press.outbox, Topics(ROOT, "h1"))  # resumed from the snapshot
+    hub.set_press("p1", fresh, ["g1"])
+    assert hub.runtimes["p1"] is fresh and not old.observers and len(fresh.observers) == 1
+    assert hub.view("p1")["state"] == "released"  # the snapshot, the same feed
+    press.runtime = fresh
+    press.measure("g1", "25.003")
+    c1 = hub.view("p1")["characteristics"][0]
+    assert [p["value"] for p in c1["chart"]["points"]] == [25.003]
+    hub.drop_press("p1")
+    assert "p1" not in hub.runtimes and hub.overview() == [] and not fresh.observers
+
+
 # -- language, accounts -----------------------------------------------------------------
 
 @pytest.mark.parametrize(("query", "accept", "expected"), [

@@ -105,6 +105,29 @@ class ScreenHub:
             if self._observers[pid] in runtime.observers:
                 runtime.observers.remove(self._observers[pid])
 
+    def set_press(self, press: str, runtime: PressRuntime, gauge_ids: list[str]) -> None:
+        """A press started by a reload (SIGHUP): shown from now on. A restarted press keeps
+        its feed (its events go on), the new runtime feeds it."""
+        old = self.runtimes.get(press)
+        if old is not None and self._observers[press] in old.observers:
+            old.observers.remove(self._observers[press])
+        self.runtimes[press] = runtime
+        self.gauge_ids[press] = list(gauge_ids)
+        self.feeds.setdefault(press, PressFeed(press))
+        observer = self._observers.setdefault(press, self._observer(press))
+        runtime.observers.append(observer)
+        self._changed.set()
+
+    def drop_press(self, press: str) -> None:
+        """A press removed by a reload (SIGHUP): no longer shown."""
+        runtime = self.runtimes.pop(press, None)
+        observer = self._observers.pop(press, None)
+        if runtime is not None and observer in runtime.observers:
+            runtime.observers.remove(observer)
+        self.feeds.pop(press, None)
+        self.gauge_ids.pop(press, None)
+        self._changed.set()
+
     def seed(self, press: str, events: list[tuple[int, str, float, dict[str, Any],
                                                     dict[str, Any]]]) -> None:
         """Older events of a press (from the buffer at start), oldest first."""

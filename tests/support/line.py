@@ -102,13 +102,7 @@ class Line:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self.stop_daemon()
-        if self.sub is not None:
-            self.sub.stop()
-        for sim in self.sims.values():
-            await sim.stop()
-        for gauges in self.gauges.values():
-            for g in gauges.values():
-                g.close()
+        await close_peers(self.sub, self.sims, self.gauges)
 
     # -- what the subscriber saw -------------------------------------------------------
     def events(self, msgs: list[Received] | None = None, press: str | None = None,
@@ -165,6 +159,18 @@ class Line:
 
     def measure(self, press: str, gauge: str, value: str, channel: int = 1) -> None:
         self.gauges[press][gauge].send_value(value, channel=channel)
+
+
+async def close_peers(sub: Subscriber | None, sims: dict[str, Any],
+                      gauges: dict[str, dict[str, GaugeSimulator]]) -> None:
+    """Stop what a test's line ran beside the daemon: subscriber, simulators, gauges."""
+    if sub is not None:
+        sub.stop()
+    for sim in sims.values():
+        await sim.stop()
+    for press_gauges in gauges.values():
+        for g in press_gauges.values():
+            g.close()
 
 
 def contiguous(seqs: list[int]) -> tuple[list[int], int]:
