@@ -29,10 +29,10 @@ from collector.config import LoadedConfig, load_config
 from collector.contract import validate_message
 from collector.daemon import Daemon
 from collector.reload import changed_keys, plan_reload
-from sim.broker_process import free_port
 from sim.demo import REPO_CONFIG
 from sim.gauge import GaugeSimulator
 from sim.local_broker import LocalBroker
+from sim.ports import free_port
 from sim.press import PressSimulator
 from tests.support.configdir import write_config_dir
 from tests.support.daemon_proc import DaemonProcess
