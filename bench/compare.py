@@ -5,6 +5,11 @@ analysis) with this daemon as ``PEER=cmd`` (bench/peer.sh renders its config fro
 harness's variables) and ``PAYLOAD_PARSER=bench/parse_batch.py:parse``. Prints the
 harness's JSON line per peer, then ``{"ratios": {...}}``: the daemon against each
 Node-RED flow, from this one run (the only comparison the harness README allows).
+
+Fresh clone: ``bench/compare`` (the shell wrapper) has set up the project's venv; here the
+harness's ``setup.sh`` runs when its venv or Node-RED is missing (into ``$BENCH_HOME``),
+and the daemon is told to run on this venv's python (``PEER_PYTHON``). Results go to
+``bench/out/`` (ignored by git): a run leaves no untracked file.
 """
 
 from __future__ import annotations
@@ -29,6 +34,18 @@ def find_harness() -> Path:
         if c and (Path(c) / "compare.sh").exists():
             return Path(c).resolve()
     raise SystemExit("nodered-bench not found: set NODERED_BENCH to the folder with compare.sh")
+
+
+def ensure_harness(harness: Path) -> None:
+    """Run the harness's idempotent ``setup.sh`` when its python venv or Node-RED is
+    missing (a fresh machine); its output goes to stderr (stdout carries the JSON)."""
+    home = Path(os.environ.get("BENCH_HOME", "/tmp/nodered-bench"))
+    ready = (home / "venv" / "bin" / "python").exists() and \
+        (home / "nr" / "node_modules" / "node-red" / "red.js").exists()
+    if not ready:
+        print(f"bench/compare: setting up the Node-RED harness into {home} "
+              f"({harness / 'setup.sh'})", file=sys.stderr)
+        subprocess.run([str(harness / "setup.sh")], check=True, stdout=sys.stderr)
 
 
 def _ratio(a: Any, b: Any) -> float | None:
@@ -74,11 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     harness = find_harness()
+    ensure_harness(harness)
+    venv_python = REPO / ".venv" / "bin" / "python"
+    if not venv_python.exists():
+        raise SystemExit(f"{venv_python} missing: run `make setup` (bench/compare does)")
     env = {**os.environ, "PEER_NAME": PEER_NAME, "PEER_CMD": str(REPO / "bench" / "peer.sh"),
            "PAYLOAD_PARSER": f"{REPO / 'bench' / 'parse_batch.py'}:parse",
-           "PYTHON": os.environ.get("PYTHON", sys.executable)}
+           "PEER_PYTHON": str(venv_python)}
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = args.out or REPO / "bench" / "results" / f"compare-{args.workload}-{stamp}.jsonl"
+    out = args.out or REPO / "bench" / "out" / f"compare-{args.workload}-{stamp}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
         [str(harness / "compare.sh"), "--workload", args.workload, "--duration",
