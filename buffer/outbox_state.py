@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections import deque
 from pathlib import Path
+from queue import SimpleQueue
 from typing import Any
 
 from buffer.outbox_file import BufferFileError
@@ -22,6 +22,9 @@ from buffer.seqmark import SeqMarks
 from buffer.streams import NO_POLICIES, Streams
 
 MAX_QUEUED_BYTES = 64 * 1024 * 1024
+# One seq mark write handed to the marks thread: a Lock held until the write is done,
+# and the error it raised (if any), for the writer to re-raise.
+MarksJob = tuple[Any, list[BaseException]]
 
 
 class OutboxState:
@@ -89,9 +92,11 @@ class OutboxState:
         self._close_deadline: float | None = None
         self.rollback: list[LostSeqs] = []  # found at start, for the caller's alarm
         self._marks_thread: threading.Thread | None = None
-        self._marks_jobs: deque[tuple[int, dict[tuple[str, str], int],
-                                      tuple[threading.Event, list[BaseException]]]] = deque()
-        self._marks_wake = threading.Event()
+        # jobs for the marks thread: (last id, seqs, job) or None (stop). A SimpleQueue
+        # and a plain Lock per job (released when done): both C-level, no Python
+        # Condition per commit (Event.set/wait were ~3 % of the GIL time at 1,000 polls/s)
+        self._marks_jobs: SimpleQueue[tuple[int, dict[tuple[str, str], int], MarksJob]
+                                      | None] = SimpleQueue()
 
     def _check_writable(self) -> None:
         if self.readonly:

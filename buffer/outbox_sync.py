@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 
-from buffer.outbox_state import OutboxState
+from buffer.outbox_state import MarksJob, OutboxState
 
 log = logging.getLogger("buffer.store")
 
@@ -86,7 +86,7 @@ class SyncMixin(OutboxState):
             st["sync_ms_total"] = round(st.get("sync_ms_total", 0.0) + ms, 3)
             return
 
-    def _marks_start(self) -> tuple[threading.Event, list[BaseException]] | None:
+    def _marks_start(self) -> MarksJob | None:
         """Hand the seq mark write to the marks thread (started on first use)."""
         if self._seqmark is None:
             return None
@@ -94,33 +94,32 @@ class SyncMixin(OutboxState):
             self._marks_thread = threading.Thread(target=self._marks_worker,
                                                   name="outbox-marks", daemon=True)
             self._marks_thread.start()
-        job = (threading.Event(), [])
-        self._marks_jobs.append((self._last_id, dict(self._committed_seqs), job))
-        self._marks_wake.set()
+        done = threading.Lock()
+        done.acquire()  # released by the marks thread when the write is on disk
+        job: MarksJob = (done, [])
+        self._marks_jobs.put((self._last_id, dict(self._committed_seqs), job))
         return job
 
     @staticmethod
-    def _marks_wait(job: tuple[threading.Event, list[BaseException]] | None) -> None:
+    def _marks_wait(job: MarksJob | None) -> None:
         if job is None:
             return
-        job[0].wait()
+        job[0].acquire()
         if job[1]:
             raise job[1][0]
 
     def _marks_worker(self) -> None:
         while True:
-            self._marks_wake.wait()
-            self._marks_wake.clear()
-            while self._marks_jobs:
-                last_id, seqs, (done, errors) = self._marks_jobs.popleft()
-                if last_id < 0:
-                    return
-                try:
-                    assert self._seqmark is not None
-                    self._seqmark.write(last_id, seqs)
-                except BaseException as exc:  # handed back to the writer
-                    errors.append(exc)
-                done.set()
+            item = self._marks_jobs.get()
+            if item is None:
+                return
+            last_id, seqs, (done, errors) = item
+            try:
+                assert self._seqmark is not None
+                self._seqmark.write(last_id, seqs)
+            except BaseException as exc:  # handed back to the writer
+                errors.append(exc)
+            done.release()
 
     @staticmethod
     def _fsync_file(name: str) -> None:

@@ -51,11 +51,14 @@ class WriterMixin(SyncMixin):
     """The writer thread, its commit and the memory queue's bound."""
 
     def _queued(self, n: int, lazy: bool = False) -> None:  # caller holds _cond
+        """Count queued ops; the first row of a window wakes the writer. Delivery marks
+        (``lazy``) wake nobody: the writer finds them at its next turn, at the latest
+        after ``MARK_INTERVAL_S`` (its idle wait is that long). A wake-up per PUBACK
+        burst was ~5 % of the GIL time at 1,000 polls/s."""
         self._queued_ops += n
         if lazy:
             if self._first_mark_at is None:
                 self._first_mark_at = time.monotonic()
-                self._cond.notify()
         elif self._first_queued_at is None:
             self._first_queued_at = time.monotonic()
             self._cond.notify()
@@ -115,8 +118,8 @@ class WriterMixin(SyncMixin):
                         if wait <= 0:
                             break
                         self._cond.wait(min(wait, 1.0))
-                    else:
-                        self._cond.wait()
+                    else:  # idle: look again for marks queued without a wake-up
+                        self._cond.wait(MARK_INTERVAL_S)
                 rows, created = self._rows, self._created
                 marks, retained, kv = self._marks, self._retained_q, self._kv_q
                 if len(rows) > MAX_COMMIT_ROWS:  # commit a head chunk, the rest right after

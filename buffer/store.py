@@ -285,8 +285,7 @@ class Outbox(WriterMixin, ReadsMixin, BoundsMixin):
             self._ckpt_thread.join()
             self._ckpt_thread = None
         if self._marks_thread is not None:
-            self._marks_jobs.append((-1, {}, (threading.Event(), [])))
-            self._marks_wake.set()
+            self._marks_jobs.put(None)
             self._marks_thread.join()
             self._marks_thread = None
         for conn in (self._wconn, self._rconn):
@@ -334,7 +333,7 @@ class Outbox(WriterMixin, ReadsMixin, BoundsMixin):
         """Queue one row for the next group commit (cheap, thread-safe)."""
         self._check_writable()
         now = time.time()
-        with self._cond:
+        with self._lock:  # the Condition's own lock: one C-level call, no wrapper
             self._rows.append(row)
             self._created.append(now)
             self._queued_bytes += len(row.payload)
@@ -376,7 +375,7 @@ class Outbox(WriterMixin, ReadsMixin, BoundsMixin):
         if not ids:
             return
         self._check_writable()
-        with self._cond:
+        with self._lock:
             self._marks.extend(ids)
             self._queued(len(ids), lazy=True)
 
