@@ -13,11 +13,14 @@ before and after a change. The raw profile goes to ``bench/out/profile-<stamp>.t
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import psutil
 
 from bench import profile_summary
 from bench.rig import REPO, Rig
@@ -49,19 +52,25 @@ def main(argv: list[str] | None = None) -> int:
         rig.wait_health()
         time.sleep(args.warmup)
         assert rig.daemon is not None and rig.samples is not None
-        cpu0, t0 = rig.samples.cpu_s(), time.time()
+        proc = psutil.Process(rig.daemon.pid)
+        c0, x0, t0 = proc.cpu_times(), proc.num_ctx_switches(), time.time()
         subprocess.run([spy, "record", "--pid", str(rig.daemon.pid), "--duration",
                         str(args.duration), "--rate", str(args.rate), "--format", "raw",
                         "-o", str(out), "--nonblocking", *(["--gil"] if args.gil else [])],
                        check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        cpu = (rig.samples.cpu_s() - cpu0) / (time.time() - t0) * 100
+        c1, x1, span = proc.cpu_times(), proc.num_ctx_switches(), time.time() - t0
+        polls = sum(p["polls"] for p in rig.health()["presses"].values())
         rig.stop_sims()
         rig.stop_daemon()
     finally:
         rig.close()
         shutil.rmtree(rig.workdir, ignore_errors=True)
-    print(f"daemon CPU {cpu:.1f} % of a core while sampled; raw profile {out}")
+    print(f"daemon CPU while sampled, % of a core: user {(c1.user - c0.user) / span * 100:.1f}, "
+          f"system {(c1.system - c0.system) / span * 100:.1f}; context switches/s: voluntary "
+          f"{(x1.voluntary - x0.voluntary) / span:.0f}, involuntary "
+          f"{(x1.involuntary - x0.involuntary) / span:.0f}; polls so far {polls}; "
+          f"load average {os.getloadavg()[0]:.1f}; raw profile {out}")
     profile_summary.main(str(out), args.top)
     return 0
 
