@@ -27,9 +27,25 @@ REPO = Path(__file__).resolve().parent.parent
 PEER_NAME = "press-collector"
 
 
+def _origin_dir() -> Path | None:
+    """The local repository this one was cloned from (``git clone /work/main /tmp/x``),
+    if any: its ``../shared`` holds the harness as well."""
+    try:
+        url = subprocess.run(["git", "config", "--get", "remote.origin.url"], cwd=REPO,
+                             capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return None
+    url = url.removeprefix("file://")
+    return Path(url) if url.startswith("/") and Path(url).is_dir() else None
+
+
 def find_harness() -> Path:
+    """``$NODERED_BENCH``, else ``shared/nodered-bench`` beside this repository (or its
+    parent, for a worktree), else beside the local repository it was cloned from."""
+    origin = _origin_dir()
     candidates = [os.environ.get("NODERED_BENCH", ""), REPO / ".." / "shared" / "nodered-bench",
-                  REPO / ".." / ".." / "shared" / "nodered-bench"]
+                  REPO / ".." / ".." / "shared" / "nodered-bench",
+                  *([origin / ".." / "shared" / "nodered-bench"] if origin else [])]
     for c in candidates:
         if c and (Path(c) / "compare.sh").exists():
             return Path(c).resolve()
