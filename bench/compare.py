@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=int, default=60)
     p.add_argument("--repeats", type=int, default=1)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--flows", default="perreading batched",
+                   help='Node-RED flows to run besides the daemon (e.g. "batched")')
     args = p.parse_args(argv)
     harness = find_harness()
     ensure_harness(harness)
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
         [str(harness / "compare.sh"), "--workload", args.workload, "--duration",
-         str(args.duration), "--repeats", str(args.repeats)],
+         str(args.duration), "--repeats", str(args.repeats), "--flows", args.flows],
         env=env, cwd=REPO, stdout=subprocess.PIPE, text=True, check=False)
     lines = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
     with open(out, "w") as fh:
