@@ -22,25 +22,26 @@ from buffer.outbox_state import OutboxState
 class ReadsMixin(OutboxState):
     """Reads of committed state (any thread)."""
 
-    def pending(self, after_id: int = 0, limit: int = 1000) -> list[tuple[int, str, bytes]]:
-        """Committed, undelivered rows with id > after_id, in id order."""
+    # the publisher's live reads, one statement each (prepared once, cached by sqlite3)
+    _PENDING = ("SELECT {} FROM messages INDEXED BY messages_pending "
+                "WHERE delivered IS NULL AND id > ? AND id <= ? ORDER BY id LIMIT ?")
+    _PENDING_SQL = _PENDING.format("id, topic, payload")
+    _PENDING_LANE_SQL = _PENDING.format("id, stream, topic, payload")
+
+    def _pending_rows(self, sql: str, after_id: int, limit: int) -> list[Any]:
         with self._read_lock:
             assert self._rconn is not None
-            return self._rconn.execute(
-                "SELECT id, topic, payload FROM messages INDEXED BY messages_pending "
-                "WHERE delivered IS NULL AND id > ? AND id <= ? ORDER BY id LIMIT ?",
-                (after_id, self._visible_id, limit)).fetchall()
+            return self._rconn.execute(sql, (after_id, self._visible_id, limit)).fetchall()
+
+    def pending(self, after_id: int = 0, limit: int = 1000) -> list[tuple[int, str, bytes]]:
+        """Committed, undelivered rows with id > after_id, in id order."""
+        return self._pending_rows(self._PENDING_SQL, after_id, limit)
 
     def pending_lane(self, after_id: int = 0, limit: int = 1000
                      ) -> list[tuple[int, str, str, bytes]]:
         """Like :meth:`pending` with the stream: ``(id, stream, topic, payload)``; the
         publisher's backlog lane sorts rows by stream (live telemetry vs replay)."""
-        with self._read_lock:
-            assert self._rconn is not None
-            return self._rconn.execute(
-                "SELECT id, stream, topic, payload FROM messages INDEXED BY messages_pending "
-                "WHERE delivered IS NULL AND id > ? AND id <= ? ORDER BY id LIMIT ?",
-                (after_id, self._visible_id, limit)).fetchall()
+        return self._pending_rows(self._PENDING_LANE_SQL, after_id, limit)
 
     def pending_streams(self, streams: Sequence[str], after_id: int = 0, limit: int = 1000,
                         exclude: bool = False, upto: int | None = None
