@@ -22,7 +22,7 @@ lock:
 lock-upgrade:
 	scripts/lock --upgrade
 
-# Benchmarks (not tests): make bench [ARGS="line --quick"]; results in bench/results/
+# Benchmarks (not tests): make bench [ARGS="line --quick"]; results in bench/out/ (ignored)
 bench:
 	bench/run $(ARGS)
 

@@ -6,7 +6,7 @@ Every process is started here and stopped through its handle; everything listens
 start again) at the first third, a sink SIGKILLed (and started again 2 s later) at the
 second third. At the end the daemons stop gracefully (they drain their buffers) and the
 bench waits until PostgreSQL holds every record the daemons committed, then reads the
-``gaps`` view. Figures (one JSON line, also in bench/results/plant-<stamp>.json):
+``gaps`` view. Figures (one JSON line, also in bench/out/plant-<stamp>.json):
 
 - latency p50 / p99 from the acquisition time (``ts``, stamped by the daemon when the
   poll returned) to the row's ``stored_at`` (clock_timestamp() inside the sink's INSERT,
@@ -44,7 +44,7 @@ import psutil
 from bench.rig import PY, REPO, wait_for, write_config
 from sim.local_broker import LocalBroker
 
-RESULTS = REPO / "bench" / "results"
+RESULTS = REPO / "bench" / "out"  # ignored (.gitignore)
 ADMIN_DSN = os.environ.get("PRESS_COLLECTOR_BENCH_PG", "host=127.0.0.1 user=postgres "
                            "dbname=postgres")
 

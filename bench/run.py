@@ -2,7 +2,8 @@
 
 Scenarios: line, quality (same run as line), outage, ceiling, scale; not in the default
 set: memory (30 minutes) and powercut (needs FUSE; bench/powercut.py). Each prints one JSON
-line; at the end a Markdown table; both go to ``bench/results/<stamp>.jsonl`` / ``.md``.
+line; at the end a Markdown table; both go to ``bench/out/<stamp>.jsonl`` / ``.md``
+(ignored by git).
 Nothing here asserts a timing: these are measurements, read them (bench/README.md).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import sys
@@ -24,7 +26,7 @@ from bench import rig as rig_module
 from bench.analysis import Capture, latency, ms, pct, window
 from bench.rig import REPO, Rig, wait_for
 
-RESULTS = REPO / "bench" / "results"
+RESULTS = REPO / "bench" / "out"  # ignored (.gitignore): a run leaves no untracked file
 TAGS = 40
 GAUGE_EXTRA_TAGS = 5  # role tags of the presses that carry gauges
 
@@ -363,7 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--outage", type=float, default=30, help="broker down, s")
     p.add_argument("--ceiling-step", type=float, default=None,
                    help="s per ceiling step (default 15, --quick 5)")
-    p.add_argument("--workdir", type=Path, default=Path("/tmp/press-collector-bench"))
+    # one work dir per run: two helpers' runs on one machine never delete each other's
+    p.add_argument("--workdir", type=Path,
+                   default=Path(f"/tmp/press-collector-bench-{os.getpid()}"))
     p.add_argument("--results", type=Path, default=RESULTS)
     p.add_argument("--commit-ms", type=int, default=2,
                    help="buffer.commit_interval_ms of the daemon under test")

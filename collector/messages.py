@@ -7,8 +7,8 @@ are encoded once, when the row goes into the outbox; the publisher only moves by
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -93,13 +93,46 @@ def dumps(obj: Any) -> bytes:
     return orjson.dumps(obj, default=_default)
 
 
+class _Uuid4Hex:
+    """Random (version 4) UUIDs as 32 hex digits, from ``os.urandom`` read 4 KiB at a
+    time: ``uuid.uuid4().hex`` makes one getrandom() call and one UUID object per
+    message (3-4 us, ~3 % of the daemon's busy samples at 1,000 messages/s)."""
+
+    __slots__ = ("_buf", "_pos")
+    _SIZE = 4096
+    # version 4 in the high nibble of byte 6, RFC 4122 variant (10xx) in byte 8
+    _CLEAR = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
+    _SET = (0x4 << 76) | (0x2 << 62)
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._pos = 0
+
+    def __call__(self) -> str:
+        pos = self._pos
+        if pos >= len(self._buf):
+            self._buf, pos = os.urandom(self._SIZE), 0
+        self._pos = pos + 16
+        n = int.from_bytes(self._buf[pos:pos + 16]) & self._CLEAR | self._SET
+        return f"{n:032x}"
+
+
+    def reset(self) -> None:
+        """Forget the buffered randomness (a forked child must not repeat the parent's ids)."""
+        self._buf, self._pos = b"", 0
+
+
+_ids = _Uuid4Hex()
+os.register_at_fork(after_in_child=_ids.reset)
+
+
 def envelope(kind: str, press: str, stream: str, seq: int, ts: float, host: str,
              context: Mapping[str, Any], data: Mapping[str, Any]) -> dict[str, Any]:
     """The common envelope: a record that is traceable on its own."""
     return {
         "schema": SCHEMA_PREFIX + kind,
         "schema_version": SCHEMA_VERSION,
-        "id": uuid.uuid4().hex,
+        "id": _ids(),
         "press": press,
         "stream": stream,
         "seq": seq,

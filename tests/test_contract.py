@@ -288,3 +288,31 @@ def test_counter_anomaly_alarm_honours_its_schema() -> None:
     assert alarm.body["cause"] == "counter_anomaly"
     payload = orjson.loads(messages.encode_event(alarm, "p1", 1, "line-pc-1"))
     assert validation_errors("alarm", payload) == []
+
+
+def test_message_ids_are_distinct_random_uuid4_also_across_a_fork_and_a_buffer_refill() -> None:
+    """Envelope ids come from buffered randomness (collector/messages.py, _Uuid4Hex):
+    each is a valid version-4 UUID in hex, none repeats across a refill of the buffer,
+    and a forked child does not replay the parent's buffered ids."""
+    import os
+    import uuid
+
+    n = 3 * (4096 // 16) + 7  # crosses three refills
+    ids = [messages.envelope("telemetry", "p1", "telemetry", i, 0.0, "h", {}, {})["id"]
+           for i in range(n)]
+    assert len(set(ids)) == n
+    for text in ids:
+        u = uuid.UUID(text)
+        assert u.hex == text and u.version == 4 and u.variant == uuid.RFC_4122
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: the next id, to the parent
+        os.write(w, messages.envelope("telemetry", "p1", "telemetry", 0, 0.0, "h", {},
+                                      {})["id"].encode())
+        os._exit(0)
+    os.close(w)
+    child_id = os.read(r, 64).decode()
+    os.close(r)
+    os.waitpid(pid, 0)
+    parent_id = messages.envelope("telemetry", "p1", "telemetry", 0, 0.0, "h", {}, {})["id"]
+    assert len(child_id) == 32 and child_id != parent_id

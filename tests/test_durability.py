@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-import buffer.store as store
+import buffer.outbox_sync as outbox_sync
 from buffer.seqmark import mark_path, read_marks
 from buffer.store import BufferFileError, Committed, LostSeqs, Outbox, OutboxRow
 from collector.cli import main as cli_main
@@ -117,8 +117,8 @@ def test_no_row_reaches_the_publisher_before_the_fsync_that_covers_it(tmp_path: 
 def crash_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, int]:
     """A buffer whose commits all sit in the WAL (no checkpoint), copied while open (the
     files a crash leaves): 40 events in 4 commits. Returns (copy, WAL frames)."""
-    monkeypatch.setattr(store, "CHECKPOINT_INTERVAL_S", 3600.0)
-    monkeypatch.setattr(store, "CHECKPOINT_BYTES", 1 << 40)
+    monkeypatch.setattr(outbox_sync, "CHECKPOINT_INTERVAL_S", 3600.0)
+    monkeypatch.setattr(outbox_sync, "CHECKPOINT_BYTES", 1 << 40)
     db = tmp_path / "live" / "buffer.sqlite"
     with Outbox.open(db, commit_interval_s=0.005) as ob:
         for _ in range(4):
