@@ -154,3 +154,27 @@ def tag_problems(tags: list[Any]) -> list[tuple[Loc, str]]:
         else:
             roles[tag.role] = i
     return problems
+
+
+# Outputs (``[[plc.outputs]]``, issue 14): the driver writes them under this name, beside
+# the polled tags of the same driver (drivers' ``write(tag, value)`` takes one name).
+OUTPUT_PREFIX = "output:"
+
+
+def output_problems(outputs: list[Any], tags: list[Any]) -> list[tuple[Loc, str]]:
+    """Each output role at most once per press, and no tag named like an output's
+    write name (``output:<role>``)."""
+    problems: list[tuple[Loc, str]] = []
+    seen: dict[str, int] = {}
+    for i, out in enumerate(outputs):
+        if out.role in seen:
+            problems.append((("outputs", i, "role"), f"role {show(out.role)} is already given "
+                             f"to plc.outputs[{seen[out.role]}] (each output role at most "
+                             "once per press)"))
+        else:
+            seen[out.role] = i
+    for i, tag in enumerate(tags):
+        if tag.name.startswith(OUTPUT_PREFIX):
+            problems.append((("tags", i, "name"), f"{show(tag.name)}: names starting with "
+                             f"{show(OUTPUT_PREFIX)} are kept for [[plc.outputs]]"))
+    return problems
