@@ -304,7 +304,7 @@ class OutputAlarmBody(TypedDict):
     output: str  # where: 'coil 8', 'holding 90' or the OPC UA node id
     active: bool
     value: bool | int  # the value the collector wanted to write
-    reason: str  # refused / not answered / read back different ('' when cleared)
+    reason: str  # refused / not answered / read back different (the clear: the last one)
     failures: int  # failed writes in this episode
     since: float  # the episode's first failure (epoch seconds)
 
