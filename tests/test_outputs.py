@@ -19,6 +19,7 @@ import pytest
 from collector.config import LoadedConfig
 from collector.config.opcua import OpcuaOutputConfig
 from collector.outputs import HEARTBEAT_WRAP, flags
+from collector.status import problems as status_problems
 from sim.gauge import GaugeSimulator
 from sim.local_broker import LocalBroker
 from sim.opcua import NODES, ROLES, node_text
@@ -163,6 +164,8 @@ async def test_modbus_refused_and_mismatching_writes_raise_one_alarm_per_episode
         assert alarm["context"]["state"] == "awaiting_first_article"
         await line.sub.wait_for(lambda _m: outputs["patrol_due"].write_errors >= 3, 15)
         assert len(line.events(kind="output_alarm")) == 1  # once per episode
+        assert any(p.startswith("p1: output patrol_due not written")
+                   for p in status_problems(line.daemon.health()))
         await outputs_become(sim, first_article_request=True)  # the others are written
         # the PLC program overwrites its outputs: the heartbeat reads back different
         sim.drop_writes = True
