@@ -18,6 +18,7 @@ import pytest
 
 from collector.config import LoadedConfig
 from collector.config.opcua import OpcuaOutputConfig
+from collector.metrics import prometheus_text
 from collector.outputs import HEARTBEAT_WRAP, flags
 from collector.status import problems as status_problems
 from sim.gauge import GaugeSimulator
@@ -166,6 +167,9 @@ async def test_modbus_refused_and_mismatching_writes_raise_one_alarm_per_episode
         assert len(line.events(kind="output_alarm")) == 1  # once per episode
         assert any(p.startswith("p1: output patrol_due not written")
                    for p in status_problems(line.daemon.health()))
+        metrics = prometheus_text(line.daemon.health())
+        assert 'press_collector_output_alarm{press="p1",role="patrol_due"} 1' in metrics
+        assert 'press_collector_output_alarm{press="p1",role="hold_lamp"} 0' in metrics
         await outputs_become(sim, first_article_request=True)  # the others are written
         # the PLC program overwrites its outputs: the heartbeat reads back different
         sim.drop_writes = True
