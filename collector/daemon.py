@@ -29,12 +29,13 @@ from collector.command_gate import CommandGate, parse_command_topic, policy_from
 from collector.config import LoadedConfig, PressConfig, workflow_settings_for
 from collector.gauge_triggers import GaugeTriggers
 from collector.messages import Topics
+from collector.outputs import PressOutputs
 from collector.press import PressRuntime
 from collector.publisher import Publisher
 from collector.streams import streams
 from collector.task_guard import TaskGuard
 from collector.telemetry_filter import TelemetryFilter
-from drivers.base import Backoff, Sink
+from drivers.base import Backoff, PlcDriver, Sink
 
 if TYPE_CHECKING:
     from collector.sparkplug.edge import EdgeNode
@@ -72,7 +73,15 @@ def role_tags(press: PressConfig) -> dict[str, str]:
 def build_drivers(press: PressConfig, sink: Sink, shared: dict[str, Any] | None = None,
                   opcua_password: str | None = None,
                   ) -> dict[str, Callable[[], Awaitable[None]]]:
-    """Driver coroutine factories for one press, keyed by a name for logs and metrics.
+    """Driver coroutine factories for one press (``build_press`` without the PLC driver)."""
+    return build_press(press, sink, shared, opcua_password)[1]
+
+
+def build_press(press: PressConfig, sink: Sink, shared: dict[str, Any] | None = None,
+                opcua_password: str | None = None,
+                ) -> tuple[PlcDriver, dict[str, Callable[[], Awaitable[None]]]]:
+    """The PLC driver (its ``write`` drives the outputs) and the driver coroutine
+    factories for one press, keyed by a name for logs and metrics.
 
     The protocol's package builds the PLC driver (``drivers.registry``: no protocol is
     named here). ``shared`` is shared across the presses of one daemon (presses naming
@@ -96,7 +105,7 @@ def build_drivers(press: PressConfig, sink: Sink, shared: dict[str, Any] | None 
         f"{press.id}/plc": lambda: plc_driver.run(plc_sink)}
     for gauge_id, gauge in gauges.items():
         drivers[f"{press.id}/gauge/{gauge_id}"] = (lambda g=gauge: g.run(sink))
-    return drivers
+    return plc_driver, drivers
 
 
 async def supervise(name: str, factory: Callable[[], Awaitable[None]],
@@ -130,6 +139,7 @@ class Daemon:
     commands: CommandClient | None = None
     sparkplug: EdgeNode | None = None  # [sparkplug] enabled: telemetry as Sparkplug B
     presses: dict[str, PressRuntime] = field(default_factory=dict)
+    outputs: dict[str, PressOutputs] = field(default_factory=dict)  # [[plc.outputs]]
     failures: dict[str, int] = field(default_factory=dict)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -192,10 +202,17 @@ class Daemon:
                                on_state=spb.on_press_state if spb else None)
         self.presses[press.id] = runtime
         line = press.plc.bus_key() or f"press/{press.id}"
+        # [[plc.outputs]] (collector/outputs.py): they watch the PLC link and write to it
+        outputs = PressOutputs.for_press(runtime, press.plc)
+        plc_driver, factories = build_press(
+            press, outputs.watch(runtime.sink) if outputs else runtime.sink,
+            self._shared.setdefault(line, {}), opcua_password)
         tasks = [self._group.create_task(supervise(name, factory, self.failures), name=name)
-                 for name, factory in build_drivers(press, runtime.sink,
-                                                    self._shared.setdefault(line, {}),
-                                                    opcua_password).items()]
+                 for name, factory in factories.items()]
+        if outputs is not None:
+            outputs.attach(plc_driver)
+            self.outputs[press.id] = outputs
+            tasks.append(self._group.create_task(outputs.run(), name=f"{press.id}/outputs"))
         self._press_tasks[press.id] = (line, tasks)
         if self.screen is not None:
             self.screen.hub.set_press(press.id, runtime, [g.id for g in press.gauges])
@@ -209,6 +226,9 @@ class Daemon:
         workflow snapshot in the buffer (started again, it resumes there). ``removed``:
         its retained state says the collector no longer watches it."""
         runtime = self.presses.pop(press_id)
+        outputs = self.outputs.pop(press_id, None)
+        if outputs is not None:  # the permissive false while the PLC link still runs
+            await outputs.stop()
         line, tasks = self._press_tasks.pop(press_id)
         for task in tasks:
             task.cancel()
@@ -309,6 +329,8 @@ class Daemon:
                 notify_systemd("STOPPING=1")
                 async with self._reload_lock:  # a reload under way finishes first
                     self._group = None
+                # the permissive written false while the PLC drivers still run (bounded)
+                await asyncio.gather(*(o.stop() for o in self.outputs.values()))
                 driver_tasks = [t for _, tasks in self._press_tasks.values() for t in tasks]
                 for task in driver_tasks:
                     task.cancel()
@@ -417,6 +439,8 @@ class Daemon:
         presses = {pid: {**rt.stats, **rt.timing.summary(), "state": rt.workflow.state,
                          "plc_online": rt.plc_online,
                          "sanitised_by_tag": dict(rt.sanitised_by_tag),
+                         **({"outputs": self.outputs[pid].stats()} if pid in self.outputs
+                            else {}),
                          **press_status(rt.workflow.context(), rt.last_poll_ts,
                                         rt.gauge_lines, self._gauge_ids(pid), now)}
                    for pid, rt in self.presses.items()}

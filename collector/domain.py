@@ -22,6 +22,17 @@ ROLES = (
     "repair",         # maintenance / repair signal (rising edge starts a setup)
 )
 
+# What the collector can drive back into the PLC (issue 14; docs/outputs.md,
+# collector/outputs.py): one [[plc.outputs]] entry per role at most.
+OUTPUT_ROLES = (
+    "release_permissive",     # true only while released: the press may make good parts
+    "hold_lamp",              # true while on hold
+    "first_article_request",  # true while a first article is awaited or being measured
+    "patrol_due",             # true while a patrol check is due or overdue
+    "heartbeat",              # a word counted up every second while the collector runs
+)
+FLAG_OUTPUT_ROLES = OUTPUT_ROLES[:-1]
+
 STATES = (
     "offline",
     "stopped",

@@ -296,6 +296,19 @@ class GaugeConnectionBody(TypedDict):
     reason: str
 
 
+class OutputAlarmBody(TypedDict):
+    """A write to one of the press's outputs failed (active) or works again (cleared);
+    collector/outputs.py, docs/outputs.md."""
+
+    role: str  # release_permissive, hold_lamp, first_article_request, patrol_due, heartbeat
+    output: str  # where: 'coil 8', 'holding 90' or the OPC UA node id
+    active: bool
+    value: bool | int  # the value the collector wanted to write
+    reason: str  # refused / not answered / read back different (the clear: the last one)
+    failures: int  # failed writes in this episode
+    since: float  # the episode's first failure (epoch seconds)
+
+
 class CollectorAlarmBody(TypedDict):
     kind: str  # buffer_full, buffer_write_failed, buffer_rolled_back, task_failing, ...
     active: bool
@@ -356,6 +369,8 @@ KINDS: dict[str, EventKind] = {k.name: k for k in (
               "a first article confirmed by every role its plan names"),
     EventKind("gauge_error", GaugeErrorBody, "press", "a gauge reported an error"),
     EventKind("gauge_connection", GaugeConnectionBody, "press", "a gauge line changed"),
+    EventKind("output_alarm", OutputAlarmBody, "press",
+              "a write to a PLC output failed, or works again"),
     EventKind("collector_alarm", CollectorAlarmBody, "collector",
               "a collector-level alarm raised or cleared"),
 )}

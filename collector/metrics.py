@@ -79,6 +79,14 @@ def prometheus_text(health: dict[str, Any]) -> str:
     for press, st in sorted(health.get("presses", {}).items()):
         label = f'{{press="{press}"}}'
         for key, value in st.items():
+            if key == "outputs":  # per output role (docs/outputs.md)
+                for role, out in sorted(value.items()):
+                    labels = f'{{press="{press}",role="{role}"}}'
+                    emit("press_collector_output_writes", out["writes"], labels, "counter")
+                    emit("press_collector_output_write_errors", out["write_errors"], labels,
+                         "counter")
+                    emit("press_collector_output_alarm", out["alarm"], labels)
+                continue
             if isinstance(value, dict):  # per tag, e.g. sanitised_by_tag
                 for tag, n in sorted(value.items()):
                     emit(f"press_collector_press_{key}", n,

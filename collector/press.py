@@ -280,6 +280,11 @@ class PressRuntime:
         later (restart, SIGHUP) resumes from it."""
         self.outbox.put_kv(snapshot_key(self.press), self.workflow.snapshot())
 
+    def record(self, events: list[Event], ts: float) -> None:
+        """Events of the press's own parts outside the workflow (``output_alarm`` from
+        collector/outputs.py): written like the workflow's, observers told."""
+        self._emit(events, ts)
+
     # -- output ------------------------------------------------------------------------
     def _telemetry_context(self) -> dict[str, Any]:
         ctx = self.workflow.context()

@@ -134,6 +134,10 @@ def problems(doc: Mapping[str, Any]) -> list[str]:
                 why = g.get("reason") or ("never connected" if g.get("online") is None
                                           else "offline")
                 out.append(f"{pid}/{gid}: gauge line bad ({why})")
+        for role, o in sorted((st.get("outputs") or {}).items()):
+            if o.get("alarm"):  # docs/outputs.md
+                out.append(f"{pid}: output {role} not written ({o.get('write_errors')} "
+                           "failed writes; output_alarm)")
     for task, n in sorted((doc.get("task_failures") or {}).items()):
         out.append(f"task {task} crashed {n} time(s) (restarted; see the log)")
     return out

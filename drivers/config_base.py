@@ -133,24 +133,47 @@ Dec = Annotated[Decimal, BeforeValidator(to_decimal)]
 Date = Annotated[date | None, BeforeValidator(to_date)]
 
 
+def repeats(keys: list[Any]) -> list[tuple[int, int]]:
+    """(index, index of its first occurrence) of every key seen before; None keys are
+    never repeats. The one rule behind "unique per press / plan" checks."""
+    first: dict[Any, int] = {}
+    out = []
+    for i, key in enumerate(keys):
+        if key is None:
+            continue
+        if key in first:
+            out.append((i, first[key]))
+        else:
+            first[key] = i
+    return out
+
+
 def tag_problems(tags: list[Any]) -> list[tuple[Loc, str]]:
     """Unique tag names and roles per press (same rules and words as PlcConfig)."""
     problems: list[tuple[Loc, str]] = []
-    names: dict[str, int] = {}
-    roles: dict[str, int] = {}
-    for i, tag in enumerate(tags):
-        if tag.name in names:
-            problems.append((("tags", i, "name"), f"{show(tag.name)} is already used by "
-                             f"plc.tags[{names[tag.name]}] (tag names must be unique per "
-                             "press)"))
-        else:
-            names[tag.name] = i
-        if tag.role is None:
-            continue
-        if tag.role in roles:
-            first = tags[roles[tag.role]].name
-            problems.append((("tags", i, "role"), f"role {show(tag.role)} is already given to "
-                             f"tag {show(first)} (each role at most once per press)"))
-        else:
-            roles[tag.role] = i
+    for i, first in repeats([t.name for t in tags]):
+        problems.append((("tags", i, "name"), f"{show(tags[i].name)} is already used by "
+                         f"plc.tags[{first}] (tag names must be unique per press)"))
+    for i, first in repeats([t.role for t in tags]):
+        problems.append((("tags", i, "role"), f"role {show(tags[i].role)} is already given to "
+                         f"tag {show(tags[first].name)} (each role at most once per press)"))
+    return sorted(problems, key=lambda p: p[0][1])
+
+
+# Outputs (``[[plc.outputs]]``, issue 14): the driver writes them under this name, beside
+# the polled tags of the same driver (drivers' ``write(tag, value)`` takes one name).
+OUTPUT_PREFIX = "output:"
+
+
+def output_problems(outputs: list[Any], tags: list[Any]) -> list[tuple[Loc, str]]:
+    """Each output role at most once per press, and no tag named like an output's
+    write name (``output:<role>``)."""
+    problems: list[tuple[Loc, str]] = [
+        (("tags", i, "name"), f"{show(tag.name)}: names starting with {show(OUTPUT_PREFIX)} "
+         "are kept for [[plc.outputs]]")
+        for i, tag in enumerate(tags) if tag.name.startswith(OUTPUT_PREFIX)]
+    for i, first in repeats([o.role for o in outputs]):
+        problems.append((("outputs", i, "role"), f"role {show(outputs[i].role)} is already "
+                         f"given to plc.outputs[{first}] (each output role at most once per "
+                         "press)"))
     return problems

@@ -37,10 +37,12 @@ import contextlib
 import logging
 import random
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from asyncua import Server, ua
+from asyncua.common.callback import CallbackType
 from asyncua.crypto.permission_rules import User, UserRole
 
 from sim.ports import free_port
@@ -70,6 +72,9 @@ OUTPUTS: dict[str, tuple[str, str, ua.VariantType]] = {
     "release_permissive": ("Press.Out.ReleasePermissive", "ReleasePermissive",
                            ua.VariantType.Boolean),
     "hold_lamp": ("Press.Out.HoldLamp", "HoldLamp", ua.VariantType.Boolean),
+    "first_article_request": ("Press.Out.FirstArticleRequest", "FirstArticleRequest",
+                              ua.VariantType.Boolean),
+    "patrol_due": ("Press.Out.PatrolDue", "PatrolDue", ua.VariantType.Boolean),
     "heartbeat": ("Press.Out.Heartbeat", "Heartbeat", ua.VariantType.UInt16),
     "setpoint": ("Press.Out.Setpoint", "Setpoint", ua.VariantType.Float),
 }
@@ -138,7 +143,8 @@ class OpcuaPressSimulator:
             "tonnage": 0.0, "die_temp": temperature_c, "setup_mode": False, "running": False,
             "repair": False,
         }
-        self._outputs: dict[str, Any] = {}  # last values read back from the outputs
+        self._outputs: dict[str, Any] = {}  # last values written into the outputs
+        self._write_seen = asyncio.Event()  # set at every write kept in an output
         self._dirty: set[str] = set()
         self._nodes_present = False
         self._server: Server | None = None
@@ -181,6 +187,7 @@ class OpcuaPressSimulator:
             server.iserver.user_manager = _OneUser(self.username, self.password or "")
             server.set_identity_tokens([ua.UserNameIdentityToken])
         self._server = server
+        server.subscribe_server_callback(CallbackType.PostWrite, self._post_write)
         await self._add_nodes()
         await server.start()
         self.starts += 1
@@ -254,6 +261,31 @@ class OpcuaPressSimulator:
         value = await self._server.get_node(ua.NodeId(OUTPUTS[name][0], self._ns)).read_value()
         self._outputs[name] = value
         return value
+
+    async def _post_write(self, event: Any, _dispatcher: Any) -> None:
+        """asyncua's PostWrite callback: remember what a client wrote into an output and
+        wake ``wait_outputs`` (a write that was refused is not kept)."""
+        by_ident = {ident: name for name, (ident, _b, _t) in OUTPUTS.items()}
+        results = event.response_params or []
+        for i, item in enumerate(event.request_params.NodesToWrite):
+            name = by_ident.get(item.NodeId.Identifier)
+            good = i < len(results) and results[i].is_good()
+            if name is not None and good and item.Value.Value is not None:
+                self._outputs[name] = item.Value.Value.Value
+                self._write_seen.set()
+
+    def written(self, name: str) -> Any:
+        """The value a client last wrote into an output (None: none yet)."""
+        return self._outputs.get(name)
+
+    async def wait_outputs(self, predicate: Callable[[OpcuaPressSimulator], bool],
+                           timeout: float = 10.0) -> None:
+        """Until ``predicate(self)`` holds, checked after every write a client made into
+        an output (``written``); TimeoutError after ``timeout``."""
+        async with asyncio.timeout(timeout):
+            while not predicate(self):
+                self._write_seen.clear()
+                await self._write_seen.wait()
 
     async def remove_nodes(self) -> None:
         """The first half of a program download: every press node disappears."""

@@ -51,6 +51,7 @@ import logging
 import random
 import tomllib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,6 +163,7 @@ class PressSimulator:
         # A PLC program that overwrites its outputs at once: writes are answered as done
         # but not kept (what a collector's read-back must catch).
         self.drop_writes = False
+        self._write_seen = asyncio.Event()  # set at every write kept in the outputs
         self.set_die(die)
         self.set_spm(spm)
         self.set_part(part)
@@ -274,7 +276,18 @@ class PressSimulator:
                 return False
             self._hr[address : address + len(values)] = [int(v) for v in values]
         self.writes += 1
+        self._write_seen.set()
         return True
+
+    async def wait_outputs(self, predicate: Callable[[PressSimulator], bool],
+                           timeout: float = 10.0) -> None:
+        """Until ``predicate(self)`` holds, checked after every write a client made into
+        the outputs (the PLC's side of issue 14's signals; TimeoutError after
+        ``timeout``)."""
+        async with asyncio.timeout(timeout):
+            while not predicate(self):
+                self._write_seen.clear()
+                await self._write_seen.wait()
 
     def output_registers(self, address: int, count: int = 1) -> list[int]:
         """What a client wrote into the holding registers (tests read the PLC's side)."""

@@ -73,7 +73,7 @@ def test_body_types_fit_the_schema_types(kind: str) -> None:
 def test_the_workflow_emits_registered_kinds_only() -> None:
     assert set(EVENT_KINDS) == set(event_kinds.kinds("workflow"))
     assert set(event_kinds.KINDS) <= set(SCHEMAS)
-    assert {"gauge_error", "gauge_connection"} == set(event_kinds.kinds("press"))
+    assert {"gauge_error", "gauge_connection", "output_alarm"} == set(event_kinds.kinds("press"))
 
 
 def test_every_event_of_the_story_fits_its_type_and_schema() -> None:

@@ -224,7 +224,7 @@ async def test_probe_reads_and_browses_in_config_spelling(sim: OpcuaPressSimulat
     assert lines[0] == f"connected to {sim.url} (security None/None, anonymous)"
     assert f"read {node_text('part_number')}: '4711-A' (String)" in lines
     assert "read nsu=urn:press-sim;s=Nope: error BadNodeIdUnknown" in lines
-    assert "browse nsu=urn:press-sim;s=Press: 14 children" in lines  # 10 values, 4 outputs
+    assert "browse nsu=urn:press-sim;s=Press: 16 children" in lines  # 10 values, 6 outputs
     assert any(line.split() == ["DieId", "Variable", node_text("die_id"), "=", "3"]
                for line in lines)
     code, lines = await probe(probe_args(sim.url))

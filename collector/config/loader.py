@@ -285,8 +285,10 @@ def summary(config: LoadedConfig | Path | str) -> str:
         gauges = ", ".join(f"{g.id} ({g.preset} {g.port})" for g in press.gauges) or "none"
         title = f" {press.name}" if press.name else ""
         link = plc_plugin(plc.protocol).load().summary(plc)  # the driver package's words
+        outputs = ", ".join(o.role for o in plc.outputs)
+        outputs = f"; outputs: {outputs}" if outputs else ""
         lines.append(f"  press {press.id}{title}: {link}, {len(plc.tags)} tags "
-                     f"(roles: {roles}); gauges: {gauges}")
+                     f"(roles: {roles}); gauges: {gauges}{outputs}")
     for part_number, plan in sorted(cfg.plans.items()):
         lines.append(f"  plan {part_number} rev {plan.revision}: "
                      f"{len(plan.characteristics)} characteristics")

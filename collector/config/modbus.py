@@ -18,6 +18,7 @@ from drivers.modbus.config import (
     RTU_PROTOCOLS,
     RTU_SERIAL_KEYS,
     TYPE_WIDTH,
+    ModbusOutputModel,
     ModbusPlcConfig,
     ModbusTagConfig,
     TagArea,
@@ -26,10 +27,11 @@ from drivers.modbus.config import (
 )
 
 __all__ = ["BIT_AREAS", "INTEGER_TYPES", "ROLE_TYPES", "RTU_PROTOCOLS", "RTU_SERIAL_KEYS",
-           "TYPE_WIDTH", "PlcConfig", "Role", "TagArea", "TagConfig", "TagType",
-           "WordOrder"]
+           "TYPE_WIDTH", "OutputConfig", "OutputRole", "PlcConfig", "Role", "TagArea",
+           "TagConfig", "TagType", "WordOrder"]
 
 Role = Literal[domain.ROLES]  # type: ignore[valid-type]
+OutputRole = Literal[domain.OUTPUT_ROLES]  # type: ignore[valid-type]
 INTEGER_TYPES = ("int16", "uint16", "int32", "uint32")
 # Which tag types make sense for a role (a wrong one is almost always a typo).
 ROLE_TYPES: dict[str, tuple[str, ...]] = {
@@ -89,6 +91,20 @@ class TagConfig(ModbusTagConfig[Role]):  # type: ignore[valid-type]
         return problems
 
 
-class PlcConfig(ModbusPlcConfig[TagConfig]):
+class OutputConfig(ModbusOutputModel[OutputRole]):  # type: ignore[valid-type]
+    """``[[plc.outputs]]`` of a Modbus press: a coil or holding register the collector
+    writes (docs/outputs.md). Never polled; every write is read back and compared."""
+
+    def problems(self) -> list[tuple[Loc, str]]:
+        """The codec's problems, then the role's: the heartbeat is a counter word."""
+        problems = super().problems()
+        if self.role == "heartbeat" and self.type not in INTEGER_TYPES:
+            problems.append((("type",), f"role 'heartbeat' needs a register that counts (got "
+                             f"{show(self.type)}; allowed: {', '.join(INTEGER_TYPES)} in area "
+                             "'holding')"))
+        return problems
+
+
+class PlcConfig(ModbusPlcConfig[TagConfig, OutputConfig]):
     """``[plc]`` of a Modbus press (docs/modbus.md). Presses naming the same serial port
     (or host:port with modbus_rtu_tcp) share one bus and must agree on its settings."""

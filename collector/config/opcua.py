@@ -14,13 +14,16 @@ from drivers.config_base import Loc
 from drivers.opcua.config import (
     OPCUA_PASSWORD_ENV,
     DeadbandType,
+    OpcuaOutputModel,
     OpcuaPlcModel,
     OpcuaTagModel,
 )
 
-__all__ = ["OPCUA_PASSWORD_ENV", "DeadbandType", "OpcuaPlcConfig", "OpcuaTagConfig", "Role"]
+__all__ = ["OPCUA_PASSWORD_ENV", "DeadbandType", "OpcuaOutputConfig", "OpcuaPlcConfig",
+           "OpcuaTagConfig", "Role"]
 
 Role = Literal[domain.ROLES]  # type: ignore[valid-type]
+OutputRole = Literal[domain.OUTPUT_ROLES]  # type: ignore[valid-type]
 
 
 class OpcuaTagConfig(OpcuaTagModel[Role]):  # type: ignore[valid-type]
@@ -42,6 +45,13 @@ class OpcuaTagConfig(OpcuaTagModel[Role]):  # type: ignore[valid-type]
             self.role, None, self.true_values, self.true_bit, self.enum)
 
 
-class OpcuaPlcConfig(OpcuaPlcModel[OpcuaTagConfig]):
+class OpcuaOutputConfig(OpcuaOutputModel[OutputRole]):  # type: ignore[valid-type]
+    """``[[plc.outputs]]`` of an OPC UA press: a node the collector writes
+    (docs/outputs.md); its data type is the node's own (Boolean or an integer for a flag,
+    an integer for the heartbeat: a wrong one is refused at the first write, an
+    ``output_alarm``)."""
+
+
+class OpcuaPlcConfig(OpcuaPlcModel[OpcuaTagConfig, OpcuaOutputConfig]):
     """``[plc]`` of a press whose PLC speaks OPC UA (docs/opcua.md). Secrets:
     password_file or the environment."""

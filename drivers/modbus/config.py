@@ -17,11 +17,13 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 from pydantic import Field, model_validator
 
 from drivers.config_base import (
+    OUTPUT_PREFIX,
     Baudrate,
     ConfigModel,
     Loc,
     Parity,
     kind_of,
+    output_problems,
     raise_problems,
     show,
     tag_problems,
@@ -31,6 +33,7 @@ from drivers.modbus.codec import AREAS, BIT_AREAS, ORDERS, TYPE_WIDTH, TYPES
 
 RoleT = TypeVar("RoleT")
 TagT = TypeVar("TagT", bound="ModbusTagConfig[Any]")
+OutT = TypeVar("OutT", bound="ModbusOutputModel[Any]")
 
 TagArea = Literal[AREAS]  # type: ignore[valid-type]
 TagType = Literal[TYPES]  # type: ignore[valid-type]
@@ -115,7 +118,65 @@ class ModbusTagConfig(ConfigModel, Generic[RoleT]):
         return self
 
 
-class ModbusPlcConfig(ConfigModel, Generic[TagT]):
+# What the collector may write (issue 14's outputs): the two writable tables, and the
+# types a flag (bool, or 1/0 in a register) or a counter word can have.
+OUTPUT_AREAS = ("coil", "holding")
+OUTPUT_TYPES = ("bool", "int16", "uint16", "int32", "uint32")
+OutputArea = Literal[OUTPUT_AREAS]  # type: ignore[valid-type]
+OutputType = Literal[OUTPUT_TYPES]  # type: ignore[valid-type]
+
+
+class ModbusOutputModel(ConfigModel, Generic[RoleT]):
+    """``[[plc.outputs]]`` of a Modbus press: a coil or holding register the collector
+    writes (docs/outputs.md). Never polled; every write is read back and compared.
+    ``role`` is a slot whose vocabulary the collector gives."""
+
+    role: RoleT = Field(description="What the collector drives into this address, each "
+                        "role at most once per press (docs/outputs.md).")
+    area: OutputArea = Field("coil", description="coil (a bit) or holding (a register): "
+                             "the only Modbus tables a client can write.")
+    address: int = Field(ge=0, le=65535, description="0-based protocol address; the PLC "
+                         "must let this address be written.")
+    type: OutputType = Field("bool", description="bool in a coil; bool (written 1 / 0), "
+                             "int16, uint16, int32, uint32 in holding registers.",
+                             json_schema_extra={"doc_default": "bool; uint16 in holding"})
+    order: WordOrder = Field("ABCD", description="Word order of a 32-bit type (ABCD = high "
+                             "word first, CDAB = word-swapped); ignored for 16-bit and bool.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_type(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "type" not in data and data.get("area") == "holding":
+            data = {**data, "type": "uint16"}
+        return data
+
+    @property
+    def name(self) -> str:
+        """The name the driver writes it under (never a polled tag's name)."""
+        return f"{OUTPUT_PREFIX}{self.role}"
+
+    @property
+    def width(self) -> int:
+        return TYPE_WIDTH[self.type]
+
+    def problems(self) -> list[tuple[Loc, str]]:
+        """What is wrong for the codec (a subclass adds the role's rules after these)."""
+        problems: list[tuple[Loc, str]] = []
+        if self.area == "coil" and self.type != "bool":
+            problems.append((("type",), f"{show(self.type)} is not possible in area 'coil' "
+                             "(allowed: bool; a coil is a bit)"))
+        if self.address + self.width - 1 > 65535:
+            problems.append((("address",), f"{self.address} + {self.width} registers runs past "
+                             "the last address 65535"))
+        return problems
+
+    @model_validator(mode="after")
+    def _check(self) -> ModbusOutputModel[RoleT]:
+        raise_problems(self.problems())
+        return self
+
+
+class ModbusPlcConfig(ConfigModel, Generic[TagT, OutT]):
     """``[plc]`` of a Modbus press (docs/modbus.md). Presses naming the same serial port
     (or host:port with modbus_rtu_tcp) share one bus and must agree on its settings."""
 
@@ -156,9 +217,13 @@ class ModbusPlcConfig(ConfigModel, Generic[TagT]):
                                   "asks.")
     tags: list[TagT] = Field(min_length=1, description="`[[plc.tags]]`: the values "
                                   "read, at least one.")
+    outputs: list[OutT] = Field(default_factory=list, description="`[[plc.outputs]]`: "
+                                "coils / holding registers the collector writes "
+                                "(release permissive, lamps, heartbeat; docs/outputs.md); "
+                                "none by default.")
 
     @model_validator(mode="after")
-    def _check_link(self) -> ModbusPlcConfig[TagT]:
+    def _check_link(self) -> ModbusPlcConfig[TagT, OutT]:
         """host/port per protocol; serial keys only for modbus_rtu; no broadcast unit."""
         problems: list[tuple[Loc, str]] = []
         given = self.model_fields_set
@@ -213,8 +278,8 @@ class ModbusPlcConfig(ConfigModel, Generic[TagT]):
         return None
 
     @model_validator(mode="after")
-    def _check(self) -> ModbusPlcConfig[TagT]:
-        raise_problems(tag_problems(self.tags))
+    def _check(self) -> ModbusPlcConfig[TagT, OutT]:
+        raise_problems(tag_problems(self.tags) + output_problems(self.outputs, self.tags))
         return self
 
     def role_tags(self) -> dict[str, str]:

@@ -73,13 +73,14 @@ class ModbusPoller(ModbusUnitDriver):
         max_bits: int = 2000,
         backoff: Backoff | None = None,
         retries: int = 0,
+        outputs: Sequence[TagSpec] = (),
     ) -> None:
         if poll_interval_s <= 0 or timeout_s <= 0:
             raise ValueError("poll_interval_s and timeout_s must be > 0")
         self.host, self.port = host, port
         bus = ModbusBus(ModbusTcpLink(host, port), link_backoff=backoff or Backoff())
         bus.add_unit(source, unit, tags, poll_interval_s, timeout_s, retries, max_gap,
-                     max_registers, max_bits)
+                     max_registers, max_bits, outputs)
         super().__init__(bus, source)
 
 

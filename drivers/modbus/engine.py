@@ -287,7 +287,10 @@ class ModbusBus:
 
     def add_unit(self, source: str, unit: int, tags: Sequence[TagSpec], poll_interval_s: float,
                  timeout_s: float, retries: int = 1, max_gap: int = 8,
-                 max_registers: int = 125, max_bits: int = 2000) -> BusUnit:
+                 max_registers: int = 125, max_bits: int = 2000,
+                 outputs: Sequence[TagSpec] = ()) -> BusUnit:
+        """``outputs``: tags that are written (``write``) but never polled (issue 14's
+        output tags: the PLC's side of a heartbeat or a lamp is not telemetry)."""
         if poll_interval_s <= 0 or timeout_s <= 0 or retries < 0:
             raise ValueError("poll_interval_s and timeout_s must be > 0, retries >= 0")
         if source in self.units:
@@ -300,7 +303,7 @@ class ModbusBus:
         bus_unit = BusUnit(source, unit, plan_blocks(tags, max_gap, max_registers, max_bits),
                            poll_interval_s, timeout_s, retries,
                            Backoff(initial=max(initial, poll_interval_s), maximum=maximum),
-                           {t.name: t for t in tags})
+                           {t.name: t for t in (*tags, *outputs)})
         self.units[source] = bus_unit
         return bus_unit
 

@@ -16,14 +16,20 @@ from drivers.modbus.engine import Link, ModbusBus, SerialLink, TcpLink
 from drivers.probing import Runner
 from drivers.registry import BuildContext
 
-__all__ = ["add_probe_commands", "build", "link_of", "make_bus", "probe_press", "summary",
-           "tag_specs"]
+__all__ = ["add_probe_commands", "build", "link_of", "make_bus", "output_specs", "probe_press",
+           "summary", "tag_specs"]
 
 
 def tag_specs(plc: Any) -> list[TagSpec]:
     """The codec's tag specs of a ``[plc]`` table's ``[[plc.tags]]``."""
     return [TagSpec(name=t.name, area=t.area, address=t.address, type=t.type, order=t.order,
                     length=t.length, scale=t.scale, offset=t.offset) for t in plc.tags]
+
+
+def output_specs(plc: Any) -> list[TagSpec]:
+    """The codec's specs of a ``[plc]`` table's ``[[plc.outputs]]`` (written, not polled)."""
+    return [TagSpec(name=o.name, area=o.area, address=o.address, type=o.type, order=o.order)
+            for o in getattr(plc, "outputs", ())]
 
 
 def link_of(plc: Any) -> Link:
@@ -48,7 +54,8 @@ def build(source: str, plc: Any, ctx: BuildContext) -> ModbusUnitDriver:
         return ModbusPoller(source, plc.host, int(plc.port), plc.unit, tag_specs(plc),
                             poll_interval_s=plc.poll_interval_ms / 1000,
                             timeout_s=plc.timeout_ms / 1000, max_gap=plc.max_gap,
-                            max_registers=plc.max_registers, max_bits=plc.max_bits)
+                            max_registers=plc.max_registers, max_bits=plc.max_bits,
+                            outputs=output_specs(plc))
     buses: dict[str, ModbusBus] = ctx.shared.setdefault("modbus", {})
     key = link_of(plc).key
     bus = buses.get(key)
@@ -56,7 +63,7 @@ def build(source: str, plc: Any, ctx: BuildContext) -> ModbusUnitDriver:
         bus = buses[key] = make_bus(plc)
     bus.add_unit(source, plc.unit, tag_specs(plc), plc.poll_interval_ms / 1000,
                  plc.timeout_ms / 1000, plc.retries, plc.max_gap, plc.max_registers,
-                 plc.max_bits)
+                 plc.max_bits, output_specs(plc))
     return ModbusUnitDriver(bus, source)
 
 

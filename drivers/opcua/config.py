@@ -15,13 +15,22 @@ from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from pydantic import Field, model_validator
 
-from drivers.config_base import ConfigModel, Loc, raise_problems, show, tag_problems
+from drivers.config_base import (
+    OUTPUT_PREFIX,
+    ConfigModel,
+    Loc,
+    output_problems,
+    raise_problems,
+    show,
+    tag_problems,
+)
 from drivers.opcua import PLUGIN
 from drivers.opcua.nodes import parse_node
 from drivers.opcua.vocab import DEADBANDS, MODES, POLICIES, TAG_MODES
 
 RoleT = TypeVar("RoleT")
 TagT = TypeVar("TagT", bound="OpcuaTagModel[Any]")
+OutT = TypeVar("OutT", bound="OpcuaOutputModel[Any]")
 
 OPCUA_PASSWORD_ENV = "PRESS_COLLECTOR_OPCUA_PASSWORD"  # + "_<PRESS_ID>" for one press
 DeadbandType = Literal[tuple(DEADBANDS)]  # type: ignore[valid-type]
@@ -84,7 +93,37 @@ class OpcuaTagModel(ConfigModel, Generic[RoleT]):
         return self
 
 
-class OpcuaPlcModel(ConfigModel, Generic[TagT]):
+class OpcuaOutputModel(ConfigModel, Generic[RoleT]):
+    """``[[plc.outputs]]`` of an OPC UA press: a node the collector writes
+    (docs/outputs.md), with the node's own data type (read from the server before each
+    write). Never subscribed; every write is read back and compared. ``role`` is a slot
+    whose vocabulary the collector gives."""
+
+    role: RoleT = Field(description="What the collector drives into this node, each role "
+                        "at most once per press (docs/outputs.md).")
+    node: str = Field(min_length=1, description="`nsu=<namespace URI>;s=<id>` of a "
+                      "writable node: Boolean (or an integer, written 1 / 0) for a flag, "
+                      "an integer type for the heartbeat.")
+
+    @property
+    def name(self) -> str:
+        """The name the driver writes it under (never a subscribed tag's name)."""
+        return f"{OUTPUT_PREFIX}{self.role}"
+
+    def problems(self) -> list[tuple[Loc, str]]:
+        try:
+            parse_node(self.node)
+        except ValueError as exc:
+            return [(("node",), str(exc))]
+        return []
+
+    @model_validator(mode="after")
+    def _check(self) -> OpcuaOutputModel[RoleT]:
+        raise_problems(self.problems())
+        return self
+
+
+class OpcuaPlcModel(ConfigModel, Generic[TagT, OutT]):
     """``[plc]`` of a press whose PLC speaks OPC UA (docs/opcua.md). Secrets:
     password_file or the environment."""
 
@@ -130,6 +169,9 @@ class OpcuaPlcModel(ConfigModel, Generic[TagT]):
                              "this often; a failed read ends the session.")
     tags: list[TagT] = Field(min_length=1, description="`[[plc.tags]]`: the nodes "
                                        "read, at least one.")
+    outputs: list[OutT] = Field(default_factory=list, description="`[[plc.outputs]]`: "
+                                "nodes the collector writes (release permissive, lamps, "
+                                "heartbeat; docs/outputs.md); none by default.")
 
     shared_line_keys: ClassVar[tuple[str, ...]] = ()  # sessions are never shared
 
@@ -147,7 +189,7 @@ class OpcuaPlcModel(ConfigModel, Generic[TagT]):
         """OPC UA sessions are never shared between presses (see PlcConfig.bus_key)."""
         return None
     @model_validator(mode="after")
-    def _check(self) -> OpcuaPlcModel[TagT]:
+    def _check(self) -> OpcuaPlcModel[TagT, OutT]:
         problems: list[tuple[Loc, str]] = []
         if not self.endpoint.startswith("opc.tcp://"):
             problems.append((("endpoint",), f"{show(self.endpoint)} is not an OPC UA endpoint "
@@ -180,6 +222,7 @@ class OpcuaPlcModel(ConfigModel, Generic[TagT]):
             problems.append((("allow_plaintext_password",), "only used with security_policy "
                              f"'None' (security_policy is {show(self.security_policy)})"))
         problems.extend(tag_problems(self.tags))
+        problems.extend(output_problems(self.outputs, self.tags))
         raise_problems(problems)
         return self
 

@@ -115,13 +115,17 @@ class OpcuaPoller:
         timeout_s: float = 4.0,
         watchdog_s: float = 1.0,
         backoff: Backoff | None = None,
+        outputs: Sequence[tuple[str, str]] = (),
     ) -> None:
+        """``outputs``: (name, node) pairs that are written (``write``) but never
+        subscribed or polled (issue 14's output nodes)."""
         if min(publishing_interval_s, poll_interval_s, heartbeat_s, timeout_s, watchdog_s) <= 0:
             raise ValueError("intervals and timeouts must be > 0")
         self.source = source
         self.url = url
         self.tags = list(tags)
         self.refs = {t.name: parse_node(t.node) for t in self.tags}
+        self.write_refs = {**self.refs, **{name: parse_node(node) for name, node in outputs}}
         self.security = security or OpcuaSecurity()
         self.publishing_interval_s = publishing_interval_s
         self.poll_interval_s = poll_interval_s
@@ -423,11 +427,11 @@ class OpcuaPoller:
         client = self._client
         if client is None:
             raise LinkDown(f"{self.source}: no session")
-        if tag not in self.refs:
+        if tag not in self.write_refs:
             raise WriteFailed(f"{self.source}: no tag {tag!r}")
         self.stats["writes"] += 1
         try:
-            ids, errors = await resolve(client, {tag: self.refs[tag]})
+            ids, errors = await resolve(client, {tag: self.write_refs[tag]})
             if errors:
                 raise WriteFailed(f"{self.source}: tag {tag}: {errors[tag]}")
             await write_node(client, ids[tag], value, self.timeout_s)

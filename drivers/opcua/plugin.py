@@ -50,7 +50,8 @@ def build(source: str, plc: Any, ctx: BuildContext) -> OpcuaPoller:
                        publishing_interval_s=plc.publishing_interval_ms / 1000,
                        poll_interval_s=plc.poll_interval_ms / 1000,
                        heartbeat_s=plc.heartbeat_ms / 1000, timeout_s=plc.timeout_ms / 1000,
-                       watchdog_s=plc.watchdog_ms / 1000)
+                       watchdog_s=plc.watchdog_ms / 1000,
+                       outputs=[(o.name, o.node) for o in getattr(plc, "outputs", ())])
 
 
 def summary(plc: Any) -> str:

@@ -120,6 +120,8 @@ class OpcuaLine(Line):
                       **({"mode": "poll"} if n == "die_id" else {})} for n in NODES]})
         press = config.presses[press_id].model_copy(update={"plc": plc})
         self.config = config.model_copy(update={"presses": {press_id: press}})
+        if self.adjust is not None:
+            self.config = self.adjust(self.config)
         if subscribe:
             self.sub = Subscriber("127.0.0.1", self.broker.port, [f"{self.root}/#"]).start()
         await self.start_daemon()
