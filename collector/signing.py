@@ -34,11 +34,15 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+# cryptography costs ~9 MB of RSS at import: loaded when a key is first used (a press
+# that lists public keys, `cmd --key`, `keygen`), not by every daemon at start
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 CANONICAL_VERSION = 1
 SIGNATURE_FIELD = "signature"
@@ -62,6 +66,8 @@ def canonical_bytes(topic: str, payload: Mapping[str, Any]) -> bytes:
 
 
 def public_raw(key: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
@@ -85,11 +91,16 @@ def load_public_key(text: str) -> Ed25519PublicKey:
         raise SigningError(f"an Ed25519 public key is 32 bytes, this one is {len(raw)} "
                            "(expected the 44 base64 characters `press-collector keygen` "
                            "prints)")
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
 def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
     """A PKCS#8 PEM private key file, with errors that name the file and say why."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     p = Path(path)
     try:
         data = p.read_bytes()
@@ -110,6 +121,9 @@ def load_private_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
 
 def generate(out: str | os.PathLike[str]) -> Ed25519PrivateKey:
     """A new key pair; the private key written to ``out`` (mode 0600, never overwritten)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
@@ -131,6 +145,8 @@ def sign(key: Ed25519PrivateKey, topic: str, payload: dict[str, Any]) -> dict[st
 
 def verify(key: Ed25519PublicKey, topic: str, payload: Mapping[str, Any]) -> bool:
     """True when ``payload['signature']`` is the key's signature of this command."""
+    from cryptography.exceptions import InvalidSignature
+
     text = payload.get(SIGNATURE_FIELD)
     if not isinstance(text, str) or len(text) > 100:
         return False
