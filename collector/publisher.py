@@ -85,12 +85,12 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from buffer.store import Committed, Outbox
+from collector.mqtt_loop import MqttLoop
 
 log = logging.getLogger(__name__)
 
 FETCH_WINDOWS = 4  # rows read from the outbox per query, in windows
 EVENT_SCAN_IDS = 10000  # ids the event lane looks through per query (~4 ms; _next_event)
-MISC_INTERVAL_S = 1.0
 
 
 @dataclass
@@ -139,12 +139,9 @@ class Publisher:
         self._username, self._password, self._tls = username, password, tls
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread = 0
-        self._sock: Any = None
+        self._io: MqttLoop | None = None
         self._connected = False
-        self._connack: asyncio.Future[Any] | None = None
         self._disconnected = asyncio.Event()
-        self._misc_task: asyncio.Task[None] | None = None
         # window bookkeeping (event-loop thread only)
         self._cursor = 0  # highest outbox id handed to paho or skipped as not pending
         self._fetched: deque[tuple[int, str, bytes]] = deque()
@@ -170,7 +167,6 @@ class Publisher:
         self._idle = asyncio.Event()
         self._after_connect_pending = False
         self._stopping = False
-        self._offline_ack: asyncio.Future[None] | None = None
         self._last_error: str | None = None
         self._stats: dict[str, Any] = {"published": 0, "acked": 0, "retained_published": 0,
                                        "connects": 0, "connect_failures": 0,
@@ -187,7 +183,8 @@ class Publisher:
                 "inflight": len(self._inflight), "connected": self._connected,
                 "cursor": self._cursor, "live_cursor": self._live_cursor,
                 "event_cursor": self._event_cursor, "lanes": 3 if self._split else 1,
-                "pending": self.outbox.pending_count()}
+                "pending": self.outbox.pending_count(),
+                **{f"io_{k}": v for k, v in (self._io.stats if self._io else {}).items()}}
 
     def publish_retained_now(self, press: str | None = None) -> None:
         """Publish the committed retained state of ``press`` (all presses: None) at once,
@@ -212,7 +209,6 @@ class Publisher:
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
         client = self._client = self._make_client()
         self.outbox.add_listener(self._on_commit_threadsafe)
         backoff = self.reconnect_min_s
@@ -258,116 +254,40 @@ class Publisher:
             client.tls_insecure_set(self._tls.insecure)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
         client.on_message = self._on_message
-        client.on_socket_close = self._on_socket_close
-        client.on_socket_register_write = self._on_register_write
-        client.on_socket_unregister_write = self._on_unregister_write
         client.connect_async(self.host, self.port, self.keepalive)
+        self._io = MqttLoop(client, name="mqtt", on_ack=self._on_ack, after_read=self._after_io)
         return client
 
     async def _connect(self, client: mqtt.Client) -> None:
-        assert self._loop is not None
         self._disconnected.clear()
-        self._connack = self._loop.create_future()
-        # Blocking TCP connect (+ TLS handshake) off the loop; paho queues CONNECT.
-        await asyncio.to_thread(client.reconnect)
-        sock = client.socket()
-        if sock is None:
-            raise ConnectionError("no socket after connect")
-        self._sock = sock
-        self._loop.add_reader(sock, self._on_readable)
-        if client.want_write():
-            self._loop.add_writer(sock, self._on_writable)
-        try:
-            async with asyncio.timeout(self.connect_timeout_s):
-                reason = await asyncio.shield(self._connack)
-        except TimeoutError:
-            raise TimeoutError("no CONNACK") from None
-        if reason is not None:
-            raise ConnectionError(f"broker refused the connection: {reason}")
-        self._misc_task = asyncio.create_task(self._misc_loop(), name="mqtt-misc")
+        await self._io.connect(self.connect_timeout_s)
 
     def _close_socket(self) -> None:
-        sock = self._sock
-        if sock is not None and self._loop is not None:
-            self._loop.remove_reader(sock)
-            self._loop.remove_writer(sock)
-        self._sock = None
-        if self._client is not None and self._client.socket() is not None:
-            self._client._sock_close()  # no public close-without-DISCONNECT in paho
+        if self._io is not None:
+            self._io.close()
 
     def _after_disconnect(self) -> None:
-        if self._misc_task is not None:
-            self._misc_task.cancel()
-            self._misc_task = None
         self._close_socket()
-
-    async def _misc_loop(self) -> None:
-        assert self._client is not None
-        while True:
-            await asyncio.sleep(MISC_INTERVAL_S)
-            self._client.loop_misc()
 
     async def _shutdown(self, client: mqtt.Client) -> None:
         """Graceful stop: retained 'offline', DISCONNECT (the broker then drops the will)."""
         self._stopping = True
-        if self._connected and self._loop is not None:
-            try:
-                self._offline_ack = self._loop.create_future()
-                info = client.publish(self.topic_status, self.status_offline, qos=1, retain=True)
-                self._other_mids.add(info.mid)
-                self._offline_mid = info.mid
-                async with asyncio.timeout(1.0):
-                    await self._offline_ack
-                client.disconnect()
-                client.loop_write()
-            except (TimeoutError, OSError, ValueError, ConnectionError):
-                pass
+        if self._connected and self._io is not None:
+            await self._io.leave(self.topic_status, self.status_offline, retain=True,
+                                 timeout_s=1.0)
         self._after_disconnect()
         self._connected = False
-
-    # ------------------------------------------------------------------ socket callbacks
-    def _on_readable(self) -> None:
-        client = self._client
-        assert client is not None
-        client.loop_read()
-        self._after_io()
-
-    def _on_writable(self) -> None:
-        assert self._client is not None
-        self._client.loop_write()
-
-    def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        if threading.get_ident() == self._loop_thread and self._loop is not None:
-            self._loop.add_writer(sock, self._on_writable)
-        # else: called from reconnect() in the worker thread; _connect registers it
-
-    def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        if threading.get_ident() == self._loop_thread and self._loop is not None:
-            self._loop.remove_writer(sock)
-
-    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        if threading.get_ident() == self._loop_thread and self._loop is not None:
-            self._loop.remove_reader(sock)
-            self._loop.remove_writer(sock)
-            if sock is self._sock:
-                self._sock = None
 
     # ------------------------------------------------------------------ MQTT callbacks
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                     properties: Any) -> None:
         # Runs inside loop_read, *before* paho resends the unacknowledged window.
-        fut = self._connack
         if reason.is_failure:
-            if fut is not None and not fut.done():
-                fut.set_result(str(reason))
-            return
+            return  # MqttLoop.connect raises with the reason
         self._connected = True
         self._stats["connects"] += 1
         self._after_connect_pending = True
-        if fut is not None and not fut.done():
-            fut.set_result(None)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
@@ -377,26 +297,16 @@ class Publisher:
             log.info("disconnected from %s:%d", self.host, self.port)
         elif was:
             self._note_error(f"connection to {self.host}:{self.port} lost: {reason}")
-        fut = self._connack
-        if fut is not None and not fut.done():
-            fut.set_result(f"connection closed before CONNACK ({reason})")
-        if self._offline_ack is not None and not self._offline_ack.done():
-            self._offline_ack.set_exception(ConnectionError("lost"))
         self._disconnected.set()
         self._idle.set()
 
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
-                    properties: Any) -> None:
+    def _on_ack(self, mid: int) -> None:
+        """PUBACK (MqttLoop, inside a read): collected, handled once per read."""
         row_id = self._inflight.pop(mid, None)
         if row_id is not None:
             self._acked.append(row_id)
         else:
             self._other_mids.discard(mid)
-            if mid == self._offline_mid and self._offline_ack is not None \
-                    and not self._offline_ack.done():
-                self._offline_ack.set_result(None)
-
-    _offline_mid = -1
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if self.on_command is None:
