@@ -178,9 +178,12 @@ class MqttLoop:
     def open(self) -> bool:
         return self._psock is not None
 
-    async def connect(self, timeout_s: float) -> None:
+    async def connect(self, timeout_s: float,
+                      on_sent: Callable[[], None] | None = None) -> None:
         """TCP (+ TLS) connect in a worker thread, CONNECT, wait for the CONNACK. Raises
-        OSError / ssl.SSLError / TimeoutError / ConnectionError (refused: the reason)."""
+        OSError / ssl.SSLError / TimeoutError / ConnectionError (refused: the reason).
+        ``on_sent``: called once the CONNECT goes out on a connected socket (what the
+        will carries is then in use, e.g. Sparkplug's bdSeq)."""
         loop = self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
         self.close()
@@ -190,6 +193,8 @@ class MqttLoop:
         if sock is None:
             raise ConnectionError("no socket after connect")
         self._attach(sock)
+        if on_sent is not None:
+            on_sent()
         try:
             async with asyncio.timeout(timeout_s):
                 reason = await asyncio.shield(self._connack)
