@@ -41,8 +41,9 @@ import contextlib
 import logging
 import ssl
 import threading
-from collections.abc import Callable
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn
 
 import paho.mqtt.client as mqtt
 
@@ -52,6 +53,7 @@ READ_CHUNK = 256 * 1024
 HIGH_WATER = 512 * 1024  # bytes buffered before paho is told "would block"
 MISC_INTERVAL_S = 1.0
 PUBACK = 0x40
+CONNECT_ERRORS = (OSError, ssl.SSLError, ConnectionError, TimeoutError)
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError,
                 ssl.SSLWantWriteError)
 
@@ -423,3 +425,27 @@ class MqttLoop:
             self._final_ack.set_result(None)
         if self._on_ack is not None:
             self._on_ack(mid)
+
+
+async def reconnect_forever(connect: Callable[[], Awaitable[None]],
+                            session: Callable[[], Awaitable[bool]],
+                            failed: Callable[[BaseException, float], None],
+                            min_s: float, max_s: float) -> NoReturn:
+    """Connect, live the session, again, with capped exponential backoff between tries.
+
+    ``connect()`` raises one of ``CONNECT_ERRORS`` when it fails: ``failed(exc, backoff)``
+    then the backoff. ``session()`` returns when the connection is over; True starts the
+    next try at ``min_s`` (a deliberate end), as does a session that lasted over 10 s
+    (a broker that drops us at once after each connect is not hammered)."""
+    backoff = min_s
+    while True:
+        started = time.monotonic()
+        try:
+            await connect()
+        except CONNECT_ERRORS as exc:
+            failed(exc, backoff)
+        else:
+            if await session() or time.monotonic() - started > 10:
+                backoff = min_s
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, max_s)

@@ -72,10 +72,8 @@ not per retry. Passwords are never logged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -85,7 +83,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from buffer.store import Committed, Outbox
-from collector.mqtt_loop import MqttLoop
+from collector.mqtt_loop import MqttLoop, reconnect_forever
+from collector.outbox_wake import CommitWake, wait_drained
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +161,8 @@ class Publisher:
         self._scan_more = False  # the event lane stopped short of the snapshot: pump again
         self._replay: deque[tuple[int, int]] = deque()  # live-stream ids (lo, hi] to replay
         self._replay_top = 0  # backlog rows (throttled) have id <= this
-        self._wake_scheduled = False
-        self._wake_lock = threading.Lock()
+        self._wake = CommitWake(outbox, self._kick, self._note_retained)
+        self._wake_lock = self._wake.lock
         self._idle = asyncio.Event()
         self._after_connect_pending = False
         self._stopping = False
@@ -197,43 +196,18 @@ class Publisher:
 
     async def drain(self, timeout: float) -> bool:
         """Wait until every committed row is acknowledged (True) or ``timeout`` passes."""
-        try:
-            async with asyncio.timeout(timeout):
-                while not self._drained():
-                    self._idle.clear()
-                    self._kick()
-                    await self._idle.wait()
-            return True
-        except TimeoutError:
-            return False
+        return await wait_drained(self._drained, self._kick, self._idle, timeout)
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
         client = self._client = self._make_client()
-        self.outbox.add_listener(self._on_commit_threadsafe)
-        backoff = self.reconnect_min_s
+        self._wake.attach(self._loop)
         try:
-            while True:
-                started = time.monotonic()
-                try:
-                    await self._connect(client)
-                except (OSError, ssl.SSLError, ConnectionError, TimeoutError) as exc:
-                    self._stats["connect_failures"] += 1
-                    self._note_error(f"connect to {self.host}:{self.port} failed: "
-                                     f"{exc or type(exc).__name__}")
-                    self._close_socket()
-                    self._stats["backoff_s"] = backoff
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, self.reconnect_max_s)
-                    continue
-                await self._disconnected.wait()
-                self._after_disconnect()
-                if time.monotonic() - started > 10:
-                    backoff = self.reconnect_min_s
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.reconnect_max_s)
+            await reconnect_forever(lambda: self._connect(client), self._session,
+                                    self._connect_failed, self.reconnect_min_s,
+                                    self.reconnect_max_s)
         finally:
-            self.outbox.remove_listener(self._on_commit_threadsafe)
+            self._wake.detach()
             await self._shutdown(client)
 
     # ------------------------------------------------------------------ client
@@ -260,8 +234,21 @@ class Publisher:
         return client
 
     async def _connect(self, client: mqtt.Client) -> None:
+        assert self._io is not None
         self._disconnected.clear()
         await self._io.connect(self.connect_timeout_s)
+
+    def _connect_failed(self, exc: BaseException, backoff: float) -> None:
+        self._stats["connect_failures"] += 1
+        self._note_error(f"connect to {self.host}:{self.port} failed: "
+                         f"{exc or type(exc).__name__}")
+        self._close_socket()
+        self._stats["backoff_s"] = backoff
+
+    async def _session(self) -> bool:
+        await self._disconnected.wait()
+        self._after_disconnect()
+        return False
 
     def _close_socket(self) -> None:
         if self._io is not None:
@@ -336,24 +323,10 @@ class Publisher:
         self._pump()
 
     # ------------------------------------------------------------------ outbox side
-    def _on_commit_threadsafe(self, info: Committed) -> None:
-        """Outbox writer thread: wake the loop once per burst of commits."""
-        loop = self._loop
-        if loop is None:
-            return
-        with self._wake_lock:
-            if info.retained:
-                self._retained_dirty.update(info.retained)
-            if self._wake_scheduled:
-                return
-            self._wake_scheduled = True
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._on_commit)
-
-    def _on_commit(self) -> None:
-        with self._wake_lock:
-            self._wake_scheduled = False
-        self._kick()
+    def _note_retained(self, info: Committed) -> None:
+        """Outbox writer thread, under the wake lock: presses whose retained state moved."""
+        if info.retained:
+            self._retained_dirty.update(info.retained)
 
     def _kick(self) -> None:
         if self._connected and not self._after_connect_pending:

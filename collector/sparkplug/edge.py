@@ -58,17 +58,17 @@ import asyncio
 import contextlib
 import logging
 import ssl
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from buffer.store import Committed, Outbox
-from collector.mqtt_loop import MqttLoop
+from buffer.store import Outbox
+from collector.mqtt_loop import MqttLoop, reconnect_forever
+from collector.outbox_wake import CommitWake, wait_drained
 from collector.sparkplug import codec
 from collector.sparkplug.codec import NodeModel, TelemetryRow, Topics
 
@@ -153,8 +153,7 @@ class EdgeNode:
         self._tokens = float(window)
         self._tokens_at = time.monotonic()
         self._throttle: asyncio.TimerHandle | None = None
-        self._wake_scheduled = False
-        self._wake_lock = threading.Lock()
+        self._wake = CommitWake(outbox, self._kick)
         self._idle = asyncio.Event()
         self._last_error: str | None = None
         self._stats: dict[str, Any] = {
@@ -202,43 +201,16 @@ class EdgeNode:
         broker down: the rows stay stored for the next start)."""
         if not self.born:
             return False
-        try:
-            async with asyncio.timeout(timeout):
-                while not self._drained():
-                    self._idle.clear()
-                    self._kick()
-                    await self._idle.wait()
-            return True
-        except TimeoutError:
-            return False
+        return await wait_drained(self._drained, self._kick, self._idle, timeout)
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.outbox.add_listener(self._on_commit_threadsafe)
-        backoff = self.reconnect_min_s
+        self._wake.attach(self._loop)
         try:
-            while True:
-                started = time.monotonic()
-                try:
-                    await self._connect()
-                except (OSError, ssl.SSLError, ConnectionError, TimeoutError) as exc:
-                    self._stats["connect_failures"] += 1
-                    self._note_error(f"connect to {self.host}:{self.port} failed: "
-                                     f"{exc or type(exc).__name__}")
-                    self._end_session()
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, self.reconnect_max_s)
-                    continue
-                await self._session_end.wait()
-                host_offline = self._connected  # we left on purpose (STATE offline)
-                await self._leave()
-                self._end_session()
-                if host_offline or time.monotonic() - started > 10:
-                    backoff = self.reconnect_min_s
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.reconnect_max_s)
+            await reconnect_forever(self._connect, self._session, self._connect_failed,
+                                    self.reconnect_min_s, self.reconnect_max_s)
         finally:
-            self.outbox.remove_listener(self._on_commit_threadsafe)
+            self._wake.detach()
             self._stopping = True
             await self._leave()
             self._end_session()
@@ -281,6 +253,20 @@ class EdgeNode:
             self._bdseq_last = bdseq
 
         await self._io.connect(self.connect_timeout_s, on_sent=connect_sent)
+
+    def _connect_failed(self, exc: BaseException, backoff: float) -> None:
+        self._stats["connect_failures"] += 1
+        self._note_error(f"connect to {self.host}:{self.port} failed: "
+                         f"{exc or type(exc).__name__}")
+        self._end_session()
+
+    async def _session(self) -> bool:
+        """Until the connection ends; True: we left on purpose (STATE offline)."""
+        await self._session_end.wait()
+        host_offline = self._connected
+        await self._leave()
+        self._end_session()
+        return host_offline
 
     async def _leave(self) -> None:
         """A deliberate end of the session: NDEATH (QoS 1, acknowledged) and DISCONNECT,
@@ -474,22 +460,6 @@ class EdgeNode:
         self._stats["ddeaths"] += 1
 
     # ------------------------------------------------------------------ data
-    def _on_commit_threadsafe(self, info: Committed) -> None:
-        loop = self._loop
-        if loop is None:
-            return
-        with self._wake_lock:
-            if self._wake_scheduled:
-                return
-            self._wake_scheduled = True
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._on_commit)
-
-    def _on_commit(self) -> None:
-        with self._wake_lock:
-            self._wake_scheduled = False
-        self._kick()
-
     def _kick(self) -> None:
         if self.born and self._connected:
             self._pump()
@@ -617,30 +587,3 @@ class EdgeNode:
                         self.reconnect_max_s)
             self._last_error = text
 
-
-def edge_node_from_config(config: Any, outbox: Outbox, host_id: str, password: str | None,
-                          tls: Any, plc_online: Callable[[str], bool] | None = None
-                          ) -> EdgeNode:
-    """The edge node of a loaded config (``collector.config.LoadedConfig``): the
-    ``[broker]`` connection settings, client id ``{broker client id}-spb``."""
-    cfg = config.collector
-    spb = cfg.sparkplug
-    client_id = f"{cfg.broker.client_id or f'press-collector-{host_id}'}-spb"
-    return EdgeNode(outbox, EdgeSettings(spb.group_id, spb.edge_node_id or host_id,
-                                         spb.primary_host_id),
-                    cfg.broker.host, cfg.broker.port, client_id,
-                    device_tags(config.presses.values()), username=cfg.broker.username or None,
-                    password=password, tls=tls, keepalive=cfg.broker.keepalive_s,
-                    window=cfg.broker.max_inflight, replay_rate=cfg.broker.replay_rate,
-                    reconnect_max_s=cfg.broker.reconnect_max_s, plc_online=plc_online)
-
-
-def device_tags(presses: Iterable[Any]) -> dict[str, list[tuple[str, int | None]]]:
-    """press id -> its tags (name, datatype or None) from the press configs."""
-    out: dict[str, list[tuple[str, int | None]]] = {}
-    for press in presses:
-        out[press.id] = [(t.name, codec.tag_datatype(getattr(t, "type", None),
-                                                     getattr(t, "scale", 1.0),
-                                                     getattr(t, "offset", 0.0)))
-                         for t in press.plc.tags]
-    return out
