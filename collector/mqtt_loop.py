@@ -150,7 +150,8 @@ class MqttLoop:
                                          "_out_message_mutex", "_max_inflight_messages",
                                          "_msgtime_mutex", "_last_bytes_received"))
         self.stats = {"sends": 0, "bytes_out": 0, "recvs": 0, "bytes_in": 0,
-                      "fast_acks": 0, "paho_packets": 0, "would_block": 0}
+                      "fast_acks": 0, "paho_packets": 0, "would_block": 0,
+                      "partial_sends": 0}
         user_connect, user_disconnect = client.on_connect, client.on_disconnect
 
         def on_connect(c: mqtt.Client, userdata: Any, flags: Any, reason: Any,
@@ -329,6 +330,7 @@ class MqttLoop:
                 assert self._loop is not None
                 self._loop.remove_writer(self._fd)
             return
+        self.stats["partial_sends"] += 1
         rest = memoryview(data)[sent:]
         self._out, self._out_bytes = [rest], len(rest)
         if not self._writer:
