@@ -105,6 +105,8 @@ class Proxy:
                 data = await r.read(65536)
                 if not data:
                     break
+                if held:  # read just before the hold: kept back too
+                    await self.flowing.wait()
                 w.write(data)
                 await w.drain()
         w.close()
