@@ -221,13 +221,18 @@ class MqttLoop:
             async with asyncio.timeout(timeout_s):
                 await self._final_ack
             acked = True
-            self.client.disconnect()
-            self.flush()
+            self.disconnect()
         except (TimeoutError, OSError, ValueError, ConnectionError):
             pass
         finally:
             self._final_ack = None
         return acked
+
+    def disconnect(self) -> None:
+        """DISCONNECT now (paho closes the socket once it is written)."""
+        if self._psock is not None:
+            self.client.disconnect()
+            self.flush()
 
     def close(self) -> None:
         """Drop the connection now, without DISCONNECT (the will is published)."""
