@@ -384,6 +384,8 @@ class Publisher:
             return
         window = self.max_inflight
         inflight = self._inflight
+        io = self._io
+        assert io is not None
         # one snapshot per refill (see the module docstring); one empty query per lane
         hi = self._top()  # read before the queries: see _drained
         events_empty = live_empty = False
@@ -410,7 +412,7 @@ class Publisher:
                 lane = self._fetched
             row_id, topic, payload = lane.popleft()
             try:
-                info = client.publish(topic, payload, qos=1)
+                info = io.publish_row(topic, payload)
             except ValueError as exc:  # invalid topic / payload: never blocks the queue
                 self._stats["rejected"] += 1
                 log.error("outbox row %d rejected by MQTT (%s); marked delivered to keep the "

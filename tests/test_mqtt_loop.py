@@ -15,7 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from collector.config import BrokerTlsConfig
-from collector.mqtt_loop import MqttLoop, _packet_bounds
+from collector.mqtt_loop import MqttLoop, _packet_bounds, _varint
 from collector.security import tls_context
 from sim.local_broker import BrokerTls, LocalBroker
 from tests.support.pki import make_pki
@@ -147,6 +147,12 @@ def seqs(msgs: list[Any]) -> list[int]:
     return [int(m.payload.split(b":", 1)[0]) for m in msgs]
 
 
+def test_varint_is_mqtts_remaining_length() -> None:
+    for n, enc in ((0, b"\x00"), (127, b"\x7f"), (128, b"\x80\x01"), (16383, b"\xff\x7f"),
+                   (16384, b"\x80\x80\x01"), (268435455, b"\xff\xff\xff\x7f")):
+        assert _varint(n) == enc
+
+
 def test_packet_bounds_cut_whole_packets_only() -> None:
     puback = bytearray(b"\x40\x02\x00\x07")
     assert _packet_bounds(puback, 0, 4) == (2, 4)
@@ -167,8 +173,10 @@ async def test_burst_goes_out_coalesced_in_order_with_every_ack(broker: LocalBro
         peer = Peer(broker.port, "ml-burst")
         await peer.io.connect(5.0)
         mids = []
-        for i in range(n):
-            mids.append(peer.client.publish("ml/burst", payload(i, 200), qos=1).mid)
+        for i in range(n):  # the lean path and paho's own, interleaved: one order
+            publish = peer.io.publish_row if i % 3 else (
+                lambda t, p: peer.client.publish(t, p, qos=1))
+            mids.append(publish("ml/burst", payload(i, 200)).mid)
             if i % 500 == 499:
                 await asyncio.sleep(0)  # one loop turn per 500 publishes
         await peer.until(lambda: len(peer.acked) == n)
@@ -212,8 +220,8 @@ async def test_a_dropped_connection_resends_the_window_after_reconnect(
             peer.client.publish("ml/re", payload(i), qos=1)
         await peer.until(lambda: len(peer.acked) == 100)
         proxy.flowing.clear()  # the next 200 stay on the way...
-        for i in range(100, 300):
-            peer.client.publish("ml/re", payload(i, 1000), qos=1)
+        for i in range(100, 300):  # paho resends these from its own session state
+            peer.io.publish_row("ml/re", payload(i, 1000))
         await peer.until_io(lambda s: s["bytes_out"] > 200 * 1000)  # all in the kernel
         assert len(peer.acked) == 100  # none of them reached the broker
         proxy.cut()  # ...and are lost with the connection
