@@ -94,6 +94,42 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
+class RowInfo:
+    """``MQTTMessageInfo`` without its ``threading.Condition`` (one per message was a tenth
+    of the publish cost): nobody waits on an outbox row's info, its PUBACK goes to
+    ``on_ack``. Has what paho uses: ``mid``, ``rc``, ``_set_as_published``."""
+
+    __slots__ = ("_published", "mid", "rc")
+
+    def __init__(self, mid: int) -> None:
+        self.mid = mid
+        self.rc = mqtt.MQTT_ERR_SUCCESS
+        self._published = False
+
+    def _set_as_published(self) -> None:
+        self._published = True
+
+    def is_published(self) -> bool:
+        return self._published
+
+
+def _new_message(mid: int, topic: bytes, payload: bytes) -> mqtt.MQTTMessage:
+    """An ``MQTTMessage`` as paho's ``publish(qos=1)`` stores it, with a :class:`RowInfo`
+    (``__init__`` would build an ``MQTTMessageInfo`` and its Condition)."""
+    msg = mqtt.MQTTMessage.__new__(mqtt.MQTTMessage)
+    msg.timestamp = mqtt.time_func()
+    msg.state = mqtt.mqtt_ms_wait_for_puback
+    msg.dup = False
+    msg.mid = mid
+    msg._topic = topic
+    msg.payload = payload
+    msg.qos = 1
+    msg.retain = False
+    msg.info = RowInfo(mid)  # type: ignore[assignment]
+    msg.properties = None
+    return msg
+
+
 class _PahoSocket:
     """What paho sees as its socket. ``send`` buffers for :class:`MqttLoop`; ``recv``
     serves the one packet the loop hands to paho (then "would block")."""
@@ -302,15 +338,16 @@ class MqttLoop:
             self.client.loop_misc()
 
     # ------------------------------------------------------------------ writes
-    def publish_row(self, topic: str, payload: bytes) -> mqtt.MQTTMessageInfo:
+    def publish_row(self, topic: str, payload: bytes) -> mqtt.MQTTMessageInfo | RowInfo:
         """``client.publish(topic, payload, qos=1)`` for the outbox's rows, cheaper.
 
         paho's session state is left exactly as its ``publish()`` leaves it (the message
         in ``_out_messages`` for the resend after a reconnect, the in-flight count), but
         the topic is encoded and checked once per topic, not per message, and the
         PUBLISH packet is built in one join and, when nothing of paho's waits before it,
-        goes straight into this loop's send buffer. MQTT 3.1.1 only (no properties);
-        otherwise, or while not connected, paho's own ``publish()``."""
+        goes straight into this loop's send buffer; its info is a :class:`RowInfo` (no
+        one waits for an outbox row: the PUBACK comes to ``on_ack``). MQTT 3.1.1 only
+        (no properties); otherwise, or while not connected, paho's own ``publish()``."""
         client = self.client
         if self._psock is None or not self._lean:
             return client.publish(topic, payload, qos=1)
@@ -326,11 +363,7 @@ class MqttLoop:
         if len(payload) > 268435455:
             raise ValueError("Payload too large.")
         mid = client._mid_generate()
-        msg = mqtt.MQTTMessage(mid, tb)
-        msg.timestamp = mqtt.time_func()
-        msg.payload = payload
-        msg.qos = 1
-        msg.state = mqtt.mqtt_ms_wait_for_puback
+        msg = _new_message(mid, tb, payload)
         with client._out_message_mutex:
             if mid in client._out_messages:  # a window near 65,535: never here
                 msg.info.rc = mqtt.MQTT_ERR_QUEUE_SIZE
