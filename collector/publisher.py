@@ -5,20 +5,19 @@ with a stable client id, will = status topic ``offline`` (retained, QoS 1).
 
 Network loop: driven from the asyncio loop, not ``loop_start()``
 -----------------------------------------------------------------
-The socket is registered with ``loop.add_reader`` / ``add_writer`` (paho's
-``on_socket_register_write`` / ``unregister_write`` / ``on_socket_close`` callbacks) and
-``loop_misc()`` runs once a second for keepalive. Every paho call happens on the event
-loop thread, so PUBACKs arrive as plain callbacks inside ``loop_read()``: they are
-collected and handled once per read (one ``mark_delivered`` and one window refill per
-burst of acks), with no thread hop and no locking between our window bookkeeping and
-paho's. Measured on this box (2 cores; bare paho, 20,000 x 100 B QoS 1, window 100, local
+``collector/mqtt_loop.py`` (``MqttLoop``) drives paho on the event loop: every paho call
+happens on the loop thread, so PUBACKs arrive as plain calls inside a read (``_on_ack``):
+they are collected and handled once per read (one ``mark_delivered`` and one window
+refill per burst of acks), with no thread hop and no locking between our window
+bookkeeping and paho's. The rows' PUBLISH packets are built by ``MqttLoop.publish_row``
+and everything queued in one loop turn goes out in one ``send()``. Measured on this box
+before that adapter (2 cores; bare paho, 20,000 x 100 B QoS 1, window 100, local
 Mosquitto, three runs): asyncio-driven 27-32k acked msgs/s, ``loop_start()`` thread with
 acks handed back in batches by ``call_soon_threadsafe`` 12-16.5k msgs/s (the paho thread
-and the event loop contend for the GIL, and every ack burst costs a cross-thread wake-up).
-With the outbox in the path this publisher moves ~20-24k msgs/s to a subscriber in another
-process. The only blocking paho call,
-``reconnect()`` (TCP connect and TLS handshake), runs in a worker thread while nothing
-else touches the client.
+and the event loop contend for the GIL, and every ack burst costs a cross-thread
+wake-up); the adapter's own figures: docs/status/issue13-perf-mqtt.md. The only blocking
+paho call, ``reconnect()`` (TCP connect and TLS handshake), runs in a worker thread while
+nothing else touches the client.
 
 Window and order
 ----------------
