@@ -39,6 +39,7 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,33 @@ async def _wait_drained(outbox: Outbox) -> None:
         await asyncio.sleep(0.02)
 
 
+@contextlib.contextmanager
+def _measured(prof: cProfile.Profile | None) -> Iterator[dict[str, float]]:
+    """Process CPU and wall time of the block (and the profile, if any)."""
+    out: dict[str, float] = {}
+    cpu0, t0 = _cpu(), time.perf_counter()
+    if prof:
+        prof.enable()
+    try:
+        yield out
+    finally:
+        if prof:
+            prof.disable()
+        out["cpu_s"], out["wall_s"] = _cpu() - cpu0, time.perf_counter() - t0
+
+
+def _result(n: int, m: dict[str, float], publisher: Publisher) -> dict[str, Any]:
+    return {"messages": n, "cpu_s": round(m.get("cpu_s", 0.0), 3),
+            "wall_s": round(m.get("wall_s", 0.0), 3),
+            "msgs_per_s": round(n / m["wall_s"]) if m.get("wall_s") else 0,
+            "publisher": publisher.stats()}
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
 async def drain(outbox: Outbox, broker: LocalBroker, n: int, window: int,
                 prof: cProfile.Profile | None, fill_only: bool = False) -> dict[str, Any]:
     body = payload("p1", 1, time.time())
@@ -76,22 +104,14 @@ async def drain(outbox: Outbox, broker: LocalBroker, n: int, window: int,
     await outbox.flush()
     publisher = _publisher(outbox, broker, window)
     if fill_only:  # the baseline of an instruction count (callgrind): all but the publish
-        return {"messages": n, "cpu_s": 0.0, "wall_s": 0.0, "msgs_per_s": 0,
-                "publisher": publisher.stats()}
-    cpu0, t0 = _cpu(), time.perf_counter()
-    if prof:
-        prof.enable()
+        return _result(n, {}, publisher)
     task = asyncio.create_task(publisher.run())
     try:
-        await _wait_drained(outbox)
+        with _measured(prof) as m:
+            await _wait_drained(outbox)
     finally:
-        if prof:
-            prof.disable()
-        cpu, wall = _cpu() - cpu0, time.perf_counter() - t0
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    return {"messages": n, "cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
-            "msgs_per_s": round(n / wall), "publisher": publisher.stats()}
+        await _stop(task)
+    return _result(n, m, publisher)
 
 
 async def live(outbox: Outbox, broker: LocalBroker, presses: int, period_s: float,
@@ -99,34 +119,27 @@ async def live(outbox: Outbox, broker: LocalBroker, presses: int, period_s: floa
                ) -> dict[str, Any]:
     publisher = _publisher(outbox, broker, window)
     task = asyncio.create_task(publisher.run())
-    while not publisher.connected:
-        await asyncio.sleep(0.01)
     body = payload("p1", 1, time.time())
     names = [f"p{p + 1}" for p in range(presses)]
     topics = {p: f"{ROOT}/{p}/telemetry" for p in names}
     sent = 0
-    cpu0, t0 = _cpu(), time.perf_counter()
-    if prof:
-        prof.enable()
     try:
-        nxt = time.monotonic()
-        end = nxt + duration
-        while nxt < end:
-            for p in names:
-                outbox.add(OutboxRow(p, "telemetry", outbox.next_seq(p, "telemetry"),
-                                     topics[p], body))
-            sent += presses
-            nxt += period_s
-            await asyncio.sleep(max(0.0, nxt - time.monotonic()))
-        await _wait_drained(outbox)
+        while not publisher.connected:
+            await asyncio.sleep(0.01)
+        with _measured(prof) as m:
+            nxt = time.monotonic()
+            end = nxt + duration
+            while nxt < end:
+                for p in names:
+                    outbox.add(OutboxRow(p, "telemetry", outbox.next_seq(p, "telemetry"),
+                                         topics[p], body))
+                sent += presses
+                nxt += period_s
+                await asyncio.sleep(max(0.0, nxt - time.monotonic()))
+            await _wait_drained(outbox)
     finally:
-        if prof:
-            prof.disable()
-        cpu, wall = _cpu() - cpu0, time.perf_counter() - t0
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    return {"messages": sent, "cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
-            "msgs_per_s": round(sent / wall), "publisher": publisher.stats()}
+        await _stop(task)
+    return _result(sent, m, publisher)
 
 
 def main(argv: list[str] | None = None) -> int:

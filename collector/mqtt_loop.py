@@ -201,7 +201,8 @@ class MqttLoop:
                                          "_out_message_mutex", "_max_inflight_messages",
                                          "_msgtime_mutex", "_last_bytes_received"))
         self._topics: dict[str, bytes] = {}
-        self._lean = client._protocol in (mqtt.MQTTv31, mqtt.MQTTv311) and all(
+        protocol = getattr(client, "_protocol", None)
+        self._lean = protocol in (mqtt.MQTTv31, mqtt.MQTTv311) and all(
             hasattr(client, a) for a in ("_out_packet", "_mid_generate", "_out_messages",
                                          "_raise_for_invalid_topic"))
         self.stats = {"sends": 0, "bytes_out": 0, "recvs": 0, "bytes_in": 0,

@@ -156,6 +156,7 @@ class Sink:
         self._net_stop: asyncio.Event | None = None
         self._lost: asyncio.Event | None = None
         self._io: MqttLoop | None = None
+        self._last_error = ""
 
     # -- MQTT (the network thread's event loop) ---------------------------------------------
     def _make_client(self) -> mqtt.Client:
@@ -184,6 +185,7 @@ class Sink:
                         self.s.port, reason)
             return
         self._gen += 1
+        self._last_error = ""
         self.stats.connects += 1
         records, plain = self.s.filters()
         log.info("sink: connected to %s:%d as %s (session present: %s); subscribing %s",
@@ -241,8 +243,11 @@ class Sink:
         return False
 
     def _connect_failed(self, exc: BaseException, backoff: float) -> None:
-        log.warning("sink: cannot connect to %s:%d (%s); retrying in %.0f s", self.s.host,
-                    self.s.port, exc or type(exc).__name__, backoff)
+        text = str(exc) or type(exc).__name__
+        if text != self._last_error:  # once per change, not per retry
+            self._last_error = text
+            log.warning("sink: cannot connect to %s:%d (%s); retrying with backoff "
+                        "(1..10 s)", self.s.host, self.s.port, text)
         if self._io is not None:
             self._io.close()
 
