@@ -27,10 +27,10 @@ are already subscribed arrives without it and is executed once like any live com
 clear it, and the next connect finds it retained and refuses it. docs/brokers.md.
 With ``protocol="5"`` and a broker that refuses MQTT 5 the log says to set the option.
 
-paho's network thread (``loop_start``) reconnects by itself; every callback hops to the
-event loop (``call_soon_threadsafe``), so the command gate and the presses run on the
-loop thread as everything else. ``collector/command_watch.py`` checks the subscription
-on each connect.
+paho is driven from the event loop (``collector/mqtt_loop.py``, as the publisher): every
+callback runs on the loop thread, so the command gate and the presses see commands with
+no thread hop; reconnects use the same capped backoff as the publisher.
+``collector/command_watch.py`` checks the subscription on each connect.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from collector.command_watch import CommandSubscription
+from collector.mqtt_loop import MqttLoop, reconnect_forever
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +74,13 @@ class CommandClient:
         self.on_command = on_command
         self.username, self._password, self._tls = username, password, tls
         self.keepalive = keepalive
-        self.reconnect = (max(1, round(reconnect_min_s)), max(1, round(reconnect_max_s)))
+        self.reconnect_min_s, self.reconnect_max_s = reconnect_min_s, reconnect_max_s
         self.max_packet_bytes = max_packet_bytes
         self.watch = CommandSubscription(topic, probe_topic, username or "")
         self._client: mqtt.Client | None = None
+        self._io: MqttLoop | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._lost = asyncio.Event()
         self._clearing: dict[int, str] = {}  # mid -> topic of a retained-message clear
         self._last_error: str | None = None
         self._stopping = False
@@ -95,15 +98,39 @@ class CommandClient:
                                  properties=self._connect_properties())
         else:
             client.connect_async(self.host, self.port, self.keepalive)
-        client.loop_start()
+        io = self._io = MqttLoop(client, name="commands")
         try:
-            await asyncio.Event().wait()
+            await reconnect_forever(self._connect, self._session, self._connect_failed,
+                                    self.reconnect_min_s, self.reconnect_max_s)
         finally:
             self._stopping = True
             self.watch.reset()
             with contextlib.suppress(Exception):
-                client.disconnect()
-            await asyncio.to_thread(client.loop_stop)
+                io.disconnect()
+            io.close()
+
+    async def _connect(self) -> None:
+        assert self._io is not None
+        self._lost.clear()
+        await self._io.connect(10.0)
+
+    def _connect_failed(self, exc: BaseException, backoff: float) -> None:
+        reason = str(exc) or type(exc).__name__
+        if "before CONNACK" in reason and self.protocol == "5":
+            # RabbitMQ 3.x closes an MQTT 5 CONNECT without a CONNACK
+            self._error(f"command connection to {self.host}:{self.port} closed before "
+                        f"CONNACK ({reason})" + self._protocol_hint("closed"))
+        else:
+            self._error(f"command connection to {self.host}:{self.port} failed: {reason}"
+                        + self._protocol_hint(reason))
+        if self._io is not None:
+            self._io.close()
+
+    async def _session(self) -> bool:
+        await self._lost.wait()
+        if self._io is not None:
+            self._io.close()
+        return False
 
     def clear_retained(self, topic: str) -> None:
         """Ask the broker to forget a retained command (an empty retained publish); a
@@ -122,7 +149,6 @@ class CommandClient:
         else:  # clean session: the broker keeps nothing for us while we are away
             client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                                  protocol=mqtt.MQTTv311, clean_session=True)
-        client.reconnect_delay_set(*self.reconnect)
         if self.username:
             client.username_pw_set(self.username, self._password)
         if self._tls is not None:
@@ -140,39 +166,30 @@ class CommandClient:
         props.SessionExpiryInterval = 0
         return props
 
-    def _hop(self, fn: Callable[..., None], *args: Any) -> None:
-        loop = self._loop
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):  # loop closed during shutdown
-                loop.call_soon_threadsafe(fn, *args)
-
+    # -- paho callbacks (event loop thread, inside MqttLoop's reads) --------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                     properties: Any) -> None:
-        self._hop(self._connected, str(reason), bool(reason.is_failure))
+        if not reason.is_failure:  # a refusal: MqttLoop.connect raises, _connect_failed
+            self._connected()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
-        self._hop(self._disconnected, str(reason))
+        self._lost.set()
+        self._disconnected(str(reason))
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
                       reason_codes: list[Any], properties: Any) -> None:
-        self._hop(self.watch.on_suback, mid, list(reason_codes))
+        self.watch.on_suback(mid, list(reason_codes))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self._hop(self._deliver, msg.topic, bytes(msg.payload), bool(msg.retain))
+        self._deliver(msg.topic, bytes(msg.payload), bool(msg.retain))
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
                     properties: Any) -> None:
         if mid in self._clearing:
-            self._hop(self._cleared, self._clearing.pop(mid), bool(reason.is_failure),
-                      str(reason))
+            self._cleared(self._clearing.pop(mid), bool(reason.is_failure), str(reason))
 
-    # -- event loop side -----------------------------------------------------------------
-    def _connected(self, reason: str, failed: bool) -> None:
-        if failed:
-            self._error(f"command connection to {self.host}:{self.port} refused: {reason}"
-                        + self._protocol_hint(reason))
-            return
+    def _connected(self) -> None:
         self._stats["connects"] += 1
         if self._last_error is not None:
             log.info("command connection to %s:%d back", self.host, self.port)
@@ -200,10 +217,6 @@ class CommandClient:
             return
         if self._stats["connects"]:
             self._error(f"command connection to {self.host}:{self.port} lost: {reason}")
-        elif self.protocol == "5":
-            # RabbitMQ 3.x closes an MQTT 5 CONNECT without a CONNACK
-            self._error(f"command connection to {self.host}:{self.port} closed before "
-                        f"CONNACK ({reason})" + self._protocol_hint("closed"))
 
     def _protocol_hint(self, reason: str) -> str:
         if self.protocol != "5" or not ("protocol" in reason.lower() or reason == "closed"):

@@ -364,7 +364,7 @@ class Daemon:
                    tls: object) -> EdgeNode | None:
         if not self.config.collector.sparkplug.enabled:
             return None
-        from collector.sparkplug.edge import edge_node_from_config  # protobuf only then
+        from collector.sparkplug.setup import edge_node_from_config  # protobuf only then
 
         self.sparkplug = edge_node_from_config(
             self.config, outbox, host, password, tls,

@@ -5,20 +5,19 @@ with a stable client id, will = status topic ``offline`` (retained, QoS 1).
 
 Network loop: driven from the asyncio loop, not ``loop_start()``
 -----------------------------------------------------------------
-The socket is registered with ``loop.add_reader`` / ``add_writer`` (paho's
-``on_socket_register_write`` / ``unregister_write`` / ``on_socket_close`` callbacks) and
-``loop_misc()`` runs once a second for keepalive. Every paho call happens on the event
-loop thread, so PUBACKs arrive as plain callbacks inside ``loop_read()``: they are
-collected and handled once per read (one ``mark_delivered`` and one window refill per
-burst of acks), with no thread hop and no locking between our window bookkeeping and
-paho's. Measured on this box (2 cores; bare paho, 20,000 x 100 B QoS 1, window 100, local
+``collector/mqtt_loop.py`` (``MqttLoop``) drives paho on the event loop: every paho call
+happens on the loop thread, so PUBACKs arrive as plain calls inside a read (``_on_ack``):
+they are collected and handled once per read (one ``mark_delivered`` and one window
+refill per burst of acks), with no thread hop and no locking between our window
+bookkeeping and paho's. The rows' PUBLISH packets are built by ``MqttLoop.publish_row``
+and everything queued in one loop turn goes out in one ``send()``. Measured on this box
+before that adapter (2 cores; bare paho, 20,000 x 100 B QoS 1, window 100, local
 Mosquitto, three runs): asyncio-driven 27-32k acked msgs/s, ``loop_start()`` thread with
 acks handed back in batches by ``call_soon_threadsafe`` 12-16.5k msgs/s (the paho thread
-and the event loop contend for the GIL, and every ack burst costs a cross-thread wake-up).
-With the outbox in the path this publisher moves ~20-24k msgs/s to a subscriber in another
-process. The only blocking paho call,
-``reconnect()`` (TCP connect and TLS handshake), runs in a worker thread while nothing
-else touches the client.
+and the event loop contend for the GIL, and every ack burst costs a cross-thread
+wake-up); the adapter's own figures: docs/status/issue13-perf-mqtt.md. The only blocking
+paho call, ``reconnect()`` (TCP connect and TLS handshake), runs in a worker thread while
+nothing else touches the client.
 
 Window and order
 ----------------
@@ -72,10 +71,8 @@ not per retry. Passwords are never logged.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -85,12 +82,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from buffer.store import Committed, Outbox
+from collector.mqtt_loop import MqttLoop, reconnect_forever
+from collector.outbox_wake import CommitWake, wait_drained
 
 log = logging.getLogger(__name__)
 
 FETCH_WINDOWS = 4  # rows read from the outbox per query, in windows
 EVENT_SCAN_IDS = 10000  # ids the event lane looks through per query (~4 ms; _next_event)
-MISC_INTERVAL_S = 1.0
 
 
 @dataclass
@@ -139,12 +137,9 @@ class Publisher:
         self._username, self._password, self._tls = username, password, tls
         self._client: mqtt.Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread = 0
-        self._sock: Any = None
+        self._io: MqttLoop | None = None
         self._connected = False
-        self._connack: asyncio.Future[Any] | None = None
         self._disconnected = asyncio.Event()
-        self._misc_task: asyncio.Task[None] | None = None
         # window bookkeeping (event-loop thread only)
         self._cursor = 0  # highest outbox id handed to paho or skipped as not pending
         self._fetched: deque[tuple[int, str, bytes]] = deque()
@@ -165,12 +160,11 @@ class Publisher:
         self._scan_more = False  # the event lane stopped short of the snapshot: pump again
         self._replay: deque[tuple[int, int]] = deque()  # live-stream ids (lo, hi] to replay
         self._replay_top = 0  # backlog rows (throttled) have id <= this
-        self._wake_scheduled = False
-        self._wake_lock = threading.Lock()
+        self._wake = CommitWake(outbox, self._kick, self._note_retained)
+        self._wake_lock = self._wake.lock
         self._idle = asyncio.Event()
         self._after_connect_pending = False
         self._stopping = False
-        self._offline_ack: asyncio.Future[None] | None = None
         self._last_error: str | None = None
         self._stats: dict[str, Any] = {"published": 0, "acked": 0, "retained_published": 0,
                                        "connects": 0, "connect_failures": 0,
@@ -187,7 +181,8 @@ class Publisher:
                 "inflight": len(self._inflight), "connected": self._connected,
                 "cursor": self._cursor, "live_cursor": self._live_cursor,
                 "event_cursor": self._event_cursor, "lanes": 3 if self._split else 1,
-                "pending": self.outbox.pending_count()}
+                "pending": self.outbox.pending_count(),
+                **{f"io_{k}": v for k, v in (self._io.stats if self._io else {}).items()}}
 
     def publish_retained_now(self, press: str | None = None) -> None:
         """Publish the committed retained state of ``press`` (all presses: None) at once,
@@ -200,44 +195,18 @@ class Publisher:
 
     async def drain(self, timeout: float) -> bool:
         """Wait until every committed row is acknowledged (True) or ``timeout`` passes."""
-        try:
-            async with asyncio.timeout(timeout):
-                while not self._drained():
-                    self._idle.clear()
-                    self._kick()
-                    await self._idle.wait()
-            return True
-        except TimeoutError:
-            return False
+        return await wait_drained(self._drained, self._kick, self._idle, timeout)
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
         client = self._client = self._make_client()
-        self.outbox.add_listener(self._on_commit_threadsafe)
-        backoff = self.reconnect_min_s
+        self._wake.attach(self._loop)
         try:
-            while True:
-                started = time.monotonic()
-                try:
-                    await self._connect(client)
-                except (OSError, ssl.SSLError, ConnectionError, TimeoutError) as exc:
-                    self._stats["connect_failures"] += 1
-                    self._note_error(f"connect to {self.host}:{self.port} failed: "
-                                     f"{exc or type(exc).__name__}")
-                    self._close_socket()
-                    self._stats["backoff_s"] = backoff
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, self.reconnect_max_s)
-                    continue
-                await self._disconnected.wait()
-                self._after_disconnect()
-                if time.monotonic() - started > 10:
-                    backoff = self.reconnect_min_s
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.reconnect_max_s)
+            await reconnect_forever(lambda: self._connect(client), self._session,
+                                    self._connect_failed, self.reconnect_min_s,
+                                    self.reconnect_max_s)
         finally:
-            self.outbox.remove_listener(self._on_commit_threadsafe)
+            self._wake.detach()
             await self._shutdown(client)
 
     # ------------------------------------------------------------------ client
@@ -258,116 +227,53 @@ class Publisher:
             client.tls_insecure_set(self._tls.insecure)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
         client.on_message = self._on_message
-        client.on_socket_close = self._on_socket_close
-        client.on_socket_register_write = self._on_register_write
-        client.on_socket_unregister_write = self._on_unregister_write
         client.connect_async(self.host, self.port, self.keepalive)
+        self._io = MqttLoop(client, name="mqtt", on_ack=self._on_ack, after_read=self._after_io)
         return client
 
     async def _connect(self, client: mqtt.Client) -> None:
-        assert self._loop is not None
+        assert self._io is not None
         self._disconnected.clear()
-        self._connack = self._loop.create_future()
-        # Blocking TCP connect (+ TLS handshake) off the loop; paho queues CONNECT.
-        await asyncio.to_thread(client.reconnect)
-        sock = client.socket()
-        if sock is None:
-            raise ConnectionError("no socket after connect")
-        self._sock = sock
-        self._loop.add_reader(sock, self._on_readable)
-        if client.want_write():
-            self._loop.add_writer(sock, self._on_writable)
-        try:
-            async with asyncio.timeout(self.connect_timeout_s):
-                reason = await asyncio.shield(self._connack)
-        except TimeoutError:
-            raise TimeoutError("no CONNACK") from None
-        if reason is not None:
-            raise ConnectionError(f"broker refused the connection: {reason}")
-        self._misc_task = asyncio.create_task(self._misc_loop(), name="mqtt-misc")
+        await self._io.connect(self.connect_timeout_s)
+
+    def _connect_failed(self, exc: BaseException, backoff: float) -> None:
+        self._stats["connect_failures"] += 1
+        self._note_error(f"connect to {self.host}:{self.port} failed: "
+                         f"{exc or type(exc).__name__}")
+        self._close_socket()
+        self._stats["backoff_s"] = backoff
+
+    async def _session(self) -> bool:
+        await self._disconnected.wait()
+        self._after_disconnect()
+        return False
 
     def _close_socket(self) -> None:
-        sock = self._sock
-        if sock is not None and self._loop is not None:
-            self._loop.remove_reader(sock)
-            self._loop.remove_writer(sock)
-        self._sock = None
-        if self._client is not None and self._client.socket() is not None:
-            self._client._sock_close()  # no public close-without-DISCONNECT in paho
+        if self._io is not None:
+            self._io.close()
 
     def _after_disconnect(self) -> None:
-        if self._misc_task is not None:
-            self._misc_task.cancel()
-            self._misc_task = None
         self._close_socket()
-
-    async def _misc_loop(self) -> None:
-        assert self._client is not None
-        while True:
-            await asyncio.sleep(MISC_INTERVAL_S)
-            self._client.loop_misc()
 
     async def _shutdown(self, client: mqtt.Client) -> None:
         """Graceful stop: retained 'offline', DISCONNECT (the broker then drops the will)."""
         self._stopping = True
-        if self._connected and self._loop is not None:
-            try:
-                self._offline_ack = self._loop.create_future()
-                info = client.publish(self.topic_status, self.status_offline, qos=1, retain=True)
-                self._other_mids.add(info.mid)
-                self._offline_mid = info.mid
-                async with asyncio.timeout(1.0):
-                    await self._offline_ack
-                client.disconnect()
-                client.loop_write()
-            except (TimeoutError, OSError, ValueError, ConnectionError):
-                pass
+        if self._connected and self._io is not None:
+            await self._io.leave(self.topic_status, self.status_offline, retain=True,
+                                 timeout_s=1.0)
         self._after_disconnect()
         self._connected = False
-
-    # ------------------------------------------------------------------ socket callbacks
-    def _on_readable(self) -> None:
-        client = self._client
-        assert client is not None
-        client.loop_read()
-        self._after_io()
-
-    def _on_writable(self) -> None:
-        assert self._client is not None
-        self._client.loop_write()
-
-    def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        if threading.get_ident() == self._loop_thread and self._loop is not None:
-            self._loop.add_writer(sock, self._on_writable)
-        # else: called from reconnect() in the worker thread; _connect registers it
-
-    def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        if threading.get_ident() == self._loop_thread and self._loop is not None:
-            self._loop.remove_writer(sock)
-
-    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        if threading.get_ident() == self._loop_thread and self._loop is not None:
-            self._loop.remove_reader(sock)
-            self._loop.remove_writer(sock)
-            if sock is self._sock:
-                self._sock = None
 
     # ------------------------------------------------------------------ MQTT callbacks
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                     properties: Any) -> None:
         # Runs inside loop_read, *before* paho resends the unacknowledged window.
-        fut = self._connack
         if reason.is_failure:
-            if fut is not None and not fut.done():
-                fut.set_result(str(reason))
-            return
+            return  # MqttLoop.connect raises with the reason
         self._connected = True
         self._stats["connects"] += 1
         self._after_connect_pending = True
-        if fut is not None and not fut.done():
-            fut.set_result(None)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
@@ -377,26 +283,16 @@ class Publisher:
             log.info("disconnected from %s:%d", self.host, self.port)
         elif was:
             self._note_error(f"connection to {self.host}:{self.port} lost: {reason}")
-        fut = self._connack
-        if fut is not None and not fut.done():
-            fut.set_result(f"connection closed before CONNACK ({reason})")
-        if self._offline_ack is not None and not self._offline_ack.done():
-            self._offline_ack.set_exception(ConnectionError("lost"))
         self._disconnected.set()
         self._idle.set()
 
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
-                    properties: Any) -> None:
+    def _on_ack(self, mid: int) -> None:
+        """PUBACK (MqttLoop, inside a read): collected, handled once per read."""
         row_id = self._inflight.pop(mid, None)
         if row_id is not None:
             self._acked.append(row_id)
         else:
             self._other_mids.discard(mid)
-            if mid == self._offline_mid and self._offline_ack is not None \
-                    and not self._offline_ack.done():
-                self._offline_ack.set_result(None)
-
-    _offline_mid = -1
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if self.on_command is None:
@@ -426,24 +322,10 @@ class Publisher:
         self._pump()
 
     # ------------------------------------------------------------------ outbox side
-    def _on_commit_threadsafe(self, info: Committed) -> None:
-        """Outbox writer thread: wake the loop once per burst of commits."""
-        loop = self._loop
-        if loop is None:
-            return
-        with self._wake_lock:
-            if info.retained:
-                self._retained_dirty.update(info.retained)
-            if self._wake_scheduled:
-                return
-            self._wake_scheduled = True
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._on_commit)
-
-    def _on_commit(self) -> None:
-        with self._wake_lock:
-            self._wake_scheduled = False
-        self._kick()
+    def _note_retained(self, info: Committed) -> None:
+        """Outbox writer thread, under the wake lock: presses whose retained state moved."""
+        if info.retained:
+            self._retained_dirty.update(info.retained)
 
     def _kick(self) -> None:
         if self._connected and not self._after_connect_pending:
@@ -501,6 +383,8 @@ class Publisher:
             return
         window = self.max_inflight
         inflight = self._inflight
+        io = self._io
+        assert io is not None
         # one snapshot per refill (see the module docstring); one empty query per lane
         hi = self._top()  # read before the queries: see _drained
         events_empty = live_empty = False
@@ -527,7 +411,7 @@ class Publisher:
                 lane = self._fetched
             row_id, topic, payload = lane.popleft()
             try:
-                info = client.publish(topic, payload, qos=1)
+                info = io.publish_row(topic, payload)
             except ValueError as exc:  # invalid topic / payload: never blocks the queue
                 self._stats["rejected"] += 1
                 log.error("outbox row %d rejected by MQTT (%s); marked delivered to keep the "

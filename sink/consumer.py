@@ -36,15 +36,18 @@ and then ``ON CONFLICT DO NOTHING`` keeps one row and counts a duplicate. Retain
 and status are subscribed without the share (the broker sends retained messages to plain
 subscriptions only) by every member: idempotent upserts, latest ``ts`` wins.
 
-Threads: paho's network thread (``loop_start``) only puts messages on a queue; the
-calling thread takes batches (up to ``batch_max`` messages, waiting at most ``linger_ms``
-for more), writes, commits, acknowledges. The queue is bounded by what the broker may
+Threads: the network thread runs an event loop driving paho (``collector/mqtt_loop.py``:
+reads in large chunks, the PUBACKs of a whole batch in one send) and only puts messages
+on a queue; the calling thread takes batches (up to ``batch_max`` messages, waiting at
+most ``linger_ms`` for more), writes, commits, and hands the batch's acknowledgements to
+the network thread (``call_soon_threadsafe``). The queue is bounded by what the broker may
 have in flight to us (MQTT 5 Receive Maximum = ``batch_max``; the broker's own limit on
 3.1.1: Mosquitto max_inflight_messages, RabbitMQ mqtt.prefetch, NATS max_ack_pending).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import queue
@@ -60,6 +63,8 @@ import psycopg
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from collector import loop as event_loop
+from collector.mqtt_loop import MqttLoop, reconnect_forever
 from sink.decode import Latest, Refused, Row, decode
 from sink.store import Store, Written
 
@@ -142,13 +147,18 @@ class Sink:
                                                                      settings.client_id))
         self.stats = SinkStats()
         self._q: queue.Queue[tuple[int, str, bytes, int, int]] = queue.Queue()
-        self._gen = 0
-        self._gen_lock = threading.Lock()
+        self._gen = 0  # connections so far (network thread only)
         self._client = self._make_client()
         self._store: Store | None = None
         self.subscribed = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_ready = threading.Event()
+        self._net_stop: asyncio.Event | None = None
+        self._lost: asyncio.Event | None = None
+        self._io: MqttLoop | None = None
+        self._last_error = ""
 
-    # -- MQTT (paho's thread) ----------------------------------------------------------------
+    # -- MQTT (the network thread's event loop) ---------------------------------------------
     def _make_client(self) -> mqtt.Client:
         s = self.s
         if s.protocol == "5":
@@ -158,7 +168,6 @@ class Sink:
             c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=s.client_id,
                             protocol=mqtt.MQTTv311, clean_session=False, manual_ack=True)
         c.max_inflight_messages_set(20)
-        c.reconnect_delay_set(1, 10)
         if s.username:
             c.username_pw_set(s.username, s.password)
         if s.tls is not None:
@@ -175,8 +184,8 @@ class Sink:
             log.warning("sink: broker %s:%d refused the connection: %s", self.s.host,
                         self.s.port, reason)
             return
-        with self._gen_lock:
-            self._gen += 1
+        self._gen += 1
+        self._last_error = ""
         self.stats.connects += 1
         records, plain = self.s.filters()
         log.info("sink: connected to %s:%d as %s (session present: %s); subscribing %s",
@@ -196,11 +205,57 @@ class Sink:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
-        log.warning("sink: disconnected from %s:%d (%s); paho reconnects", self.s.host,
+        log.warning("sink: disconnected from %s:%d (%s); reconnecting", self.s.host,
                     self.s.port, reason)
+        if self._lost is not None:
+            self._lost.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self._q.put((self._gen, msg.topic, bytes(msg.payload), msg.mid, msg.qos))
+
+    def _network_thread(self) -> None:
+        event_loop.run(self._network())
+
+    async def _network(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._net_stop, self._lost = asyncio.Event(), asyncio.Event()
+        io = self._io = MqttLoop(self._client, name="sink")
+        self._loop_ready.set()
+        task = asyncio.create_task(reconnect_forever(self._connect, self._session,
+                                                     self._connect_failed, 1.0, 10.0))
+        try:
+            await self._net_stop.wait()
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            io.disconnect()  # the session (and anything unacknowledged) stays
+            io.close()
+
+    async def _connect(self) -> None:
+        assert self._io is not None and self._lost is not None
+        self._lost.clear()
+        await self._io.connect(10.0)
+
+    async def _session(self) -> bool:
+        assert self._io is not None and self._lost is not None
+        await self._lost.wait()
+        self._io.close()
+        return False
+
+    def _connect_failed(self, exc: BaseException, backoff: float) -> None:
+        text = str(exc) or type(exc).__name__
+        if text != self._last_error:  # once per change, not per retry
+            self._last_error = text
+            log.warning("sink: cannot connect to %s:%d (%s); retrying with backoff "
+                        "(1..10 s)", self.s.host, self.s.port, text)
+        if self._io is not None:
+            self._io.close()
+
+    def _to_network(self, fn: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone already
+                loop.call_soon_threadsafe(fn, *args)
 
     # -- the writer (calling thread) ---------------------------------------------------------
     def run(self, stop: threading.Event) -> SinkStats:
@@ -216,7 +271,9 @@ class Sink:
                                        properties=props)
         else:
             self._client.connect_async(s.host, s.port, s.keepalive)
-        self._client.loop_start()
+        net = threading.Thread(target=self._network_thread, name="sink-mqtt", daemon=True)
+        net.start()
+        self._loop_ready.wait()
         next_stats = time.monotonic() + s.stats_every_s
         next_gaps = time.monotonic() + s.gaps_every_s if s.gaps_every_s else float("inf")
         try:
@@ -236,8 +293,9 @@ class Sink:
                     self._report_gaps()
                     next_gaps = now + s.gaps_every_s
         finally:
-            self._client.disconnect()  # the session (and anything unacknowledged) stays
-            self._client.loop_stop()
+            if self._net_stop is not None:  # after the acks handed over above
+                self._to_network(self._net_stop.set)
+            net.join()
             if self._store is not None:
                 self._store.close()
             log.info("sink: stopped; %s", self.stats.line())
@@ -313,9 +371,12 @@ class Sink:
             return True
 
     def _ack(self, batch: list[tuple[int, str, bytes, int, int]]) -> None:
-        with self._gen_lock:
-            gen = self._gen
-        for msg_gen, _, _, mid, qos in batch:
+        """Writer thread: the network thread sends the batch's PUBACKs (one write)."""
+        self._to_network(self._ack_now, [(g, mid, qos) for g, _, _, mid, qos in batch])
+
+    def _ack_now(self, batch: list[tuple[int, int, int]]) -> None:
+        gen = self._gen
+        for msg_gen, mid, qos in batch:
             if qos == 0:
                 continue
             if msg_gen != gen:

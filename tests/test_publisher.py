@@ -213,7 +213,9 @@ async def test_retained_state_is_prompt_and_visible_to_a_late_subscriber(
     outbox = Outbox.open(tmp_path / "b.sqlite")
     state_topic = f"{ROOT}/p1/state"
     outbox.put_retained("p1", state_topic, b"state-1")
-    outbox.add_many(make_rows(outbox, "p1", 3000, stream="telemetry", size=200))
+    # a backlog long enough to be still draining when state-2 comes back (3,000 rows
+    # were, before collector/mqtt_loop.py made the drain ~3x faster)
+    outbox.add_many(make_rows(outbox, "p1", 20000, stream="telemetry", size=200))
     await outbox.flush()
     publisher = Publisher(outbox, "127.0.0.1", broker.port, "pc-test-3", STATUS,
                           max_inflight=20)

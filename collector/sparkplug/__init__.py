@@ -3,5 +3,6 @@ device per press, on its own MQTT connection; quality events keep their JSON con
 
 ``schema`` (the Eclipse Tahu protobuf schema, compiled: ``descriptor``), ``codec`` (pure:
 topics, metric models, payloads), ``edge`` (the edge node: births, deaths, data, the
-primary host's STATE, rebirth requests). Imported only when ``[sparkplug]`` is enabled.
+primary host's STATE, rebirth requests), ``setup`` (the node of a loaded config).
+Imported only when ``[sparkplug]`` is enabled.
 """

@@ -4,8 +4,9 @@ Its own MQTT connection (the JSON publisher keeps events, command replies, alarm
 retained state and status on its own): a connection has one will, and Sparkplug needs
 the NDEATH there, with a clean session, where the JSON publisher needs its ``offline``
 status and a persistent session. paho is driven from the event loop as in
-``collector/publisher.py`` (socket readiness -> ``loop_read`` / ``loop_write``), so every
-callback runs on the loop thread and no state is shared with another thread.
+``collector/publisher.py`` (``collector/mqtt_loop.py``: one send per loop turn for a burst
+of DDATA), so every callback runs on the loop thread and no state is shared with another
+thread.
 
 A session
 ---------
@@ -57,16 +58,17 @@ import asyncio
 import contextlib
 import logging
 import ssl
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from buffer.store import Committed, Outbox
+from buffer.store import Outbox
+from collector.mqtt_loop import MqttLoop, reconnect_forever
+from collector.outbox_wake import CommitWake, wait_drained
 from collector.sparkplug import codec
 from collector.sparkplug.codec import NodeModel, TelemetryRow, Topics
 
@@ -75,7 +77,6 @@ log = logging.getLogger(__name__)
 BDSEQ_KEY = "sparkplug/bdseq"
 FETCH_ROWS = 400
 PIPELINE = 4  # windows of rows sent and not yet confirmed (one fence per window)
-MISC_INTERVAL_S = 1.0
 NDEATH_ACK_S = 1.0
 
 
@@ -124,16 +125,11 @@ class EdgeNode:
         self.bdseq = -1
         # connection
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._loop_thread = 0
         self._client: mqtt.Client | None = None
-        self._sock: Any = None
+        self._io: MqttLoop | None = None
         self._connected = False
-        self._connack: asyncio.Future[str | None] | None = None
         self._session_end: asyncio.Event = asyncio.Event()
-        self._misc_task: asyncio.Task[None] | None = None
         self._sub_mids: set[int] = set()
-        self._ndeath_mid = -1
-        self._ndeath_ack: asyncio.Future[None] | None = None
         self._stopping = False
         self._leaving = False  # NDEATH + DISCONNECT on purpose (host offline, stop)
         # Sparkplug session
@@ -157,8 +153,7 @@ class EdgeNode:
         self._tokens = float(window)
         self._tokens_at = time.monotonic()
         self._throttle: asyncio.TimerHandle | None = None
-        self._wake_scheduled = False
-        self._wake_lock = threading.Lock()
+        self._wake = CommitWake(outbox, self._kick)
         self._idle = asyncio.Event()
         self._last_error: str | None = None
         self._stats: dict[str, Any] = {
@@ -206,44 +201,16 @@ class EdgeNode:
         broker down: the rows stay stored for the next start)."""
         if not self.born:
             return False
-        try:
-            async with asyncio.timeout(timeout):
-                while not self._drained():
-                    self._idle.clear()
-                    self._kick()
-                    await self._idle.wait()
-            return True
-        except TimeoutError:
-            return False
+        return await wait_drained(self._drained, self._kick, self._idle, timeout)
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
-        self.outbox.add_listener(self._on_commit_threadsafe)
-        backoff = self.reconnect_min_s
+        self._wake.attach(self._loop)
         try:
-            while True:
-                started = time.monotonic()
-                try:
-                    await self._connect()
-                except (OSError, ssl.SSLError, ConnectionError, TimeoutError) as exc:
-                    self._stats["connect_failures"] += 1
-                    self._note_error(f"connect to {self.host}:{self.port} failed: "
-                                     f"{exc or type(exc).__name__}")
-                    self._end_session()
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, self.reconnect_max_s)
-                    continue
-                await self._session_end.wait()
-                host_offline = self._connected  # we left on purpose (STATE offline)
-                await self._leave()
-                self._end_session()
-                if host_offline or time.monotonic() - started > 10:
-                    backoff = self.reconnect_min_s
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.reconnect_max_s)
+            await reconnect_forever(self._connect, self._session, self._connect_failed,
+                                    self.reconnect_min_s, self.reconnect_max_s)
         finally:
-            self.outbox.remove_listener(self._on_commit_threadsafe)
+            self._wake.detach()
             self._stopping = True
             await self._leave()
             self._end_session()
@@ -271,77 +238,50 @@ class EdgeNode:
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_unsubscribe = self._on_unsubscribe
-        client.on_publish = self._on_publish
         client.on_message = self._on_message
-        client.on_socket_close = self._on_socket_close
-        client.on_socket_register_write = self._on_register_write
-        client.on_socket_unregister_write = self._on_unregister_write
         client.connect_async(self.host, self.port, self.keepalive)
         return client
 
     async def _connect(self) -> None:
-        assert self._loop is not None
         bdseq = await self._next_bdseq()
         client = self._client = self._make_client(bdseq)
+        self._io = MqttLoop(client, name="sparkplug", on_ack=lambda mid: None)
         self.bdseq = bdseq
         self._session_end.clear()
-        self._connack = self._loop.create_future()
-        await asyncio.to_thread(client.reconnect)  # TCP (+ TLS) off the loop, CONNECT queued
-        self._bdseq_last = bdseq  # the CONNECT carrying this will is on its way
-        sock = client.socket()
-        if sock is None:
-            raise ConnectionError("no socket after connect")
-        self._sock = sock
-        self._loop.add_reader(sock, self._on_readable)
-        if client.want_write():
-            self._loop.add_writer(sock, self._on_writable)
-        try:
-            async with asyncio.timeout(self.connect_timeout_s):
-                reason = await asyncio.shield(self._connack)
-        except TimeoutError:
-            raise TimeoutError("no CONNACK") from None
-        if reason is not None:
-            raise ConnectionError(f"broker refused the connection: {reason}")
-        self._misc_task = asyncio.create_task(self._misc_loop(), name="sparkplug-misc")
 
-    async def _misc_loop(self) -> None:
-        while True:
-            await asyncio.sleep(MISC_INTERVAL_S)
-            if self._client is not None:
-                self._client.loop_misc()
+        def connect_sent() -> None:  # a TCP connect that fails reuses the bdSeq
+            self._bdseq_last = bdseq
+
+        await self._io.connect(self.connect_timeout_s, on_sent=connect_sent)
+
+    def _connect_failed(self, exc: BaseException, backoff: float) -> None:
+        self._stats["connect_failures"] += 1
+        self._note_error(f"connect to {self.host}:{self.port} failed: "
+                         f"{exc or type(exc).__name__}")
+        self._end_session()
+
+    async def _session(self) -> bool:
+        """Until the connection ends; True: we left on purpose (STATE offline)."""
+        await self._session_end.wait()
+        host_offline = self._connected
+        await self._leave()
+        self._end_session()
+        return host_offline
 
     async def _leave(self) -> None:
         """A deliberate end of the session: NDEATH (QoS 1, acknowledged) and DISCONNECT,
         so that hosts learn it at once (the broker drops the will on DISCONNECT)."""
-        client = self._client
-        if client is None or not self._connected or self._loop is None:
+        if self._io is None or not self._connected:
             return
         self._leaving = True
-        try:
-            self._ndeath_ack = self._loop.create_future()
-            info = client.publish(self.topics.ndeath,
-                                  codec.ndeath(self.bdseq, self._ms()), qos=1)
-            self._ndeath_mid = info.mid
-            async with asyncio.timeout(NDEATH_ACK_S):
-                await self._ndeath_ack
-            client.disconnect()
-            client.loop_write()
-        except (TimeoutError, OSError, ValueError, ConnectionError):
-            pass
+        await self._io.leave(self.topics.ndeath, codec.ndeath(self.bdseq, self._ms()),
+                             timeout_s=NDEATH_ACK_S)
         self._connected = self._leaving = False
 
     def _end_session(self) -> None:
         """Forget the session: unconfirmed rows go again after the next births."""
-        if self._misc_task is not None:
-            self._misc_task.cancel()
-            self._misc_task = None
-        sock, self._sock = self._sock, None
-        if sock is not None and self._loop is not None:
-            self._loop.remove_reader(sock)
-            self._loop.remove_writer(sock)
-        client = self._client
-        if client is not None and client.socket() is not None:
-            client._sock_close()  # no public close-without-DISCONNECT in paho
+        if self._io is not None:
+            self._io.close()
         self._connected = False
         self.born = self._host_online_now = False
         self._born_devices.clear()
@@ -355,38 +295,11 @@ class EdgeNode:
             self._throttle = None
         self._idle.set()
 
-    # ------------------------------------------------------------------ socket
-    def _on_readable(self) -> None:
-        if self._client is not None:
-            self._client.loop_read()
-
-    def _on_writable(self) -> None:
-        if self._client is not None:
-            self._client.loop_write()
-
-    def _on_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        if threading.get_ident() == self._loop_thread and self._loop is not None:
-            self._loop.add_writer(sock, self._on_writable)
-
-    def _on_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        if threading.get_ident() == self._loop_thread and self._loop is not None:
-            self._loop.remove_writer(sock)
-
-    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
-        if threading.get_ident() == self._loop_thread and self._loop is not None:
-            self._loop.remove_reader(sock)
-            self._loop.remove_writer(sock)
-            if sock is self._sock:
-                self._sock = None
-
     # ------------------------------------------------------------------ MQTT callbacks
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                     properties: Any) -> None:
-        fut = self._connack
         if reason.is_failure:
-            if fut is not None and not fut.done():
-                fut.set_result(str(reason))
-            return
+            return  # MqttLoop.connect raises with the reason
         self._connected = True
         self._stats["connects"] += 1
         self._last_error = None
@@ -397,8 +310,6 @@ class EdgeNode:
             topics.append(self.state_topic)
         for topic in topics:
             self._sub_mids.add(client.subscribe(topic, qos=1)[1])
-        if fut is not None and not fut.done():
-            fut.set_result(None)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
@@ -408,11 +319,6 @@ class EdgeNode:
         self._connected = False
         if was and not self._stopping and not self._leaving:
             self._note_error(f"connection to {self.host}:{self.port} lost: {reason}")
-        fut = self._connack
-        if fut is not None and not fut.done():
-            fut.set_result(f"connection closed before CONNACK ({reason})")
-        if self._ndeath_ack is not None and not self._ndeath_ack.done():
-            self._ndeath_ack.set_exception(ConnectionError("lost"))
         self._session_end.set()
         self._idle.set()
 
@@ -437,12 +343,6 @@ class EdgeNode:
         self._stats["confirmed"] += len(ids)
         self.outbox.mark_delivered(ids)
         self._pump()
-
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any,
-                    properties: Any) -> None:
-        if mid == self._ndeath_mid and self._ndeath_ack is not None \
-                and not self._ndeath_ack.done():
-            self._ndeath_ack.set_result(None)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
@@ -560,22 +460,6 @@ class EdgeNode:
         self._stats["ddeaths"] += 1
 
     # ------------------------------------------------------------------ data
-    def _on_commit_threadsafe(self, info: Committed) -> None:
-        loop = self._loop
-        if loop is None:
-            return
-        with self._wake_lock:
-            if self._wake_scheduled:
-                return
-            self._wake_scheduled = True
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(self._on_commit)
-
-    def _on_commit(self) -> None:
-        with self._wake_lock:
-            self._wake_scheduled = False
-        self._kick()
-
     def _kick(self) -> None:
         if self.born and self._connected:
             self._pump()
@@ -703,30 +587,3 @@ class EdgeNode:
                         self.reconnect_max_s)
             self._last_error = text
 
-
-def edge_node_from_config(config: Any, outbox: Outbox, host_id: str, password: str | None,
-                          tls: Any, plc_online: Callable[[str], bool] | None = None
-                          ) -> EdgeNode:
-    """The edge node of a loaded config (``collector.config.LoadedConfig``): the
-    ``[broker]`` connection settings, client id ``{broker client id}-spb``."""
-    cfg = config.collector
-    spb = cfg.sparkplug
-    client_id = f"{cfg.broker.client_id or f'press-collector-{host_id}'}-spb"
-    return EdgeNode(outbox, EdgeSettings(spb.group_id, spb.edge_node_id or host_id,
-                                         spb.primary_host_id),
-                    cfg.broker.host, cfg.broker.port, client_id,
-                    device_tags(config.presses.values()), username=cfg.broker.username or None,
-                    password=password, tls=tls, keepalive=cfg.broker.keepalive_s,
-                    window=cfg.broker.max_inflight, replay_rate=cfg.broker.replay_rate,
-                    reconnect_max_s=cfg.broker.reconnect_max_s, plc_online=plc_online)
-
-
-def device_tags(presses: Iterable[Any]) -> dict[str, list[tuple[str, int | None]]]:
-    """press id -> its tags (name, datatype or None) from the press configs."""
-    out: dict[str, list[tuple[str, int | None]]] = {}
-    for press in presses:
-        out[press.id] = [(t.name, codec.tag_datatype(getattr(t, "type", None),
-                                                     getattr(t, "scale", 1.0),
-                                                     getattr(t, "offset", 0.0)))
-                         for t in press.plc.tags]
-    return out
