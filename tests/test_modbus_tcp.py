@@ -239,15 +239,34 @@ async def test_schedule_does_not_drift(sim: PressSimulator) -> None:
         results = [await rec.poll() for _ in range(20)]
     finally:
         await cancel(task)
-    start = results[0].scheduled
-    slots = [round((r.scheduled - start) / interval) for r in results]
-    # every poll sits exactly on the grid start + k * interval (no accumulated error) ...
-    assert [r.scheduled for r in results] == [start + k * interval for k in slots]
+    # the first poll at once, then slots on the shared grid: multiples of the interval
+    anchor = (results[0].scheduled // interval) * interval
+    slots = [round((r.scheduled - anchor) / interval) for r in results[1:]]
+    # every poll sits exactly on the grid anchor + k * interval (no accumulated error) ...
+    assert [r.scheduled for r in results[1:]] == [anchor + k * interval for k in slots]
     # ... and slots only advance; any gap is a skip that late_polls counted
-    assert slots == sorted(set(slots))
-    assert slots[-1] - (len(slots) - 1) == late_at[19] - late_at[0]
+    assert slots == sorted(set(slots)) and slots[0] >= 1
+    assert slots[-1] - slots[0] - (len(slots) - 1) == late_at[19] - late_at[1]
     for r in results:
         assert r.started >= r.scheduled
+
+
+async def test_presses_started_apart_poll_on_one_grid(sim: PressSimulator) -> None:
+    """Two pollers of one interval started at different moments poll in the same
+    instants after their first poll (one commit window for both in the daemon)."""
+    interval = 0.05
+    recs = [Recorder(), Recorder()]
+    tasks = [await running(poller_for(sim, poll_interval_s=interval), recs[0])]
+    await recs[0].poll()
+    await asyncio.sleep(interval * 0.37)  # a second press connecting a little later
+    tasks.append(await running(poller_for(sim, poll_interval_s=interval), recs[1]))
+    try:
+        polls = [[await rec.poll() for _ in range(4)] for rec in recs]
+    finally:
+        for task in tasks:
+            await cancel(task)
+    phases = {round((r.scheduled / interval) % 1.0, 6) % 1.0 for p in polls for r in p[1:]}
+    assert phases == {0.0}, phases
 
 
 async def test_late_poll_skips_missed_slots(sim: PressSimulator) -> None:
@@ -269,10 +288,11 @@ async def test_late_poll_skips_missed_slots(sim: PressSimulator) -> None:
         second = await rec.poll()
     finally:
         await cancel(task)
-    skipped = round((second.scheduled - first.scheduled) / interval) - 1
+    anchor = (first.scheduled // interval) * interval  # the first poll is at once
+    skipped = round((second.scheduled - anchor) / interval) - 1
     assert skipped >= 4
     assert late_at[1] - late_at[0] == skipped
-    assert second.scheduled == first.scheduled + (skipped + 1) * interval
+    assert second.scheduled == anchor + (skipped + 1) * interval
 
 
 async def test_read_once(sim: PressSimulator) -> None:
