@@ -1,0 +1,161 @@
+"""Where the daemon's memory goes: run ``collector.cli`` in this process with tracemalloc
+and log, every ``--every`` s, RSS against the Python heap, SQLite's own allocator and
+glibc's arenas; at the ``--at`` marks, the tracemalloc diff against the first mark.
+
+Why a wrapper and not a /health field: the figures that matter (``sqlite3_memory_used``,
+``mallinfo2``, tracemalloc) cost something or need ctypes, and belong to a probe run, not
+to the daemon. Used by ``bench/run memory --probe DIR`` (bench/README.md, "Memory").
+
+    python -m bench.memprobe --out DIR [--at 60,300,900] [--every 15] -- run --config-dir C
+
+Writes ``DIR/probe.jsonl`` (one line per sample) and ``DIR/diff-<s>.txt`` (top lines by
+growth since the first mark, and since the previous mark).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import ctypes.util
+import gc
+import json
+import sys
+import threading
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+        "fordblks", "keepcost")]
+
+
+def _libs() -> tuple[Any, Any]:
+    """(libsqlite3, libc) as ctypes handles, or None each where not found. The sqlite3
+    module links the system libsqlite3.so.0; loading it again by name gives the same
+    instance (same soname), so its counters are the daemon's."""
+    sqlite = libc = None
+    name = ctypes.util.find_library("sqlite3")
+    if name:
+        try:
+            sqlite = ctypes.CDLL(name)
+            sqlite.sqlite3_memory_used.restype = ctypes.c_int64
+            sqlite.sqlite3_memory_highwater.restype = ctypes.c_int64
+            sqlite.sqlite3_memory_highwater.argtypes = [ctypes.c_int]
+        except (OSError, AttributeError):
+            sqlite = None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+    except (OSError, AttributeError):
+        libc = None
+    return sqlite, libc
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def sample(t0: float, sqlite: Any, libc: Any) -> dict[str, Any]:
+    mb = 2**20
+    out: dict[str, Any] = {"t": round(time.time() - t0, 1),
+                           "rss_mb": round(_status_kib("VmRSS") / 1024, 2),
+                           "hwm_mb": round(_status_kib("VmHWM") / 1024, 2),
+                           "py_blocks": sys.getallocatedblocks(),
+                           "gc_objects": len(gc.get_objects())}
+    if tracemalloc.is_tracing():
+        cur, peak = tracemalloc.get_traced_memory()
+        out["traced_mb"] = round(cur / mb, 2)
+        out["traced_peak_mb"] = round(peak / mb, 2)
+    if sqlite is not None:
+        out["sqlite_mb"] = round(sqlite.sqlite3_memory_used() / mb, 2)
+        out["sqlite_hw_mb"] = round(sqlite.sqlite3_memory_highwater(0) / mb, 2)
+    if libc is not None:
+        mi = libc.mallinfo2()
+        out.update(malloc_arena_mb=round(mi.arena / mb, 2),
+                   malloc_mmap_mb=round(mi.hblkhd / mb, 2),
+                   malloc_used_mb=round(mi.uordblks / mb, 2),
+                   malloc_free_mb=round(mi.fordblks / mb, 2),
+                   malloc_top_free_mb=round(mi.keepcost / mb, 2))
+    return out
+
+
+def _diff_text(new: tracemalloc.Snapshot, old: tracemalloc.Snapshot, top: int) -> str:
+    stats = new.compare_to(old, "traceback" if tracemalloc.get_traceback_limit() > 1
+                           else "lineno")
+    lines = []
+    for s in stats[:top]:
+        lines.append(str(s))
+        if len(s.traceback) > 1:
+            lines += [f"    {frame}" for frame in s.traceback.format()[::2]]
+    total = sum(s.size_diff for s in stats)
+    return f"total traced diff {total / 2**20:+.2f} MiB\n" + "\n".join(lines) + "\n"
+
+
+def _probe(out: Path, every: float, marks: list[float], top: int, stop: threading.Event
+           ) -> None:
+    sqlite, libc = _libs()
+    t0 = time.time()
+    first = previous = None
+    first_at = prev_at = 0.0
+    pending = sorted(marks)
+    with open(out / "probe.jsonl", "a") as f:
+        while not stop.wait(every if not pending else
+                            max(0.0, min(every, pending[0] - (time.time() - t0)))):
+            now = time.time() - t0
+            f.write(json.dumps(sample(t0, sqlite, libc)) + "\n")
+            f.flush()
+            if pending and now >= pending[0] - 0.5 and tracemalloc.is_tracing():
+                mark = pending.pop(0)
+                snap = tracemalloc.take_snapshot().filter_traces(
+                    [tracemalloc.Filter(False, tracemalloc.__file__)])
+                if first is None:
+                    first, first_at = snap, mark
+                else:
+                    assert previous is not None
+                    text = (f"# {mark:.0f} s vs {first_at:.0f} s\n"
+                            + _diff_text(snap, first, top)
+                            + f"\n# {mark:.0f} s vs {prev_at:.0f} s\n"
+                            + _diff_text(snap, previous, top))
+                    (out / f"diff-{mark:.0f}.txt").write_text(text)
+                previous, prev_at = snap, mark
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--" not in argv:
+        raise SystemExit("usage: python -m bench.memprobe --out DIR [options] -- <cli args>")
+    split = argv.index("--")
+    p = argparse.ArgumentParser(prog="bench.memprobe", description=__doc__)
+    p.add_argument("--out", type=Path, required=True, help="directory for the probe files")
+    p.add_argument("--every", type=float, default=15.0, help="s between samples")
+    p.add_argument("--at", default="60,300,900",
+                   help="s of the tracemalloc snapshots; the first is the base of the diffs")
+    p.add_argument("--frames", type=int, default=1, help="tracemalloc frames per trace")
+    p.add_argument("--top", type=int, default=25, help="lines per diff")
+    p.add_argument("--no-tracemalloc", action="store_true",
+                   help="RSS / SQLite / glibc only (tracemalloc costs CPU and memory)")
+    args = p.parse_args(argv[:split])
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.no_tracemalloc:
+        tracemalloc.start(args.frames)
+    stop = threading.Event()
+    marks = [float(x) for x in args.at.split(",") if x.strip()]
+    threading.Thread(target=_probe, args=(args.out, args.every, marks, args.top, stop),
+                     daemon=True, name="memprobe").start()
+    from collector.cli import main as cli_main
+
+    try:
+        return cli_main(argv[split + 1:])
+    finally:
+        stop.set()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
