@@ -159,14 +159,17 @@ class Completed:
     limits: spc.Limits | None = None
 
 
+def rule_window(opts: SpcOptions) -> int:
+    """The most points any run rule of ``opts`` looks back on (rule 1: one)."""
+    return max(1, opts.same_side, opts.trend, opts.alternating, opts.zone_a[1],
+               opts.zone_b[1], opts.stratification, opts.mixture)
+
+
 def history_window(char: Characteristic, keep: int) -> int:
     """Subgroups kept whole: ``keep``, but never fewer than the baseline (limits are
     computed from its subgroups), the longest run-rule window and the two subgroups the
     moving range and a void need."""
-    opts = char.spc
-    return max(keep, 2, opts.baseline_subgroups, opts.same_side, opts.trend,
-               opts.alternating, opts.zone_a[1], opts.zone_b[1], opts.stratification,
-               opts.mixture)
+    return max(keep, 2, char.spc.baseline_subgroups, rule_window(char.spc))
 
 
 @dataclass
@@ -292,7 +295,7 @@ class CharSpc:
                 done.limits_frozen = self.limits
             return done  # the baseline itself is not judged against its own limits
         done.limits = lim = self.limits
-        points = self._points()
+        points = self._points(rule_window(opts))
         rules = ruleset(opts)
         found = spc.rules_at([p for p, _ in points], lim.center, lim.sigma_point, rules)
         ids = [sid_ for _, sid_ in points]
@@ -311,8 +314,10 @@ class CharSpc:
         self.violations += len(done.violations)
         return done
 
-    def _points(self) -> list[tuple[float, str]]:
-        return [(spc.point_of(self.chart, [v for _, v in g])[0], sid) for sid, g in self.groups]
+    def _points(self, last: int) -> list[tuple[float, str]]:
+        """The plotted points of the last ``last`` subgroups (what the rules look at)."""
+        return [(spc.point_of(self.chart, [v for _, v in g])[0], sid)
+                for sid, g in self.groups[-last:]]
 
     def _dispersion(self, group: list[tuple[str | None, float]]) -> float | None:
         if self.chart == "i_mr":
