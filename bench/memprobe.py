@@ -8,8 +8,9 @@ to the daemon. Used by ``bench/run memory --probe DIR`` (bench/README.md, "Memor
 
     python -m bench.memprobe --out DIR [--at 60,300,900] [--every 15] -- run --config-dir C
 
-Writes ``DIR/probe.jsonl`` (one line per sample) and ``DIR/diff-<s>.txt`` (top lines by
-growth since the first mark, and since the previous mark).
+Writes ``DIR/probe.jsonl`` (one line per sample), ``DIR/diff-<s>.txt`` (tracemalloc: top
+lines by growth since the first mark, and since the previous mark) and
+``DIR/types-<s>.txt`` (live objects by type, growth since the first mark).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sys
 import threading
 import time
 import tracemalloc
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -98,11 +100,23 @@ def _diff_text(new: tracemalloc.Snapshot, old: tracemalloc.Snapshot, top: int) -
     return f"total traced diff {total / 2**20:+.2f} MiB\n" + "\n".join(lines) + "\n"
 
 
+def type_counts() -> Counter[str]:
+    """Live gc-tracked objects by type (what tracemalloc's line numbers point at)."""
+    return Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects())
+
+
+def _types_text(new: Counter[str], old: Counter[str], top: int) -> str:
+    grown = sorted(((new[k] - old.get(k, 0), k) for k in new), reverse=True)[:top]
+    return "\n".join(f"{d:+7d} {new[k]:8d} {k}" for d, k in grown if d) + "\n"
+
+
 def _probe(out: Path, every: float, marks: list[float], top: int, stop: threading.Event
            ) -> None:
     sqlite, libc = _libs()
     t0 = time.time()
-    first = previous = None
+    first: tracemalloc.Snapshot | None = None
+    previous: tracemalloc.Snapshot | None = None
+    first_types: Counter[str] | None = None
     first_at = prev_at = 0.0
     pending = sorted(marks)
     with open(out / "probe.jsonl", "a") as f:
@@ -111,20 +125,26 @@ def _probe(out: Path, every: float, marks: list[float], top: int, stop: threadin
             now = time.time() - t0
             f.write(json.dumps(sample(t0, sqlite, libc)) + "\n")
             f.flush()
-            if pending and now >= pending[0] - 0.5 and tracemalloc.is_tracing():
-                mark = pending.pop(0)
+            if not pending or now < pending[0] - 0.5:
+                continue
+            mark = pending.pop(0)
+            types = type_counts()
+            snap = None
+            if tracemalloc.is_tracing():
                 snap = tracemalloc.take_snapshot().filter_traces(
                     [tracemalloc.Filter(False, tracemalloc.__file__)])
-                if first is None:
-                    first, first_at = snap, mark
-                else:
-                    assert previous is not None
-                    text = (f"# {mark:.0f} s vs {first_at:.0f} s\n"
-                            + _diff_text(snap, first, top)
-                            + f"\n# {mark:.0f} s vs {prev_at:.0f} s\n"
-                            + _diff_text(snap, previous, top))
-                    (out / f"diff-{mark:.0f}.txt").write_text(text)
-                previous, prev_at = snap, mark
+            if first_types is None:
+                first, first_types, first_at = snap, types, mark
+            else:
+                (out / f"types-{mark:.0f}.txt").write_text(
+                    f"# objects by type, {mark:.0f} s vs {first_at:.0f} s (growth, count, "
+                    "type)\n" + _types_text(types, first_types, top))
+                if snap is not None and first is not None and previous is not None:
+                    (out / f"diff-{mark:.0f}.txt").write_text(
+                        f"# {mark:.0f} s vs {first_at:.0f} s\n" + _diff_text(snap, first, top)
+                        + f"\n# {mark:.0f} s vs {prev_at:.0f} s\n"
+                        + _diff_text(snap, previous, top))
+            previous, prev_at = snap, mark
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -293,7 +293,8 @@ def scenario_memory(args: argparse.Namespace) -> list[dict[str, Any]]:
         rig.start_infra()
         rig.start_daemon(wrapper=None if args.probe is None else [
             "bench.memprobe", "--out", str(args.probe), "--at", args.probe_at,
-            "--frames", str(args.probe_frames), "--"])
+            "--frames", str(args.probe_frames),
+            *(["--no-tracemalloc"] if args.probe_frames == 0 else []), "--"])
         rig.wait_health()
         t0 = time.time()
         down_at = up_at = None
@@ -378,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--probe-at", default="60,300,900",
                    help="memory --probe: s of the tracemalloc snapshots (diffs vs the first)")
     p.add_argument("--probe-frames", type=int, default=1,
-                   help="memory --probe: tracemalloc frames per allocation")
+                   help="memory --probe: tracemalloc frames per allocation (0: no "
+                        "tracemalloc, RSS / SQLite / glibc and objects by type only)")
     p.add_argument("--cache-mb", type=int, default=None,
                    help="buffer.cache_mb of the daemon under test (default: its default)")
     powercut.add_arguments(p.add_argument_group("powercut"))
