@@ -24,7 +24,8 @@ import sys
 import threading
 import time
 import tracemalloc
-from collections import Counter
+import types
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,56 @@ def type_counts() -> Counter[str]:
     return Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects())
 
 
+def container_sizes() -> dict[int, tuple[str, int]]:
+    """len() of every live dict / list / set / deque with 32 or more items, by id: a
+    container that keeps growing holds untracked items (str, int, bytes, atom tuples)
+    that no count of objects by type shows."""
+    out = {}
+    for o in gc.get_objects():
+        if isinstance(o, (dict, list, set, deque)) and len(o) >= 32:
+            out[id(o)] = (type(o).__qualname__, len(o))
+    return out
+
+
+def _owner(obj: Any) -> str:
+    """Who holds ``obj``: the referrers' types, and for an instance ``__dict__`` or a
+    slot, the class and attribute name."""
+    names = []
+    for ref in gc.get_referrers(obj)[:6]:
+        if isinstance(ref, dict):
+            for up in gc.get_referrers(ref)[:3]:
+                if getattr(up, "__dict__", None) is ref:
+                    attr = next((k for k, v in ref.items() if v is obj), "?")
+                    names.append(f"{type(up).__module__}.{type(up).__qualname__}.{attr}")
+            attr = next((k for k, v in ref.items() if v is obj), None)
+            if attr is not None and not names:
+                names.append(f"dict[{attr!r}]")
+        elif isinstance(ref, types.FrameType):
+            continue
+        else:
+            names.append(f"{type(ref).__module__}.{type(ref).__qualname__}")
+    return ", ".join(names[:4]) or "?"
+
+
+def _containers_text(new: dict[int, tuple[str, int]], old: dict[int, tuple[str, int]],
+                     top: int) -> str:
+    grown = sorted(((n - old[i][1], i, kind, n) for i, (kind, n) in new.items()
+                    if i in old and old[i][0] == kind and n > old[i][1]), reverse=True)
+    by_id = {id(o): o for o in gc.get_objects()} if grown else {}
+    lines = []
+    for d, i, kind, n in grown[:top]:
+        obj = by_id.get(i)
+        sample = ""
+        if isinstance(obj, dict) and obj:
+            k, v = next(reversed(obj.items()))
+            sample = f" last item {k!r:.60}: {type(v).__qualname__}"
+        elif isinstance(obj, (list, deque)) and obj:
+            sample = f" last item {obj[-1]!r:.60}"
+        lines.append(f"{d:+7d} {n:8d} {kind} held by {_owner(obj) if obj is not None else '?'}"
+                     f"{sample}")
+    return "\n".join(lines) + "\n"
+
+
 def _types_text(new: Counter[str], old: Counter[str], top: int) -> str:
     grown = sorted(((new[k] - old.get(k, 0), k) for k in new), reverse=True)[:top]
     return "\n".join(f"{d:+7d} {new[k]:8d} {k}" for d, k in grown if d) + "\n"
@@ -117,6 +168,7 @@ def _probe(out: Path, every: float, marks: list[float], top: int, stop: threadin
     first: tracemalloc.Snapshot | None = None
     previous: tracemalloc.Snapshot | None = None
     first_types: Counter[str] | None = None
+    first_sizes: dict[int, tuple[str, int]] = {}
     first_at = prev_at = 0.0
     pending = sorted(marks)
     with open(out / "probe.jsonl", "a") as f:
@@ -128,17 +180,20 @@ def _probe(out: Path, every: float, marks: list[float], top: int, stop: threadin
             if not pending or now < pending[0] - 0.5:
                 continue
             mark = pending.pop(0)
-            types = type_counts()
+            counts = type_counts()
+            sizes = container_sizes()
             snap = None
             if tracemalloc.is_tracing():
                 snap = tracemalloc.take_snapshot().filter_traces(
                     [tracemalloc.Filter(False, tracemalloc.__file__)])
             if first_types is None:
-                first, first_types, first_at = snap, types, mark
+                first, first_types, first_sizes, first_at = snap, counts, sizes, mark
             else:
                 (out / f"types-{mark:.0f}.txt").write_text(
                     f"# objects by type, {mark:.0f} s vs {first_at:.0f} s (growth, count, "
-                    "type)\n" + _types_text(types, first_types, top))
+                    "type)\n" + _types_text(counts, first_types, top)
+                    + f"\n# containers that grew, {mark:.0f} s vs {first_at:.0f} s (growth, "
+                    "len, type, holder)\n" + _containers_text(sizes, first_sizes, top))
                 if snap is not None and first is not None and previous is not None:
                     (out / f"diff-{mark:.0f}.txt").write_text(
                         f"# {mark:.0f} s vs {first_at:.0f} s\n" + _diff_text(snap, first, top)
