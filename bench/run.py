@@ -293,7 +293,7 @@ def scenario_memory(args: argparse.Namespace) -> list[dict[str, Any]]:
         rig.start_infra()
         rig.start_daemon(wrapper=None if args.probe is None else [
             "bench.memprobe", "--out", str(args.probe), "--at", args.probe_at,
-            "--frames", str(args.probe_frames),
+            "--frames", str(args.probe_frames), "--every", str(args.probe_every),
             *(["--no-tracemalloc"] if args.probe_frames == 0 else []), "--"])
         rig.wait_health()
         t0 = time.time()
@@ -378,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
                         "glibc figures every 15 s) writing into this directory")
     p.add_argument("--probe-at", default="60,300,900",
                    help="memory --probe: s of the tracemalloc snapshots (diffs vs the first)")
+    p.add_argument("--probe-every", type=float, default=15.0,
+                   help="memory --probe: s between samples")
     p.add_argument("--probe-frames", type=int, default=1,
                    help="memory --probe: tracemalloc frames per allocation (0: no "
                         "tracemalloc, RSS / SQLite / glibc and objects by type only)")
