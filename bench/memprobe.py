@@ -117,24 +117,28 @@ def container_sizes() -> dict[int, tuple[str, int]]:
     return out
 
 
-def _owner(obj: Any) -> str:
-    """Who holds ``obj``: the referrers' types, and for an instance ``__dict__`` or a
-    slot, the class and attribute name."""
+def _owner(obj: Any, skip: Any) -> str:
+    """Who holds ``obj``: for an instance, its class and attribute (3.11 keeps small
+    instance dicts inline, so the instance itself is the referrer); for a plain dict, the
+    key; else the referrer's type. ``skip``: the probe's own index of objects."""
     names = []
-    for ref in gc.get_referrers(obj)[:6]:
-        if isinstance(ref, dict):
-            for up in gc.get_referrers(ref)[:3]:
-                if getattr(up, "__dict__", None) is ref:
-                    attr = next((k for k, v in ref.items() if v is obj), "?")
-                    names.append(f"{type(up).__module__}.{type(up).__qualname__}.{attr}")
-            attr = next((k for k, v in ref.items() if v is obj), None)
-            if attr is not None and not names:
-                names.append(f"dict[{attr!r}]")
-        elif isinstance(ref, types.FrameType):
+    for ref in gc.get_referrers(obj):
+        if ref is skip or isinstance(ref, types.FrameType):
             continue
+        attrs = getattr(ref, "__dict__", None) if not isinstance(ref, type) else None
+        if isinstance(attrs, dict):
+            attr = next((k for k, v in attrs.items() if v is obj), "?")
+            names.append(f"{type(ref).__module__}.{type(ref).__qualname__}.{attr}")
+        elif isinstance(ref, dict):
+            owners = [up for up in gc.get_referrers(ref) if getattr(up, "__dict__", None) is ref]
+            attr = next((k for k, v in ref.items() if v is obj), "?")
+            names.append(f"{type(owners[0]).__module__}.{type(owners[0]).__qualname__}.{attr}"
+                         if owners else f"dict[{attr!r:.40}]")
         else:
             names.append(f"{type(ref).__module__}.{type(ref).__qualname__}")
-    return ", ".join(names[:4]) or "?"
+        if len(names) >= 4:
+            break
+    return ", ".join(names) or "?"
 
 
 def _containers_text(new: dict[int, tuple[str, int]], old: dict[int, tuple[str, int]],
@@ -151,8 +155,8 @@ def _containers_text(new: dict[int, tuple[str, int]], old: dict[int, tuple[str, 
             sample = f" last item {k!r:.60}: {type(v).__qualname__}"
         elif isinstance(obj, (list, deque)) and obj:
             sample = f" last item {obj[-1]!r:.60}"
-        lines.append(f"{d:+7d} {n:8d} {kind} held by {_owner(obj) if obj is not None else '?'}"
-                     f"{sample}")
+        holder = _owner(obj, by_id) if obj is not None else "?"
+        lines.append(f"{d:+7d} {n:8d} {kind} held by {holder}{sample}")
     return "\n".join(lines) + "\n"
 
 
