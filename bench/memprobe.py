@@ -15,9 +15,9 @@ lines by growth since the first mark, and since the previous mark) and
 
 from __future__ import annotations
 
+import _sqlite3
 import argparse
 import ctypes
-import ctypes.util
 import gc
 import json
 import sys
@@ -37,19 +37,17 @@ class _MallInfo2(ctypes.Structure):
 
 
 def _libs() -> tuple[Any, Any]:
-    """(libsqlite3, libc) as ctypes handles, or None each where not found. The sqlite3
-    module links the system libsqlite3.so.0; loading it again by name gives the same
-    instance (same soname), so its counters are the daemon's."""
+    """(libsqlite3, libc) as ctypes handles, or None each where not found. Symbols are
+    looked up through the sqlite3 module's own extension (it and the libsqlite3 it
+    links, as tests/test_buffer_memory.py does), so the counters are the daemon's."""
     sqlite = libc = None
-    name = ctypes.util.find_library("sqlite3")
-    if name:
-        try:
-            sqlite = ctypes.CDLL(name)
-            sqlite.sqlite3_memory_used.restype = ctypes.c_int64
-            sqlite.sqlite3_memory_highwater.restype = ctypes.c_int64
-            sqlite.sqlite3_memory_highwater.argtypes = [ctypes.c_int]
-        except (OSError, AttributeError):
-            sqlite = None
+    try:
+        sqlite = ctypes.CDLL(_sqlite3.__file__)
+        sqlite.sqlite3_memory_used.restype = ctypes.c_int64
+        sqlite.sqlite3_memory_highwater.restype = ctypes.c_int64
+        sqlite.sqlite3_memory_highwater.argtypes = [ctypes.c_int]
+    except (OSError, AttributeError):
+        sqlite = None
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallinfo2.restype = _MallInfo2
