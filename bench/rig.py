@@ -179,11 +179,15 @@ class Rig:
              "--out", str(self.sub_out), "--ready", str(ready)], cwd=REPO)
         wait_for(ready.exists, 15, "subscriber")
 
-    def start_daemon(self, env: dict[str, str] | None = None) -> None:
+    def start_daemon(self, env: dict[str, str] | None = None,
+                     wrapper: list[str] | None = None) -> None:
+        """``wrapper``: module and arguments that run the daemon's command line in-process
+        (``["bench.memprobe", "--out", DIR, "--"]``); default ``collector.cli`` itself."""
         log = open(self.workdir / "daemon.log", "ab")  # noqa: SIM115 - handed to the child
         self.daemon_started = time.time()
+        module = wrapper or ["collector.cli"]
         self.daemon = subprocess.Popen(
-            [PY, "-m", "collector.cli", "--log-level", "WARNING", "run", "--config-dir",
+            [PY, "-m", *module, "--log-level", "WARNING", "run", "--config-dir",
              str(self.cfg_dir)], cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})})
         self.samples = Samples(psutil.Process(self.daemon.pid)).start()

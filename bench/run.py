@@ -293,7 +293,10 @@ def scenario_memory(args: argparse.Namespace) -> list[dict[str, Any]]:
     rig = Rig(args.workdir / "memory", 10, 100, gauge_presses=2)
     try:
         rig.start_infra()
-        rig.start_daemon()
+        rig.start_daemon(wrapper=None if args.probe is None else [
+            "bench.memprobe", "--out", str(args.probe), "--at", args.probe_at,
+            "--frames", str(args.probe_frames), "--every", str(args.probe_every),
+            *(["--no-tracemalloc"] if args.probe_frames == 0 else []), "--"])
         rig.wait_health()
         t0 = time.time()
         down_at = up_at = None
@@ -374,6 +377,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the work dir")
     p.add_argument("--memory-outage", action="store_true",
                    help="memory: broker down from the first minute to the end")
+    p.add_argument("--probe", type=Path, default=None,
+                   help="memory: run the daemon under bench.memprobe (tracemalloc, SQLite, "
+                        "glibc figures every 15 s) writing into this directory")
+    p.add_argument("--probe-at", default="60,300,900",
+                   help="memory --probe: s of the tracemalloc snapshots (diffs vs the first)")
+    p.add_argument("--probe-every", type=float, default=15.0,
+                   help="memory --probe: s between samples")
+    p.add_argument("--probe-frames", type=int, default=1,
+                   help="memory --probe: tracemalloc frames per allocation (0: no "
+                        "tracemalloc, RSS / SQLite / glibc and objects by type only)")
     p.add_argument("--cache-mb", type=int, default=None,
                    help="buffer.cache_mb of the daemon under test (default: its default)")
     powercut.add_arguments(p.add_argument_group("powercut"))

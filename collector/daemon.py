@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from buffer import memory
 from buffer.commands import CommandLog
 from buffer.store import Outbox
 from collector import messages, text_safety
@@ -460,14 +461,24 @@ class Daemon:
         return [g.id for g in press.gauges] if press is not None else []
 
     async def _prune_loop(self) -> None:
-        """Delete delivered history older than retention_h; an error (a full disk: even a
-        DELETE needs WAL space) is the guard's, and the next round tries again."""
-        retention_s = self.config.collector.buffer.retention_h * 3600
+        """Delete delivered history older than retention_h, then give the heap the pass
+        freed back to the system (``buffer.release_memory``: glibc keeps what the prune
+        connection's page cache freed, and RSS rose in steps, issue 12); an error (a full
+        disk: even a DELETE needs WAL space) is the guard's, and the next round tries
+        again."""
+        buf = self.config.collector.buffer
+        retention_s = buf.retention_h * 3600
         while True:
             await asyncio.sleep(self.prune_every_s)
             assert self.outbox is not None
             try:
                 await asyncio.to_thread(self.outbox.prune, retention_s)
+                if buf.release_memory:
+                    trimmed = await asyncio.to_thread(memory.trim)
+                    if trimmed is not None:
+                        self.bounds["heap_trims"] = \
+                            int(self.bounds.get("heap_trims", 0)) + 1  # type: ignore[call-overload]
+                        self.bounds["heap_trim_ms"] = round(trimmed.seconds * 1000, 2)
             except Exception as exc:
                 self._guarded_failure("prune", exc)
             else:

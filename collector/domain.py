@@ -199,6 +199,9 @@ def _integral(value: Any) -> int | None:
     return None
 
 
+SPC_HISTORY_DEFAULT = 100  # [workflow] spc_history_subgroups (docs/quality.md)
+
+
 @dataclass(frozen=True, slots=True)
 class WorkflowSettings:
     """Timings and options of one press's workflow (from the press's [workflow] table)."""
@@ -224,6 +227,9 @@ class WorkflowSettings:
     # None = no rate check (the config always gives one: docs/roles.md).
     stroke_counter_wrap: int | None = None
     max_strokes_per_min: float | None = None
+    # complete SPC subgroups kept whole per characteristic; older ones of the phase are
+    # summed (collector.quality.SpcHistory): memory stays bounded over a long phase
+    spc_history_subgroups: int = SPC_HISTORY_DEFAULT
 
 
 @dataclass(frozen=True, slots=True)

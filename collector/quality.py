@@ -4,19 +4,28 @@
 A ``CharSpc`` collects patrol values into subgroups, freezes control limits (from the
 plan, or from the first K subgroups of the phase), evaluates the run rules on each
 completed subgroup and keeps what capability needs. Voided values leave every statistic
-(the event log keeps them). Everything serialises to JSON for the workflow snapshot.
+(the event log keeps them). The workflow snapshot stores these dataclasses field by field
+(collector/workflow/codec.py).
+
+How much is kept (docs/quality.md, "How much history is kept"): the last ``keep``
+subgroups of the phase whole ([workflow] ``spc_history_subgroups``, never fewer than the
+baseline and the longest run-rule window need), and every older subgroup of the phase
+only as exact sums (``SpcHistory``), from which the limits and the capability of the
+whole phase are the same figures as from the values. Why: a phase can last months at a
+patrol rate, and the history was kept whole in memory and in every snapshot (issue 12).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 from collector import spc, text_safety
-from collector.domain import Characteristic, Plan, SpcOptions
+from collector.domain import SPC_HISTORY_DEFAULT, Characteristic, Plan, SpcOptions
 
 # --------------------------------------------------------------------------------------
 # Commands: name -> class (for the allow-list), required and optional fields.
@@ -150,6 +159,58 @@ class Completed:
     limits: spc.Limits | None = None
 
 
+def rule_window(opts: SpcOptions) -> int:
+    """The most points any run rule of ``opts`` looks back on (rule 1: one)."""
+    return max(1, opts.same_side, opts.trend, opts.alternating, opts.zone_a[1],
+               opts.zone_b[1], opts.stratification, opts.mixture)
+
+
+def history_window(char: Characteristic, keep: int) -> int:
+    """Subgroups kept whole: ``keep``, but never fewer than the baseline (limits are
+    computed from its subgroups), the longest run-rule window and the two subgroups the
+    moving range and a void need."""
+    return max(keep, 2, char.spc.baseline_subgroups, rule_window(char.spc))
+
+
+@dataclass
+class SpcHistory:
+    """The subgroups of the phase that left the window, as exact sums (floats are binary
+    fractions, so ``Fraction`` sums lose nothing): enough for the limits and the
+    capability of the whole phase. A void only ever touches the open or the last subgroup,
+    which are in the window: what is summed here never changes again. In the snapshot
+    (collector/workflow/codec.py walks the fields) a sum is its exact 'p/q' string."""
+
+    subgroups: int = 0
+    values: int = 0
+    sum_x: Fraction = Fraction(0)
+    sum_xx: Fraction = Fraction(0)
+    sum_dev2: Fraction = Fraction(0)  # Σ (x - target)², each term as capability takes it
+    below: int = 0  # values below LSL / above USL
+    above: int = 0
+    sum_disp: Fraction = Fraction(0)  # Σ range (X-bar/R), s (X-bar/s), moving range (I-MR)
+    pairs: int = 0  # I-MR: moving ranges in sum_disp
+    last: float | None = None  # the last value summed (the moving range across the edge)
+
+    def take(self, chart: str, values: Sequence[float], lsl: float | None,
+             usl: float | None, target: float) -> None:
+        self.subgroups += 1
+        for v in values:
+            self.values += 1
+            x = Fraction(v)
+            self.sum_x += x
+            self.sum_xx += x * x
+            self.sum_dev2 += Fraction((v - target) ** 2)
+            self.below += lsl is not None and v < lsl
+            self.above += usl is not None and v > usl
+            if chart == "i_mr":
+                if self.last is not None:
+                    self.sum_disp += Fraction(abs(v - self.last))
+                    self.pairs += 1
+                self.last = v
+        if chart != "i_mr":
+            self.sum_disp += Fraction(spc.point_of(chart, values)[1] or 0.0)
+
+
 @dataclass
 class CharSpc:
     char_id: str
@@ -163,6 +224,17 @@ class CharSpc:
     limits_from_plan: bool = False
     violations: int = 0  # rule violations in this phase (stability flag)
     since_capability: int = 0
+    # the phase's subgroups older than ``groups`` (the window), summed
+    history: SpcHistory = field(default_factory=SpcHistory)
+
+    @property
+    def subgroup_count(self) -> int:
+        """Complete subgroups of the phase (summed ones and the window)."""
+        return self.history.subgroups + len(self.groups)
+
+    @property
+    def value_count(self) -> int:
+        return self.history.values + sum(len(g) for _, g in self.groups)
 
     @classmethod
     def new(cls, char: Characteristic, phase: int, n: int) -> CharSpc:
@@ -175,9 +247,10 @@ class CharSpc:
             state.limits_from_plan = True
         return state
 
-    def add(self, char: Characteristic, reading_id: str | None, value: float
-            ) -> tuple[str, int, Completed | None]:
-        """Add a value: (subgroup id, position 1..n, Completed or None)."""
+    def add(self, char: Characteristic, reading_id: str | None, value: float,
+            keep: int = SPC_HISTORY_DEFAULT) -> tuple[str, int, Completed | None]:
+        """Add a value: (subgroup id, position 1..n, Completed or None). At most
+        ``history_window(char, keep)`` complete subgroups stay whole; older ones are summed."""
         if not self.open:
             self.started += 1
         sid = f"{self.char_id}/{self.phase}/{self.started}"
@@ -187,7 +260,21 @@ class CharSpc:
             return sid, position, None
         group, self.open = self.open, []
         self.groups.append((sid, group))
-        return sid, position, self._complete(char, sid, group)
+        done = self._complete(char, sid, group)
+        self._trim(char, history_window(char, keep))
+        return sid, position, done
+
+    def _trim(self, char: Characteristic, window: int) -> None:
+        """Sum the subgroups beyond the window into ``history`` (oldest first)."""
+        extra = len(self.groups) - window
+        if extra <= 0:
+            return
+        lsl = None if char.lsl is None else float(char.lsl)
+        usl = None if char.usl is None else float(char.usl)
+        target = float(cpm_target(char))
+        for _, g in self.groups[:extra]:
+            self.history.take(self.chart, [v for _, v in g], lsl, usl, target)
+        del self.groups[:extra]
 
     def _complete(self, char: Characteristic, sid: str,
                   group: list[tuple[str | None, float]]) -> Completed:
@@ -197,11 +284,9 @@ class CharSpc:
         if not opts.enabled:
             return done
         if self.limits is None:
-            if len(self.groups) >= opts.baseline_subgroups:
+            if self.subgroup_count >= opts.baseline_subgroups:
                 try:
-                    self.limits = spc.limits_for(self.chart, [[v for _, v in g]
-                                                              for _, g in self.groups],
-                                                 opts.individuals_sigma)
+                    self.limits = self._phase_limits(opts.individuals_sigma)
                 except (ValueError, ZeroDivisionError):
                     return done
                 if not math.isfinite(self.limits.sigma_point) or self.limits.sigma_point <= 0:
@@ -210,7 +295,7 @@ class CharSpc:
                 done.limits_frozen = self.limits
             return done  # the baseline itself is not judged against its own limits
         done.limits = lim = self.limits
-        points = self._points()
+        points = self._points(rule_window(opts))
         rules = ruleset(opts)
         found = spc.rules_at([p for p, _ in points], lim.center, lim.sigma_point, rules)
         ids = [sid_ for _, sid_ in points]
@@ -229,8 +314,10 @@ class CharSpc:
         self.violations += len(done.violations)
         return done
 
-    def _points(self) -> list[tuple[float, str]]:
-        return [(spc.point_of(self.chart, [v for _, v in g])[0], sid) for sid, g in self.groups]
+    def _points(self, last: int) -> list[tuple[float, str]]:
+        """The plotted points of the last ``last`` subgroups (what the rules look at)."""
+        return [(spc.point_of(self.chart, [v for _, v in g])[0], sid)
+                for sid, g in self.groups[-last:]]
 
     def _dispersion(self, group: list[tuple[str | None, float]]) -> float | None:
         if self.chart == "i_mr":
@@ -254,55 +341,77 @@ class CharSpc:
                 self.started -= 1
             self.since_capability = max(0, self.since_capability - 1)
             if self.limits is not None and not self.limits_from_plan \
-                    and len(self.groups) < self.limits.subgroups:
+                    and self.subgroup_count < self.limits.subgroups:
                 self.limits = None  # it was part of the baseline: recompute
             return True
         return False
 
     def values(self) -> list[float]:
+        """The values of the window (older ones are in ``history``, summed)."""
         return [v for _, g in self.groups for _, v in g]
 
-    def capability(self, char: Characteristic) -> spc.Capability | None:
-        values = self.values()
-        if not values:
+    def _phase_limits(self, individuals_sigma: str) -> spc.Limits:
+        """Limits from every complete subgroup of the phase (window and summed)."""
+        subgroups = [[v for _, v in g] for _, g in self.groups]
+        h = self.history
+        if h.subgroups == 0:
+            return spc.limits_for(self.chart, subgroups, individuals_sigma)
+        count = self.subgroup_count
+        values = [v for g in subgroups for v in g]
+        total = h.values + len(values)
+        mean = float((h.sum_x + sum(map(Fraction, values))) / total)
+        if self.chart == "i_mr":
+            mrs = [abs(b - a) for a, b in zip([h.last, *values], values, strict=False)
+                   if a is not None]
+            mrbar = float((h.sum_disp + sum(map(Fraction, mrs))) / (h.pairs + len(mrs)))
+            return spc.imr_from(mean, mrbar, self._stdev(values), count, individuals_sigma)
+        disp = sum(Fraction(spc.point_of(self.chart, g)[1] or 0.0) for g in subgroups)
+        dbar = float((h.sum_disp + disp) / count)
+        if self.chart == "xbar_r":
+            return spc.xbar_r_from(self.n, mean, dbar, count)
+        return spc.xbar_s_from(self.n, mean, dbar, count)
+
+    def _stdev(self, values: list[float]) -> float | None:
+        """Sample σ of every value of the phase, exact from the sums."""
+        h = self.history
+        n = h.values + len(values)
+        if n < 2:
             return None
-        sigma_w = (self.limits.sigma_within if self.limits is not None
-                   else spc.sigma_within_of(self.chart, [[v for _, v in g]
-                                                         for _, g in self.groups],
-                                            char.spc.individuals_sigma))
-        return spc.capability(values, sigma_w,
-                              None if char.lsl is None else float(char.lsl),
-                              None if char.usl is None else float(char.usl),
-                              target=float(cpm_target(char)))
+        sx = h.sum_x + sum(map(Fraction, values))
+        sxx = h.sum_xx + sum(Fraction(v) ** 2 for v in values)
+        return math.sqrt(float((sxx - sx * sx / n) / (n - 1)))
 
-    # ---- snapshot ----------------------------------------------------------------
-    def dump(self) -> dict[str, Any]:
-        return {"char_id": self.char_id, "phase": self.phase, "n": self.n,
-                "chart": self.chart, "open": [list(x) for x in self.open],
-                "groups": [[sid, [list(x) for x in g]] for sid, g in self.groups],
-                "started": self.started,
-                "limits": None if self.limits is None else self.limits.as_dict(),
-                "limits_from_plan": self.limits_from_plan, "violations": self.violations,
-                "since_capability": self.since_capability}
-
-    @classmethod
-    def load(cls, raw: Mapping[str, Any]) -> CharSpc:
-        def pair(x: Any) -> tuple[str | None, float]:
-            rid, value = x
-            if rid is not None and not isinstance(rid, str):
-                raise ValueError("reading id")
-            return rid, float(value)
-
-        lim = raw["limits"]
-        limits = None if lim is None else spc.Limits(
-            str(lim["chart"]), int(lim["n"]), *(float(lim[k]) for k in (
-                "center", "ucl", "lcl", "disp_center", "disp_ucl", "disp_lcl",
-                "sigma_within")), int(lim["subgroups"]))
-        return cls(str(raw["char_id"]), int(raw["phase"]), int(raw["n"]), str(raw["chart"]),
-                   [pair(x) for x in raw["open"]],
-                   [(str(sid), [pair(x) for x in g]) for sid, g in raw["groups"]],
-                   int(raw["started"]), limits, bool(raw["limits_from_plan"]),
-                   int(raw["violations"]), int(raw["since_capability"]))
+    def capability(self, char: Characteristic) -> spc.Capability | None:
+        """Capability of every non-voided value of the phase."""
+        values = self.values()
+        lsl = None if char.lsl is None else float(char.lsl)
+        usl = None if char.usl is None else float(char.usl)
+        target = float(cpm_target(char))
+        h = self.history
+        sigma_w: float | None
+        if h.values == 0:  # everything is in the window: the values themselves
+            if not values:
+                return None
+            sigma_w = (self.limits.sigma_within if self.limits is not None
+                       else spc.sigma_within_of(self.chart, [[v for _, v in g]
+                                                             for _, g in self.groups],
+                                                char.spc.individuals_sigma))
+            return spc.capability(values, sigma_w, lsl, usl, target=target)
+        if self.limits is not None:
+            sigma_w = self.limits.sigma_within
+        else:
+            try:
+                sigma_w = self._phase_limits(char.spc.individuals_sigma).sigma_within
+            except (ValueError, ZeroDivisionError):
+                sigma_w = None
+        n = h.values + len(values)
+        dev2 = h.sum_dev2 + sum(Fraction((v - target) ** 2) for v in values)
+        moments = spc.Moments(
+            n, float((h.sum_x + sum(map(Fraction, values))) / n), self._stdev(values),
+            h.below + sum(1 for v in values if lsl is not None and v < lsl),
+            h.above + sum(1 for v in values if usl is not None and v > usl),
+            math.sqrt(float(dev2 / (n - 1))) if n >= 2 else None)
+        return spc.capability_of(moments, sigma_w, lsl, usl, target=target)
 
 
 def cpm_target(char: Characteristic) -> Decimal:
@@ -346,7 +455,7 @@ def capability_body(char: Characteristic, state: CharSpc, plan: Plan,
     return {
         "characteristic": char.id, "char_class": char.char_class, "trigger": trigger,
         "phase": state.phase, "chart": state.chart, "subgroup_size": state.n,
-        "subgroups": len(state.groups), "n": n,
+        "subgroups": state.subgroup_count, "n": n,
         "mean": indices.get("mean"), "sigma_within": indices.get("sigma_within"),
         "sigma_overall": indices.get("sigma_overall"),
         **{k: indices.get(k) for k in ("cp", "cpk", "cpu", "cpl", "pp", "ppk", "ppu", "ppl",

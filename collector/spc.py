@@ -208,20 +208,30 @@ def _check_groups(subgroups: Sequence[Sequence[float]]) -> int:
 
 def xbar_r_limits(subgroups: Sequence[Sequence[float]]) -> Limits:
     n = _check_groups(subgroups)
-    k = constants(n)
     xbb = statistics.fmean(statistics.fmean(g) for g in subgroups)
     rbar = statistics.fmean(max(g) - min(g) for g in subgroups)
+    return xbar_r_from(n, xbb, rbar, len(subgroups))
+
+
+def xbar_r_from(n: int, xbb: float, rbar: float, subgroups: int) -> Limits:
+    """X-bar/R limits from X̿ and R̄ (the workflow's summarised history gives these)."""
+    k = constants(n)
     return Limits("xbar_r", n, xbb, xbb + k.A2 * rbar, xbb - k.A2 * rbar,
-                  rbar, k.D4 * rbar, k.D3 * rbar, rbar / k.d2, len(subgroups))
+                  rbar, k.D4 * rbar, k.D3 * rbar, rbar / k.d2, subgroups)
 
 
 def xbar_s_limits(subgroups: Sequence[Sequence[float]]) -> Limits:
     n = _check_groups(subgroups)
-    k = constants(n)
     xbb = statistics.fmean(statistics.fmean(g) for g in subgroups)
     sbar = statistics.fmean(statistics.stdev(g) for g in subgroups)
+    return xbar_s_from(n, xbb, sbar, len(subgroups))
+
+
+def xbar_s_from(n: int, xbb: float, sbar: float, subgroups: int) -> Limits:
+    """X-bar/s limits from X̿ and s̄."""
+    k = constants(n)
     return Limits("xbar_s", n, xbb, xbb + k.A3 * sbar, xbb - k.A3 * sbar,
-                  sbar, k.B4 * sbar, k.B3 * sbar, sbar / k.c4, len(subgroups))
+                  sbar, k.B4 * sbar, k.B3 * sbar, sbar / k.c4, subgroups)
 
 
 INDIVIDUALS_SIGMA = ("moving_range", "stdev")
@@ -235,12 +245,24 @@ def imr_limits(values: Sequence[float], sigma: str = "moving_range") -> Limits:
         raise ValueError("I-MR limits need at least two values")
     if sigma not in INDIVIDUALS_SIGMA:
         raise ValueError(f"unknown sigma {sigma!r} (allowed: {', '.join(INDIVIDUALS_SIGMA)})")
-    k = constants(2)
     xbar = statistics.fmean(values)
     mrbar = statistics.fmean(abs(b - a) for a, b in itertools.pairwise(values))
-    sd = mrbar / k.d2 if sigma == "moving_range" else statistics.stdev(values) / c4(len(values))
+    stdev = statistics.stdev(values) if sigma == "stdev" else None
+    return imr_from(xbar, mrbar, stdev, len(values), sigma)
+
+
+def imr_from(xbar: float, mrbar: float, stdev: float | None, count: int,
+             sigma: str = "moving_range") -> Limits:
+    """I-MR limits from X̄, MR̄ and (``sigma='stdev'``) the sample σ of the ``count`` values."""
+    k = constants(2)
+    if sigma == "moving_range":
+        sd = mrbar / k.d2
+    else:
+        if stdev is None:
+            raise ValueError("sigma='stdev' needs the values' standard deviation")
+        sd = stdev / c4(count)
     return Limits("i_mr", 1, xbar, xbar + 3 * sd, xbar - 3 * sd,
-                  mrbar, k.D4 * mrbar, 0.0, sd, len(values))
+                  mrbar, k.D4 * mrbar, 0.0, sd, count)
 
 
 def limits_for(chart: str, subgroups: Sequence[Sequence[float]],
@@ -362,13 +384,21 @@ def ppm_of(values: Sequence[float], mean: float, sigma_within: float | None,
            ) -> dict[str, dict[str, float | None]]:
     """Parts per million out of specification: observed, expected within, expected
     overall; each {below, above, total} (below/above 0 for a missing limit)."""
+    return ppm_from(len(values), sum(1 for v in values if lsl is not None and v < lsl),
+                    sum(1 for v in values if usl is not None and v > usl), mean,
+                    sigma_within, sigma_overall, lsl, usl)
+
+
+def ppm_from(n: int, below: int, above: int, mean: float, sigma_within: float | None,
+             sigma_overall: float | None, lsl: float | None, usl: float | None
+             ) -> dict[str, dict[str, float | None]]:
+    """``ppm_of`` from the counts of values below LSL / above USL out of ``n``."""
     def block(below: float | None, above: float | None) -> dict[str, float | None]:
         total = None if below is None or above is None else below + above
         return {"below": below, "above": above, "total": total}
 
-    n = len(values)
-    obs_below = sum(1 for v in values if lsl is not None and v < lsl) * 1e6 / n
-    obs_above = sum(1 for v in values if usl is not None and v > usl) * 1e6 / n
+    obs_below = below * 1e6 / n
+    obs_above = above * 1e6 / n
     out = {"observed": block(obs_below, obs_above)}
     for name, sigma in (("expected_within", sigma_within), ("expected_overall", sigma_overall)):
         lo = 0.0 if lsl is None else _normal_tail(lsl, mean, sigma, below=True)
@@ -385,17 +415,46 @@ def capability(values: Sequence[float], sigma_within: float | None,
     form of σ² + (μ-T)²); PPM out of specification."""
     if not values:
         raise ValueError("capability needs values")
-    mean = statistics.fmean(values)
-    overall = statistics.stdev(values) if len(values) >= 2 else None
-    cp, cpk, cpu, cpl = _indices(mean, sigma_within, lsl, usl)
-    pp, ppk, ppu, ppl = _indices(mean, overall, lsl, usl)
+    n = len(values)
+    tau = None
+    if target is not None and n >= 2:
+        tau = math.sqrt(math.fsum((v - target) ** 2 for v in values) / (n - 1))
+    moments = Moments(n, statistics.fmean(values),
+                      statistics.stdev(values) if n >= 2 else None,
+                      sum(1 for v in values if lsl is not None and v < lsl),
+                      sum(1 for v in values if usl is not None and v > usl), tau)
+    return capability_of(moments, sigma_within, lsl, usl, target)
+
+
+@dataclass(frozen=True, slots=True)
+class Moments:
+    """What capability needs of the values: count, mean, sample σ (n-1; None below 2),
+    values below LSL / above USL, and τ = √(Σ(x-T)²/(n-1)) about the target (None without
+    one). The workflow's SPC history keeps only a window of subgroups and sums of the rest
+    (collector/quality.py); from those sums it builds the same figures."""
+
+    n: int
+    mean: float
+    stdev: float | None
+    below: int
+    above: int
+    tau: float | None = None
+
+
+def capability_of(m: Moments, sigma_within: float | None, lsl: float | None,
+                  usl: float | None, target: float | None = None) -> Capability:
+    """``capability`` from the values' moments."""
+    if m.n < 1:
+        raise ValueError("capability needs values")
+    cp, cpk, cpu, cpl = _indices(m.mean, sigma_within, lsl, usl)
+    pp, ppk, ppu, ppl = _indices(m.mean, m.stdev, lsl, usl)
     cpm = None
-    if target is not None and len(values) >= 2:
-        tau = math.sqrt(math.fsum((v - target) ** 2 for v in values) / (len(values) - 1))
-        cpm = cpm_of(target, tau, lsl, usl, target)  # τ already holds the offset
-    return Capability(len(values), mean, sigma_within, overall, cp, cpk, cpu, cpl,
+    if target is not None and m.tau is not None:
+        cpm = cpm_of(target, m.tau, lsl, usl, target)  # τ already holds the offset
+    return Capability(m.n, m.mean, sigma_within, m.stdev, cp, cpk, cpu, cpl,
                       pp, ppk, ppu, ppl, cpm, target,
-                      ppm_of(values, mean, sigma_within, overall, lsl, usl))
+                      ppm_from(m.n, m.below, m.above, m.mean, sigma_within, m.stdev, lsl,
+                               usl))
 
 
 def sigma_within_of(chart: str, subgroups: Sequence[Sequence[float]],

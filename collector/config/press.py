@@ -157,6 +157,14 @@ class WorkflowConfig(ConfigModel):
                                             "stroke counter returns to 0; unset = from the "
                                             "tag type (uint16: 65536, uint32: 4294967296; an "
                                             "OPC UA node: none).")
+    spc_history_subgroups: int = Field(domain.SPC_HISTORY_DEFAULT, ge=2, le=100_000,
+                                       description="Complete SPC subgroups kept whole in "
+                                       "memory per characteristic (never fewer than the "
+                                       "plan's `baseline_subgroups` and longest run-rule "
+                                       "window); older subgroups of the "
+                                       "phase are kept as exact sums, so limits and "
+                                       "capability still cover the whole phase "
+                                       "(docs/quality.md, \"How much history is kept\").")
 
 
 class PressTelemetryConfig(ConfigModel):
@@ -267,6 +275,7 @@ def to_workflow_settings(workflow: WorkflowConfig) -> domain.WorkflowSettings:
                                    inspection_100_max_unmeasured=(
                                        workflow.inspection_100_max_unmeasured),
                                    max_strokes_per_min=workflow.max_strokes_per_min,
-                                   stroke_counter_wrap=workflow.stroke_counter_wrap)
+                                   stroke_counter_wrap=workflow.stroke_counter_wrap,
+                                   spc_history_subgroups=workflow.spc_history_subgroups)
 
 

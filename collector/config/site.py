@@ -182,6 +182,11 @@ class BufferConfig(ConfigModel):
                           "size-bound passes an eighth each. It bounds the daemon's memory "
                           "(docs/telemetry-and-health.md, \"Memory\"); the OS page cache "
                           "serves the rest.")
+    release_memory: bool = Field(True, description="After each prune round (every 5 "
+                                 "minutes) give the heap freed by SQLite and Python back to "
+                                 "the system (glibc `malloc_trim`; no effect with another C "
+                                 "library). Off: RSS keeps its high-water mark "
+                                 "(docs/telemetry-and-health.md, \"Memory\").")
 
 
 class TelemetryConfig(ConfigModel):

@@ -1,9 +1,9 @@
 """Snapshot helpers: the error a malformed snapshot raises and the checks that raise it.
 
 Each workflow component turns itself into a JSON-able dict (``dump``) and back
-(``load``), the way ``collector.quality.CharSpc`` does. ``load`` raises ``BadSnapshot``
-(a ``ValueError``) on anything malformed; the coordinator then starts that part fresh
-(see ``PressWorkflow.restore``).
+(``load``); most of them by their fields (``Record``, ``dump``/``load`` below). ``load``
+raises ``BadSnapshot`` (a ``ValueError``) on anything malformed; the coordinator then
+starts that part fresh (see ``PressWorkflow.restore``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import dataclasses
 import types
 import typing
 from collections.abc import Mapping
+from fractions import Fraction
 from typing import Any
 
 
@@ -50,7 +51,8 @@ def opt_str(value: Any, what: str) -> str | None:
 # the fields and the type hints, so a field is named once, in the class. ``load``
 # checks every value against its hint (``BadSnapshot`` otherwise): int (not bool), float
 # (int accepted), str, bool, None in a union, list / tuple / set / dict of those, nested
-# dataclasses, classes with their own ``load`` (``CharSpc``), and ``Any`` (JSON, copied).
+# dataclasses, classes with their own ``load``, ``Fraction`` (its exact 'p/q' string: the
+# summed SPC history, ``collector.quality.SpcHistory``) and ``Any`` (JSON, copied).
 
 _HINTS: dict[type, dict[str, Any]] = {}
 
@@ -65,6 +67,8 @@ def dump(obj: Any) -> Any:
         return [dump(v) for v in obj]
     if isinstance(obj, (set, frozenset)):
         return sorted(dump(v) for v in obj)
+    if isinstance(obj, Fraction):
+        return str(obj)
     if hasattr(obj, "dump"):
         return obj.dump()
     return obj
@@ -94,6 +98,12 @@ def load(tp: Any, raw: Any, what: str = "snapshot") -> Any:
     if tp is str:
         want(isinstance(raw, str), what)
         return raw
+    if tp is Fraction:
+        want(isinstance(raw, str), what)
+        try:
+            return Fraction(raw)
+        except (ValueError, ZeroDivisionError):
+            raise BadSnapshot(what) from None
     if origin is list:
         want(isinstance(raw, list), what)
         return [load(args[0], v, what) for v in raw]

@@ -200,7 +200,8 @@ def measurement(wf: PressWorkflow, ts: float, plan: Plan, index: int,
     due_id = wf.patrol.due.id if wf.patrol.due is not None else None
     if spc_state is not None:
         sid, position, done = spc_state.add(char, result["reading_id"],
-                                            float(Decimal(result["value"])))
+                                            float(Decimal(result["value"])),
+                                            wf.settings.spc_history_subgroups)
         subgroup = {"id": sid, "position": position, "size": spc_state.n}
         if done is not None:
             records += _on_subgroup(wf, ts, plan, char, spc_state, done, changes, alarms)
@@ -238,7 +239,7 @@ def _on_subgroup(wf: PressWorkflow, ts: float, plan: Plan, char: Characteristic,
             "subgroup": {"id": done.subgroup_id, "values": done.values}},
             done.reading_ids, changes))
     if state.since_capability >= plan.capability_every and \
-            len(state.values()) >= plan.capability_min_values:
+            state.value_count >= plan.capability_min_values:
         state.since_capability = 0
         records += capability(wf, ts, plan, char, state, "periodic", changes, alarms)
     return records
