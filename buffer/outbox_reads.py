@@ -92,8 +92,8 @@ class ReadsMixin(OutboxState):
             return self._queued_ops - self._committed_ops
 
     def get_kv(self, key: str, default: Any = None) -> Any:
-        with self._lock:
-            queued = self._kv_q.get(key)
+        with self._lock:  # queued, or taken by a commit not yet finished
+            queued = self._kv_q.get(key) or self._kv_inflight.get(key)
         if queued is not None:
             return json.loads(queued[0])
         with self._read_lock:

@@ -57,6 +57,8 @@ class OutboxState:
         self._marks: list[int] = []
         self._retained_q: dict[str, tuple[str, bytes, float]] = {}
         self._kv_q: dict[str, tuple[str, float]] = {}
+        # taken by the writer, not yet committed: get_kv looks here between the two
+        self._kv_inflight: dict[str, tuple[str, float]] = {}
         self._queued_ops = 0  # total ops ever queued
         self._committed_ops = 0  # total ops ever committed
         self._first_queued_at: float | None = None

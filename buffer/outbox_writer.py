@@ -134,6 +134,7 @@ class WriterMixin(SyncMixin):
                     self._flush_now = False
                 self._marks = []
                 self._retained_q, self._kv_q = {}, {}
+                self._kv_inflight = kv
                 # payload bytes leaving the memory queue with this (possibly chunked) batch
                 batch_bytes = sum(len(r.payload) for r in rows)
                 self._queued_bytes = max(0, self._queued_bytes - batch_bytes)
@@ -151,6 +152,7 @@ class WriterMixin(SyncMixin):
                     self._marks = marks + self._marks
                     self._retained_q = {**retained, **self._retained_q}
                     self._kv_q = {**kv, **self._kv_q}
+                    self._kv_inflight = {}
                     if self._first_queued_at is None:
                         self._first_queued_at = time.monotonic()
                     self._stats["write_errors"] += 1
@@ -183,6 +185,7 @@ class WriterMixin(SyncMixin):
             backoff = BACKOFF_MIN_S
             with self._cond:
                 self._failing = False
+                self._kv_inflight = {}  # committed: the read connection sees it now
                 if self._shed_episode:
                     log.warning("buffer: %d queued telemetry rows were dropped from memory "
                                 "while the buffer could not be written", self._shed_episode)

@@ -69,6 +69,31 @@ class Gate:
         self._run("marks", last_id, seqs)
 
 
+def test_a_snapshot_taken_by_a_commit_in_progress_is_still_read(tmp_path: Path) -> None:
+    """get_kv between the writer taking a snapshot from the queue and its commit: the
+    value, not nothing (a press restarted by SIGHUP resumes from its last snapshot)."""
+    with Outbox.open(tmp_path / "buffer.sqlite", commit_interval_s=0.001) as ob:
+        ob.put_kv("snap:p1", {"state": "old"})
+        assert ob.flush_sync(timeout=10)
+        entered, release = threading.Event(), threading.Event()
+        real = ob._commit
+
+        def held(*args, **kwargs):  # type: ignore[no-untyped-def]
+            entered.set()
+            release.wait(10)
+            return real(*args, **kwargs)
+
+        ob._commit = held  # type: ignore[method-assign]
+        try:
+            ob.put_kv("snap:p1", {"state": "released"})
+            assert entered.wait(10), "the writer never took the batch"
+            assert ob.get_kv("snap:p1") == {"state": "released"}
+        finally:
+            release.set()
+        assert ob.flush_sync(timeout=10)
+        assert ob.get_kv("snap:p1") == {"state": "released"}
+
+
 def test_no_row_reaches_the_publisher_before_the_fsync_that_covers_it(tmp_path: Path) -> None:
     """Each of the two syncs (the WAL's fdatasync, the seq mark file's write + fdatasync)
     is held open in turn: while either is unfinished the row is committed in SQLite (a
