@@ -171,6 +171,12 @@ async def story(line: Line, page: Page, url: str) -> AsyncIterator[str]:
     await measure(line, page, [("g1", "25.004"), ("g2", "12.510"), ("g2", "0.010")], [
         "article.char-card[data-char=C1] circle.point", "article.char-card[data-char=C2] "
         "circle.point", "article.char-card[data-char=C3] circle.point"])
+    # strokes made after the passing check: the hold's containment has parts to isolate
+    assert line.daemon is not None
+    runtime = line.daemon.presses["p1"]
+    passed_at = runtime.workflow.context()["stroke_count"]
+    await line.sub.wait_for(
+        lambda _m: runtime.workflow.context()["stroke_count"] > passed_at, 15)
     await measure(line, page, [("g1", "25.040")],  # in tolerance, beyond UCL 25.03
                   ["article.char-card[data-char=C1] circle.point.signal"])
     await page.wait("body.state-hold li.alarm.rule.unacked")
