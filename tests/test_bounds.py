@@ -13,9 +13,10 @@ import pytest
 
 from buffer.store import Committed, Outbox, OutboxRow
 from collector.config import load_config, to_workflow_settings
-from collector.daemon import Daemon, role_tags, watchdog_loop
+from collector.daemon import Daemon, watchdog_loop
 from collector.messages import Topics
 from collector.press import PressRuntime
+from collector.press_drivers import role_tags
 from collector.streams import STREAMS
 from drivers.base import GaugeValue, PollResult
 from sim.demo import REPO_CONFIG

@@ -15,10 +15,10 @@ from pathlib import Path
 import orjson
 
 from buffer.store import Outbox
-from collector.daemon import supervise
 from collector.domain import WorkflowSettings
 from collector.messages import Topics
 from collector.press import PressRuntime
+from collector.press_drivers import supervise
 from drivers.base import Backoff, DriverEvent, PollResult
 from drivers.modbus.driver import ModbusPoller
 from drivers.modbus.engine import ModbusBus, SerialLink

@@ -20,11 +20,11 @@ from buffer.store import Outbox
 from collector.cli import main
 from collector.command_gate import CommandGate, policy_from_config
 from collector.config import load_config, to_workflow_settings
-from collector.daemon import role_tags
 from collector.domain import Reaction
 from collector.export.measurements import CATALOGUE
 from collector.messages import Topics
 from collector.press import PressRuntime
+from collector.press_drivers import role_tags
 from tests.support.quality_buffer import FA_READINGS, PART, REPO_CONFIG, ROOT, T0, Story
 from tests.test_exports import parse_dfq
 

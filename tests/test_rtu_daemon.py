@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from collector.config import load_config
-from collector.daemon import build_drivers
 from collector.gauge_triggers import GaugeTriggers
+from collector.press_drivers import build_drivers
 from drivers.base import GaugeValue, PollResult
 from drivers.modbus.engine import ModbusBus
 from sim.bus import BusSimulator

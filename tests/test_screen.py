@@ -20,9 +20,9 @@ import pytest
 
 from buffer.store import Outbox
 from collector.config import ScreenConfig, load_config, to_workflow_settings
-from collector.daemon import role_tags
 from collector.messages import Topics
 from collector.press import PressRuntime
+from collector.press_drivers import role_tags
 from collector.screen.accounts import (
     Account,
     AccountsError,

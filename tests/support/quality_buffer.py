@@ -20,9 +20,9 @@ import orjson
 from buffer.store import Outbox
 from collector.command_gate import CommandGate, policy_from_config
 from collector.config import load_config, to_workflow_settings
-from collector.daemon import role_tags
 from collector.messages import Topics, iso_utc
 from collector.press import PressRuntime
+from collector.press_drivers import role_tags
 from drivers.base import GaugeValue, PollResult
 
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config"
