@@ -339,7 +339,11 @@ class WriterMixin(SyncMixin):
             st["marks_written"] += marked
             st["last_commit_ms"] = round((time.perf_counter() - t0) * 1000, 3)
         if rows or retained:
-            return Committed(first_id, last_id, pending_rows, tuple(retained), durable)
+            fresh = ()
+            if pending_rows and first_id is not None and self._listeners:
+                fresh = tuple([(first_id + i, r.stream, r.topic, r.payload)
+                               for i, r in enumerate(rows) if not r.delivered])
+            return Committed(first_id, last_id, pending_rows, tuple(retained), durable, fresh)
         return None
 
     def _exec_in_writer(self, sql: str) -> list[Any]:
