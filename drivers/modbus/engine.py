@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from drivers.base import Backoff, PollResult, Sink
-from drivers.link import LinkDown, LinkState, SlotGrid, WriteFailed
+from drivers.link import POLL_EARLY_S, LinkDown, LinkState, SlotGrid, WriteFailed
 from drivers.modbus.codec import (
     BIT_AREAS,
     Block,
@@ -63,15 +63,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["BusUnit", "LinkDown", "ModbusBus", "ModbusTcpLink", "SerialLink", "TcpLink",
            "UnitTimeout", "WriteFailed", "read_block", "read_once_line", "rtu_gap_s"]
-
-
-# A poll due within this is served now, not after another wait: uvloop's timers count
-# whole milliseconds on a clock read once per loop turn, so a timer fires up to ~1 ms
-# before its time, and a wait under 0.5 ms rounds to "call soon". Waiting again for that
-# rest was a busy loop: ~20 extra loop turns per poll (measured: 5,849 waits for 300
-# polls every 10 ms; with this slack 300). A poll up to 1 ms early is on its slot (the
-# jitter metric counts it as 0; ``scheduled`` stays the slot's time).
-POLL_EARLY_S = 0.001
 
 
 class UnitTimeout(Exception):
