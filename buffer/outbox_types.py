@@ -41,6 +41,9 @@ class Committed:
     pending_rows: int  # rows in that range that wait for delivery
     retained: tuple[str, ...]  # presses whose retained state changed
     durable: bool
+    # the rows of that range that wait for delivery, ``(id, stream, topic, payload)`` in id
+    # order: the publisher takes them from here instead of reading them back from SQLite
+    rows: tuple[tuple[int, str, str, bytes], ...] = ()
 
 
 Listener = Callable[[Committed], None]

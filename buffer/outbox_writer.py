@@ -141,7 +141,7 @@ class WriterMixin(SyncMixin):
                 self._shed_at = self.max_queued_bytes
                 self._first_mark_at = None
             try:
-                info = self._commit(rows, created, marks, retained, kv)
+                info = self._commit(rows, created, marks, retained, kv, batch_bytes)
             except sqlite3.Error as exc:
                 with self._cond:
                     # put the batch back in front of anything queued meanwhile
@@ -250,7 +250,9 @@ class WriterMixin(SyncMixin):
 
     def _commit(self, rows: list[OutboxRow], created: list[float], marks: list[int],
                 retained: dict[str, tuple[str, bytes, float]],
-                kv: dict[str, tuple[str, float]]) -> Committed | None:
+                kv: dict[str, tuple[str, float]], payload_bytes: int = -1) -> Committed | None:
+        """One transaction; ``payload_bytes``: the rows' payload size, if the caller
+        has it (the writer sums it once per batch for the memory bound)."""
         conn = self._wconn
         assert conn is not None
         durable = any(r.durable for r in rows)
@@ -335,11 +337,16 @@ class WriterMixin(SyncMixin):
             st["commits_full"] += int(synced)
             st["rows_written"] += len(rows)
         if rows:
-            self._note_written(sum(len(r.payload) for r in rows))
+            self._note_written(payload_bytes if payload_bytes >= 0
+                               else sum(len(r.payload) for r in rows))
             st["marks_written"] += marked
             st["last_commit_ms"] = round((time.perf_counter() - t0) * 1000, 3)
         if rows or retained:
-            return Committed(first_id, last_id, pending_rows, tuple(retained), durable)
+            fresh = ()
+            if pending_rows and first_id is not None and self._listeners:
+                fresh = tuple([(first_id + i, r.stream, r.topic, r.payload)
+                               for i, r in enumerate(rows) if not r.delivered])
+            return Committed(first_id, last_id, pending_rows, tuple(retained), durable, fresh)
         return None
 
     def _exec_in_writer(self, sql: str) -> list[Any]:

@@ -82,6 +82,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from buffer.store import Committed, Outbox
+from collector.fresh_rows import FreshRows
 from collector.mqtt_loop import MqttLoop, reconnect_forever
 from collector.outbox_wake import CommitWake, wait_drained
 
@@ -160,8 +161,11 @@ class Publisher:
         self._scan_more = False  # the event lane stopped short of the snapshot: pump again
         self._replay: deque[tuple[int, int]] = deque()  # live-stream ids (lo, hi] to replay
         self._replay_top = 0  # backlog rows (throttled) have id <= this
-        self._wake = CommitWake(outbox, self._kick, self._note_retained)
+        self._wake = CommitWake(outbox, self._kick, self._note_commit)
         self._wake_lock = self._wake.lock
+        # the rows the writer's notices carried: the one-lane drain reads them from here
+        self._fresh = FreshRows(2 * max_inflight * FETCH_WINDOWS, self.skip_streams,
+                                self._wake_lock)
         self._idle = asyncio.Event()
         self._after_connect_pending = False
         self._stopping = False
@@ -322,10 +326,12 @@ class Publisher:
         self._pump()
 
     # ------------------------------------------------------------------ outbox side
-    def _note_retained(self, info: Committed) -> None:
-        """Outbox writer thread, under the wake lock: presses whose retained state moved."""
+    def _note_commit(self, info: Committed) -> None:
+        """Outbox writer thread, under the wake lock: presses whose retained state moved,
+        and the committed rows kept for the drain (``collector.fresh_rows``)."""
         if info.retained:
             self._retained_dirty.update(info.retained)
+        self._fresh.add(info)
 
     def _kick(self) -> None:
         if self._connected and not self._after_connect_pending:
@@ -443,6 +449,10 @@ class Publisher:
         ``after`` < id <= ``hi``, a few windows at most, and the cursor after them: ``hi``
         when they are all there are, else the last id read."""
         n = self.max_inflight * FETCH_WINDOWS
+        if streams is None:  # the one-lane drain: the rows of the last commits, if kept
+            kept = self._fresh.take(after, hi, n)
+            if kept is not None:
+                return kept
         if streams is None and self.skip_streams:
             rows = self.outbox.pending_streams(self.skip_streams, after, n, exclude=True,
                                                upto=hi)

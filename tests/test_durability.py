@@ -133,6 +133,8 @@ def test_no_row_reaches_the_publisher_before_the_fsync_that_covers_it(tmp_path: 
             # visible only now, with the seq mark file on disk covering it
             assert [r[2] for r in ob.pending(before)] == [b'{"v":%d}' % seq]
             assert ob.last_id == before + 1 and len(seen) == n_seen + 1
+            # the notice carrying the row itself (the publisher's drain) came after both
+            assert [r[3] for r in seen[-1].rows] == [b'{"v":%d}' % seq]
             last_id, seqs, state = read_marks(mark_path(db))
             assert state == "ok" and seqs[("p1", "telemetry")] == seq
             assert last_id == ob.last_id

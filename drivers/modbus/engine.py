@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from drivers.base import Backoff, PollResult, Sink
-from drivers.link import LinkDown, LinkState, SlotGrid, WriteFailed
+from drivers.link import POLL_EARLY_S, LinkDown, LinkState, SlotGrid, WriteFailed
 from drivers.modbus.codec import (
     BIT_AREAS,
     Block,
@@ -279,6 +279,7 @@ class ModbusBus:
         self._task: asyncio.Task[None] | None = None
         self._waiter: asyncio.Future[None] | None = None  # the loop's wait between polls
         self._writes: list[tuple[BusUnit, _Write]] = []
+        self._live: list[BusUnit] = []  # the attached units (rebuilt on attach/detach)
         self.master: Master | None = None  # the current connection (stats)
 
     @property
@@ -314,6 +315,7 @@ class ModbusBus:
         unit = self.units[source]
         unit.state.attach(sink)
         unit.attached = True
+        self._relist()
         unit.state.online = None
         unit.next_due = time.monotonic()
         unit.grid.restart(unit.next_due)
@@ -327,6 +329,7 @@ class ModbusBus:
             raise
         finally:
             unit.attached = False
+            self._relist()
             unit.state.detach()
             self._fail_writes(unit, "the press's driver stopped")
             if not any(u.attached for u in self.units.values()) and self._task is not None:
@@ -454,8 +457,13 @@ class ModbusBus:
             timer.cancel()
             self._waiter = None
 
+    def _relist(self) -> None:
+        """Rebuild the attached units' list (a press attached or left), in ``units``
+        order: the loop reads it per poll instead of filtering ``units`` each time."""
+        self._live = [u for u in self.units.values() if u.attached]
+
     def _attached(self) -> list[BusUnit]:
-        return [u for u in self.units.values() if u.attached]
+        return self._live
 
     async def _serve(self, master: Master) -> None:
         now = time.monotonic()
@@ -464,25 +472,28 @@ class ModbusBus:
             unit.next_due = now
             unit.last_ok = True
         answered = False
+        down_when_silent = self.link.down_when_silent
         while True:
-            units = self._attached()
+            units = self._live
             if not units:
                 return  # the last press left: run() ends (no idle wait without a timer)
-            unit = min(units, key=lambda u: u.next_due)
+            # Modbus TCP and RTU over TCP carry one unit per line: no min() to pick it
+            unit = units[0] if len(units) == 1 else min(units, key=_next_due)
             delay = unit.next_due - time.monotonic()
-            if delay > 0 and self._writes:  # between polls: one write, then look again
+            if delay > POLL_EARLY_S and self._writes:  # between polls: one write, look again
                 owner, job = self._writes.pop(0)
                 if owner.attached:
                     await self._serve_write(master, owner, job)
                 continue
-            if delay > 0:
+            if delay > POLL_EARLY_S:
                 await self._sleep(delay)
                 continue  # re-pick: a unit may have been attached meanwhile, or a write
             await self._poll_unit(master, unit)
-            if unit.last_ok and not answered:
-                answered = True
-                self.link_backoff.reset()  # the line works: the next outage starts afresh
-            if self.link.down_when_silent and not any(u.last_ok for u in self._attached()):
+            if unit.last_ok:
+                if not answered:
+                    answered = True
+                    self.link_backoff.reset()  # the line works: the next outage afresh
+            elif down_when_silent and not any(u.last_ok for u in self._live):
                 raise LinkDown("no unit answers")
 
     async def _poll_unit(self, master: Master, unit: BusUnit) -> None:
@@ -557,6 +568,10 @@ async def read_once_line(link: Link, unit: int, tags: Sequence[TagSpec], timeout
         await master.close()
     return out
 
+
+
+def _next_due(unit: BusUnit) -> float:
+    return unit.next_due
 
 
 def _done(waiter: asyncio.Future[None]) -> None:

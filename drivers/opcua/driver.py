@@ -50,7 +50,7 @@ from asyncua import Client, ua
 from asyncua.common.subscription import DataChangeEvent, StatusChangeEvent, Subscription
 
 from drivers.base import Backoff, PollResult, Sink, json_safe
-from drivers.link import LinkDown, LinkState, SlotGrid, WriteFailed
+from drivers.link import POLL_EARLY_S, LinkDown, LinkState, SlotGrid, WriteFailed
 from drivers.opcua.nodes import parse_node
 from drivers.opcua.security import OpcuaSecurity
 from drivers.opcua.session import (
@@ -280,7 +280,7 @@ class OpcuaPoller:
             if self._lost is not None:
                 raise LinkDown(self._lost)
             now = time.monotonic()
-            wait = max(0.0, min(next_poll - now, last_emit + self.heartbeat_s - now,
+            wait = max(0.0, min(next_poll - POLL_EARLY_S - now, last_emit + self.heartbeat_s - now,
                                 next_retry - now, _WAIT_STEP_S))
             if sub is not None:
                 try:
@@ -293,7 +293,7 @@ class OpcuaPoller:
             else:
                 await asyncio.sleep(wait)
             now = time.monotonic()
-            if now >= next_poll:
+            if now >= next_poll - POLL_EARLY_S:  # see POLL_EARLY_S: no busy wait for the rest
                 try:
                     results = await read_values(client, poll_ids)
                 except (asyncio.CancelledError, LinkDown):
