@@ -18,7 +18,7 @@ from collector.config import PressConfig
 from collector.gauge_triggers import GaugeTriggers
 from drivers.base import Backoff, PlcDriver, Sink
 
-log = logging.getLogger("collector.daemon")  # the supervisor's lines, as before the move
+log = logging.getLogger(__name__)
 
 
 def role_tags(press: PressConfig) -> dict[str, str]:
