@@ -11,14 +11,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
+if TYPE_CHECKING:
+    from cryptography import x509
 
 CERT_SUFFIXES = (".der", ".pem", ".crt", ".cer")
 
 
 def load_certificate(path: Path) -> x509.Certificate:
     """A certificate from a DER or PEM file (raises ValueError / OSError)."""
+    from cryptography import x509  # ~9 MB: imported only when a certificate is read
+
     data = path.read_bytes()
     return (x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data
             else x509.load_der_x509_certificate(data))

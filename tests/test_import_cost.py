@@ -31,6 +31,9 @@ def imported_after(code: str) -> set[str]:
 @pytest.mark.parametrize("code", [
     "import collector.cli, collector.daemon",
     "from collector.config import load_config; load_config('config')",
+    # the start-up checks read certificates only where a config names some
+    "from collector.config import load_config\nfrom collector.security import startup_warnings\n"
+    "startup_warnings(load_config('config'))",
 ])
 def test_the_daemon_does_not_import_what_only_some_configs_need(code: str) -> None:
     assert imported_after(code) == set(), ON_DEMAND
@@ -40,3 +43,28 @@ def test_a_press_with_command_keys_loads_cryptography_then() -> None:
     code = ("from collector import signing\n"
             "signing.load_public_key('A' * 43 + '=')")
     assert "cryptography" in imported_after(code)
+
+
+def test_run_does_not_look_up_other_distributions_commands() -> None:
+    """`run` builds its parser without the entry points (importlib.metadata, email, the
+    simulators' package): the daemon would carry them for its whole life."""
+    probe = ("import sys\nimport collector.cli as cli\n"
+             "cli.cmd_run = lambda args: 0\n"
+             "cli.main(['--log-level', 'WARNING', 'run', '--config-dir', 'config'])\n"
+             "print(sorted(m for m in ('email', 'sim', 'sim.commands', 'zipfile') "
+             "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=True, timeout=60).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(("argv", "command"), [
+    (["run"], "run"), (["--log-level", "DEBUG", "run", "--config-dir", "c"], "run"),
+    (["--log-level=DEBUG", "check"], "check"), (["demo", "--config-dir", "run"], "demo"),
+    (["--help"], None), ([], None),
+])
+def test_the_command_is_read_before_the_parser_is_built(argv: list[str],
+                                                        command: str | None) -> None:
+    from collector.cli import _command_of
+
+    assert _command_of(argv) == command
