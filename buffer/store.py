@@ -127,7 +127,7 @@ class Outbox(WriterMixin, ReadsMixin, BoundsMixin):
     # ------------------------------------------------------------------ open/close
     @classmethod
     def open(cls, path: str | os.PathLike[str], commit_interval_s: float = 0.05, *,
-             readonly: bool = False, cache_mb: int = 16,
+             readonly: bool = False, cache_mb: int = 4,
              max_queued_bytes: int = MAX_QUEUED_BYTES,
              check_budget_s: float | None = START_CHECK_S,
              streams: Streams = NO_POLICIES) -> Outbox:

@@ -176,12 +176,14 @@ class BufferConfig(ConfigModel):
                                  "full): over it the oldest queued telemetry is dropped "
                                  "(counted, alarm `buffer_write_failed`); quality events "
                                  "never.")
-    cache_mb: int = Field(16, ge=2, le=4096, description="SQLite page-cache budget of the "
+    cache_mb: int = Field(4, ge=2, le=4096, description="SQLite page-cache budget of the "
                           "buffer, MiB, shared by its connections: the writer half, the "
                           "publisher's reader a quarter, the checkpointer and the prune / "
                           "size-bound passes an eighth each. It bounds the daemon's memory "
                           "(docs/telemetry-and-health.md, \"Memory\"); the OS page cache "
-                          "serves the rest.")
+                          "serves the rest. Sized from the bench: 16 gave no faster "
+                          "writes, replays or prunes than 4 and cost ~6 MB of RSS "
+                          "(bench/README.md, \"Line RSS\").")
     release_memory: bool = Field(True, description="After each prune round (every 5 "
                                  "minutes) give the heap freed by SQLite and Python back to "
                                  "the system (glibc `malloc_trim`; no effect with another C "
