@@ -123,7 +123,7 @@ class PressRuntime:
             return
         seq = self.outbox.next_seq(self.press, TELEMETRY_STREAM)
         payload = messages.encode_telemetry(self.press, seq, result.ts, self.topics.host, values,
-                                            result.errors, self._telemetry_context())
+                                            result.errors, self.workflow.telemetry_context())
         self.outbox.add(streams.row(self._streams[TELEMETRY_STREAM], self.press, seq,
                                     self._telemetry_topic, payload))
         self._emit(events, result.ts)
@@ -147,7 +147,7 @@ class PressRuntime:
         assert self.telemetry_filter is not None
         values = result.values
         publish = self.telemetry_filter.select(values)
-        ctx = self._telemetry_context()
+        ctx = self.workflow.telemetry_context()
         if publish is not values:
             raw_seq = self.outbox.next_seq(self.press, TELEMETRY_RAW_STREAM)
             self.outbox.add(streams.row(
@@ -291,11 +291,6 @@ class PressRuntime:
         self._emit(events, ts)
 
     # -- output ------------------------------------------------------------------------
-    def _telemetry_context(self) -> dict[str, Any]:
-        ctx = self.workflow.context()
-        return {"state": ctx.get("state"), "part_number": ctx.get("part_number"),
-                "die_id": ctx.get("die_id"), "material_lot": ctx.get("material_lot")}
-
     def _emit(self, events: list[Event], ts: float) -> None:
         for event in events:
             seq = self.outbox.next_seq(self.press, EVENTS_STREAM)

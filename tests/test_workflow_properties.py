@@ -301,6 +301,9 @@ class WorkflowMachine(RuleBasedStateMachine):
             assert ctx["state"] == self.wf.state
             assert ctx["unreleased_strokes"] >= 0
             assert ctx["first_article_attempt"] >= 0
+            # telemetry's cheap per-poll context is the same four fields of the full one
+            assert self.wf.telemetry_context() == {
+                k: ctx[k] for k in ("state", "part_number", "die_id", "material_lot")}
             if self.wf.state in ("released", "stopped"):
                 assert self.verified
 

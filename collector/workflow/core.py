@@ -115,6 +115,13 @@ class PressWorkflow:
             out["confirmations"] = confirmations
         return out
 
+    def telemetry_context(self) -> dict[str, Any]:
+        """The part of :meth:`context` every telemetry record carries: read per poll, so
+        without the plan lookup, the 100 % inspection totals and the containment view."""
+        ids = self.setup.ids
+        return {"state": self.machine.state, "part_number": ids["part_number"],
+                "die_id": ids["die_id"], "material_lot": ids["material_lot"]}
+
     def unmeasured_pieces(self) -> int | None:
         """Strokes of released production under 100 % inspection not yet matched by a
         measured piece (a piece = one value of every characteristic); None = mode off."""
