@@ -9,6 +9,7 @@ quantity; anything else is :class:`BadAnswer`, never cut down or guessed at.
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 
@@ -118,8 +119,10 @@ def decode_bits(data: bytes, count: int) -> list[bool]:
     return [bool(data[i // 8] >> (i % 8) & 1) for i in range(count)]
 
 
+@functools.lru_cache(maxsize=4096)
 def read_request(area: str, start: int, count: int) -> Request:
-    """A read of ``count`` registers / bits of ``area`` from ``start`` (functions 1-4)."""
+    """A read of ``count`` registers / bits of ``area`` from ``start`` (functions 1-4).
+    Cached: a poll repeats the same few reads, and a Request is immutable."""
     function = FUNCTIONS[area]
     data = (count + 7) // 8 if area in ("coil", "discrete") else 2 * count
     return Request(function, struct.pack(">BHH", function, start, count), area, count, data)
