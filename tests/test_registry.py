@@ -4,11 +4,19 @@ the daemon's drivers, the probes and the demo's simulators all follow from it.""
 from __future__ import annotations
 
 import inspect
-from typing import get_args
+from pathlib import Path
+from typing import ClassVar, Literal, get_args
 
 import pytest
 
-from collector.config.press import PLC_MODELS, PressConfig
+from collector import domain
+from collector.config import load_config, summary
+from collector.config.loader import _check_buses
+from collector.config.press import PLC_MODELS, PressConfig, workflow_settings_for
+from collector.outputs import PressOutputs
+from collector.sparkplug.setup import device_tags
+from collector.telemetry_filter import TelemetryFilter
+from drivers.config_base import ConfigModel
 from drivers.gauge.config import PRESET_LINE, GaugeConfig
 from drivers.gauge.presets import PRESETS
 from drivers.registry import (
@@ -76,3 +84,51 @@ def test_built_plc_drivers_follow_the_driver_protocol() -> None:
     for name in ("run", "read_once", "write"):
         assert inspect.iscoroutinefunction(getattr(driver, name))
     assert driver.online is None and driver.stats["polls"] == 0
+
+
+class _BareTag(ConfigModel):
+    name: str
+    role: Literal[domain.ROLES] | None = None  # type: ignore[valid-type]
+    true_values: list[int | str] | None = None  # the role layer's keys
+    true_bit: int | None = None
+    enum: list[str] | None = None
+
+
+class _BarePlc(ConfigModel):
+    """A ``[plc]`` model with only what docs/DESIGN.md "How to add a protocol" asks of
+    one (protocol, tags, ``resolve_paths``, ``bus_key``, ``shared_line_keys``): no
+    ``[[plc.outputs]]``, no per-tag publish keys. (host, port, unit, poll_interval_ms:
+    what the Modbus plugin's summary, borrowed here, prints.)"""
+
+    protocol: Literal["modbus_tcp"] = "modbus_tcp"
+    host: str = "127.0.0.1"
+    port: int = 502
+    unit: int = 1
+    poll_interval_ms: int = 100
+    tags: list[_BareTag]
+    shared_line_keys: ClassVar[tuple[str, ...]] = ()
+
+    def resolve_paths(self, config_dir: Path) -> None:
+        pass
+
+    def bus_key(self) -> str | None:
+        return None
+
+
+def test_the_collector_needs_no_more_of_a_plc_model_than_the_how_to_names() -> None:
+    """check's summary, the bus check, the workflow settings, the telemetry filter, the
+    outputs and Sparkplug read a new protocol's [plc] model through the how-to's
+    contract only (issue 13: ``check`` crashed on a model without ``outputs``)."""
+    config = load_config(Path(__file__).resolve().parent.parent / "config")
+    tags = [_BareTag(name="strokes", role="stroke_count"),
+            _BareTag(name="run", role="running", true_values=[1])]
+    press = config.presses["p1"].model_copy(update={"plc": _BarePlc(tags=tags),
+                                                    "gauges": []})
+    config.presses["p1"] = press
+    line = next(x for x in summary(config).splitlines() if x.startswith("  press p1"))
+    assert "2 tags (roles: stroke_count, running)" in line and "outputs" not in line
+    assert _check_buses(config.presses, config.press_files) == []
+    assert workflow_settings_for(press).role_maps["running"] is not None
+    assert TelemetryFilter.from_config(press) is None
+    assert PressOutputs.for_press(None, press.plc) is None  # type: ignore[arg-type]
+    assert device_tags([press]) == {"p1": [("strokes", None), ("run", None)]}

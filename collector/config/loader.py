@@ -285,7 +285,7 @@ def summary(config: LoadedConfig | Path | str) -> str:
         gauges = ", ".join(f"{g.id} ({g.preset} {g.port})" for g in press.gauges) or "none"
         title = f" {press.name}" if press.name else ""
         link = plc_plugin(plc.protocol).load().summary(plc)  # the driver package's words
-        outputs = ", ".join(o.role for o in plc.outputs)
+        outputs = ", ".join(o.role for o in getattr(plc, "outputs", ()))  # optional
         outputs = f"; outputs: {outputs}" if outputs else ""
         lines.append(f"  press {press.id}{title}: {link}, {len(plc.tags)} tags "
                      f"(roles: {roles}); gauges: {gauges}{outputs}")
