@@ -251,3 +251,28 @@ def test_metro_word_column_longer_than_its_field_is_garbage() -> None:
     assert results and not any(isinstance(r, Parsed) for r in results)
     flagged = parse_records(parser, b"V1: +NG 0.0")  # a real verdict, unpadded, still a value
     assert [r.flag for r in flagged if isinstance(r, Parsed)] == ["+NG"]
+
+
+# --------------------------------------------------------------------------- every family
+
+# The demo's and the tests' generic gauges: '<value> <unit>' (sim/gauge.py, config/)
+GENERIC_RECORD = r"(?P<value>[+-]?\d+(?:\.\d+)?) (?P<unit>mm|in|um)"
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+@pytest.mark.parametrize("value", ["0.123", "-0.250", "1.5", "12.000", "0.000"])
+def test_every_family_reads_back_what_its_formatter_writes(preset: str, value: str) -> None:
+    """A family brings its parser and its formatter (DESIGN.md, "How to add a gauge
+    family"); this runs for every entry of FAMILIES, so a new family is covered the day
+    it is registered: what the simulator sends for a value parses back to that value."""
+    from decimal import Decimal
+
+    spec = PRESETS[preset]
+    assert spec.format is not None, f"{preset}: a family brings its record formatter"
+    parser = make_parser(preset, GENERIC_RECORD if spec.needs_pattern else None)
+    record = spec.format(value, 1, "mm", "")
+    got = parse_line(parser, record)
+    assert isinstance(got, Parsed), (record, got)
+    assert Decimal(got.value) == Decimal(value), record
+    if spec.unit_in_record:
+        assert got.unit == "mm", record
