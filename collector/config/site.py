@@ -182,7 +182,7 @@ class BufferConfig(ConfigModel):
                           "size-bound passes an eighth each. It bounds the daemon's memory "
                           "(docs/telemetry-and-health.md, \"Memory\"); the OS page cache "
                           "serves the rest. Sized from the bench: 16 gave no faster "
-                          "writes, replays or prunes than 4 and cost ~6 MB of RSS "
+                          "writes or outage replays than 4 and cost ~6 MB of RSS "
                           "(bench/README.md, \"Line RSS\").")
     release_memory: bool = Field(True, description="After each prune round (every 5 "
                                  "minutes) give the heap freed by SQLite and Python back to "
