@@ -89,7 +89,7 @@ class Daemon:
     guard: TaskGuard | None = None  # failure episodes of the background loops
     started: float = field(default_factory=time.time)  # /health daemon.uptime_s
     screen: Any = None  # the line-side screen's server ([screen]; collector/screen/)
-    opcua_passwords: dict[str, str | None] = field(default_factory=dict)  # by press id
+    plc_passwords: dict[str, str | None] = field(default_factory=dict)  # by press id
     # the running presses' driver tasks and line key; what the presses of a line share
     _press_tasks: dict[str, tuple[str, list[asyncio.Task[None]]]] = field(default_factory=dict)
     _shared: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -122,7 +122,7 @@ class Daemon:
             return await reload.reload(self)
 
     # -- one press: started at start-up and by a reload, stopped by a reload -----------
-    def start_press(self, press: PressConfig, opcua_password: str | None = None) -> None:
+    def start_press(self, press: PressConfig, plc_password: str | None = None) -> None:
         """Start one press in the daemon's task group: its command gate, its runtime
         (resumed from its workflow snapshot in the buffer, if any) and one supervised task
         per driver. Presses on one RTU line share the line's objects (``_shared``)."""
@@ -142,7 +142,7 @@ class Daemon:
         outputs = PressOutputs.for_press(runtime, press.plc)
         plc_driver, factories = build_press(
             press, outputs.watch(runtime.sink) if outputs else runtime.sink,
-            self._shared.setdefault(line, {}), opcua_password)
+            self._shared.setdefault(line, {}), plc_password)
         tasks = [self._group.create_task(supervise(name, factory, self.failures), name=name)
                  for name, factory in factories.items()]
         if outputs is not None:
@@ -237,7 +237,7 @@ class Daemon:
             password=password, tls=tls, keepalive=cfg.broker.keepalive_s,
             reconnect_max_s=cfg.broker.reconnect_max_s, protocol=cfg.broker.protocol)
         self._command_log = command_log = CommandLog.open(cfg.buffer.path)
-        self.opcua_passwords = dict(secrets.opcua_passwords)
+        self.plc_passwords = dict(secrets.plc_passwords)
         close_s = STOP_CLOSE_S
         try:
             async with asyncio.TaskGroup() as group:
@@ -246,7 +246,7 @@ class Daemon:
                 spb_task = group.create_task(spb.run(), name="sparkplug") if spb else None
                 self._group = group
                 for press in self.config.presses.values():
-                    self.start_press(press, self.opcua_passwords.get(press.id))
+                    self.start_press(press, self.plc_passwords.get(press.id))
                 prune_task = group.create_task(self._prune_loop(), name="prune")
                 tick_task = group.create_task(self._tick_loop(), name="tick")
                 bounds_task = group.create_task(self._bounds_loop(topics), name="bounds")

@@ -26,14 +26,14 @@ def role_tags(press: PressConfig) -> dict[str, str]:
 
 
 def build_drivers(press: PressConfig, sink: Sink, shared: dict[str, Any] | None = None,
-                  opcua_password: str | None = None,
+                  plc_password: str | None = None,
                   ) -> dict[str, Callable[[], Awaitable[None]]]:
     """Driver coroutine factories for one press (``build_press`` without the PLC driver)."""
-    return build_press(press, sink, shared, opcua_password)[1]
+    return build_press(press, sink, shared, plc_password)[1]
 
 
 def build_press(press: PressConfig, sink: Sink, shared: dict[str, Any] | None = None,
-                opcua_password: str | None = None,
+                plc_password: str | None = None,
                 ) -> tuple[PlcDriver, dict[str, Callable[[], Awaitable[None]]]]:
     """The PLC driver (its ``write`` drives the outputs) and the driver coroutine
     factories for one press, keyed by a name for logs and metrics.
@@ -53,7 +53,7 @@ def build_press(press: PressConfig, sink: Sink, shared: dict[str, Any] | None = 
     for gauge_cfg in press.gauges:
         triggers.add(gauges[gauge_cfg.id], gauge_cfg.poll_on)
     plc_sink = triggers.wrap(sink) if triggers else sink
-    secrets = {"password": opcua_password} if opcua_password is not None else {}
+    secrets = {"password": plc_password} if plc_password is not None else {}
     plc_driver = plc_plugin(plc.protocol).load().build(f"{press.id}/plc", plc,
                                                        BuildContext(shared, secrets))
     drivers: dict[str, Callable[[], Awaitable[None]]] = {

@@ -43,11 +43,12 @@ async def probe_press(args: argparse.Namespace, out: TextIO) -> int:
     options = ProbeOptions(watch=args.watch, count=args.count, interval_s=args.interval,
                            file_name=Path(args.press_file).name)
     implementation = plc_plugin(plc.protocol).load()
-    if getattr(plc, "username", ""):  # a PLC that logs in: its password, read as run does
-        from collector.security import read_opcua_password
+    from collector.security import logs_in, read_plc_password
+
+    if logs_in(plc):  # a PLC that logs in: its password, read as run does
 
         try:
-            password = read_opcua_password(press.id, plc, Path(args.press_file).parent.parent)
+            password = read_plc_password(press.id, plc, Path(args.press_file).parent.parent)
         except Exception as exc:  # a missing / unreadable password file: one line
             raise ProbeError(f"{press.id}: {exc}") from None
         return int(await implementation.probe_press(press.id, plc, options, out,

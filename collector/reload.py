@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from collector.config import LoadedConfig, OpcuaPlcConfig, PressConfig
+from collector.config import LoadedConfig, PressConfig
 from collector.press import PressRuntime
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,9 @@ class PressHost(Protocol):
 
     config: LoadedConfig
     presses: dict[str, PressRuntime]
-    opcua_passwords: dict[str, str | None]
+    plc_passwords: dict[str, str | None]
 
-    def start_press(self, press: PressConfig, opcua_password: str | None) -> None: ...
+    def start_press(self, press: PressConfig, plc_password: str | None) -> None: ...
 
     async def stop_press(self, press_id: str, removed: bool) -> None: ...
 
@@ -132,20 +132,20 @@ class SecretRefused(Exception):
     """An added or changed press's secret cannot be read: the reload is refused."""
 
 
-def opcua_passwords(plan: ReloadPlan, new: LoadedConfig,
+def plc_passwords(plan: ReloadPlan, new: LoadedConfig,
                     running: Mapping[str, str | None]) -> dict[str, str | None]:
-    """The OPC UA passwords of the presses a reload starts: read again (a password file
+    """The PLC passwords of the presses a reload starts: read again (a password file
     may have changed); a press that had one keeps it when its environment variable is
     gone (the daemon drops them after start: docs/security.md)."""
-    from collector.security import StartupError, read_opcua_password
+    from collector.security import StartupError, logs_in, read_plc_password
 
     out: dict[str, str | None] = {}
     for pid in (*plan.added, *plan.changed):
         plc = new.presses[pid].plc
-        if not isinstance(plc, OpcuaPlcConfig) or not plc.username:
+        if not logs_in(plc):
             continue
         try:
-            password = read_opcua_password(pid, plc, new.config_dir,
+            password = read_plc_password(pid, plc, new.config_dir,
                                            new.press_files.get(pid, ""))
         except StartupError as exc:
             raise SecretRefused(str(exc)) from None
@@ -203,13 +203,13 @@ async def reload(host: PressHost) -> bool:
         return False
     plan = plan_reload(old, new)
     try:
-        passwords = opcua_passwords(plan, new, host.opcua_passwords)
+        passwords = plc_passwords(plan, new, host.plc_passwords)
     except SecretRefused as exc:
         log.error("SIGHUP: config refused; the running config is kept:\n%s", exc)
         return False
     await apply_reload(host, old, new, plan, passwords)
     host.config = applied_config(old, new, plan)
     for pid in plan.removed:
-        host.opcua_passwords.pop(pid, None)
-    host.opcua_passwords.update(passwords)
+        host.plc_passwords.pop(pid, None)
+    host.plc_passwords.update(passwords)
     return True

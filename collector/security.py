@@ -21,14 +21,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from collector.config import (
-    OPCUA_PASSWORD_ENV,
     PASSWORD_ENV,
     BrokerTlsConfig,
     LoadedConfig,
     OpcuaPlcConfig,
 )
+from drivers.registry import all_plugins, plc_plugin
 
 CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
 
@@ -111,22 +112,33 @@ def tls_context(tls: BrokerTlsConfig, config_dir: Path | None = None) -> ssl.SSL
     return ctx
 
 
-# --------------------------------------------------------------------------- OPC UA, startup
+# --------------------------------------------------------------------------- PLC logins
 
 
-def opcua_password_env(press_id: str) -> str:
-    """PRESS_COLLECTOR_OPCUA_PASSWORD_P4 for press 'p4' ('-' becomes '_')."""
-    return f"{OPCUA_PASSWORD_ENV}_{press_id.upper().replace('-', '_')}"
+def logs_in(plc: Any) -> bool:
+    """A ``[plc]`` that logs in: its model has a ``username`` and it is set (any protocol
+    whose plugin names a ``password_env``; today OPC UA)."""
+    return bool(getattr(plc, "username", ""))
 
 
-def read_opcua_password(press_id: str, plc: OpcuaPlcConfig, config_dir: Path | None,
-                        file: str = "") -> str | None:
-    """An OPC UA press's password: ``plc.password_file`` (looked up like the broker's), else
-    env PRESS_COLLECTOR_OPCUA_PASSWORD_<PRESS_ID>, else PRESS_COLLECTOR_OPCUA_PASSWORD."""
-    if plc.password_file:
+def plc_password_env(plc: Any, press_id: str) -> str:
+    """The press's own password variable: the protocol's ``password_env`` + the press id
+    (PRESS_COLLECTOR_OPCUA_PASSWORD_P4 for OPC UA press 'p4'; '-' becomes '_')."""
+    return f"{plc_plugin(plc.protocol).password_env}_{press_id.upper().replace('-', '_')}"
+
+
+def read_plc_password(press_id: str, plc: Any, config_dir: Path | None,
+                      file: str = "") -> str | None:
+    """A PLC's login password, the same for every protocol: ``plc.password_file`` (looked
+    up like the broker's), else the environment variable of the press
+    (:func:`plc_password_env`), else the protocol's ``password_env`` itself."""
+    if getattr(plc, "password_file", ""):
         return read_secret_file(plc.password_file, config_dir, "plc.password_file",
                                 file or f"presses/{press_id}.toml")
-    return os.environ.get(opcua_password_env(press_id)) or os.environ.get(OPCUA_PASSWORD_ENV)
+    shared = plc_plugin(plc.protocol).password_env
+    if not shared:  # a protocol without logins: nothing to read
+        return None
+    return os.environ.get(plc_password_env(plc, press_id)) or os.environ.get(shared)
 
 
 @dataclass(frozen=True)
@@ -134,16 +146,20 @@ class Secrets:
     """Every secret the daemon needs, read once at start (before the buffer is opened)."""
 
     broker_password: str | None
-    opcua_passwords: dict[str, str | None] = field(default_factory=dict)  # by press id
+    plc_passwords: dict[str, str | None] = field(default_factory=dict)  # by press id
 
 
 def read_secrets(config: LoadedConfig) -> Secrets:
-    """Read the broker and OPC UA passwords; the first problem raises StartupError."""
-    opcua = {press.id: read_opcua_password(press.id, press.plc, config.config_dir,
-                                           config.press_files.get(press.id, ""))
-             for press in config.presses.values()
-             if isinstance(press.plc, OpcuaPlcConfig) and press.plc.username}
-    return Secrets(read_password(config), opcua)
+    """Read the broker and PLC passwords; the first problem raises StartupError."""
+    plc = {press.id: read_plc_password(press.id, press.plc, config.config_dir,
+                                       config.press_files.get(press.id, ""))
+           for press in config.presses.values() if logs_in(press.plc)}
+    return Secrets(read_password(config), plc)
+
+
+def secret_env_names() -> tuple[str, ...]:
+    """The password variables: the broker's and every protocol's (prefixes)."""
+    return (PASSWORD_ENV, *(p.password_env for p in all_plugins() if p.password_env))
 
 
 def drop_secret_env() -> list[str]:
@@ -151,7 +167,9 @@ def drop_secret_env() -> list[str]:
     no child process, crash handler or environment dump sees them. (The kernel's copy in
     /proc/<pid>/environ is the start-up image and stays; only root and the service user
     can read it, and ProtectProc=invisible hides it from other users: docs/security.md.)"""
-    names = [n for n in os.environ if n == PASSWORD_ENV or n.startswith(OPCUA_PASSWORD_ENV)]
+    prefixes = secret_env_names()
+    names = [n for n in os.environ
+             if n == PASSWORD_ENV or any(n.startswith(p) for p in prefixes[1:])]
     for name in names:
         del os.environ[name]
     return names
@@ -167,8 +185,8 @@ def startup_problems(config: LoadedConfig) -> list[str]:
         steps.append(lambda: tls_context(broker_tls, config.config_dir))
     for press in config.presses.values():
         plc = press.plc
-        if isinstance(plc, OpcuaPlcConfig) and plc.username:
-            steps.append(lambda p=press.id, c=plc: read_opcua_password(
+        if logs_in(plc):
+            steps.append(lambda p=press.id, c=plc: read_plc_password(
                 p, c, config.config_dir, config.press_files.get(p, "")))
     for step in steps:
         try:

@@ -43,6 +43,11 @@ class Plugin:
     description: str
     implementation: str  # module path, imported on first use
     protocols: tuple[str, ...] = ()  # the [plc] protocol values it serves (kind "plc")
+    # Where a PLC that logs in (its [plc] model has ``username`` and ``password_file``)
+    # finds its password when no file is named: this environment variable + "_<PRESS_ID>",
+    # else the variable itself. "" = the protocol never logs in. The collector reads it
+    # for every protocol alike (collector/security.py) and drops it after start.
+    password_env: str = ""
 
     def load(self) -> ModuleType:
         """The implementation module (imports the protocol's libraries)."""
@@ -55,8 +60,8 @@ class BuildContext:
 
     ``shared``: objects several presses share, per plugin (the RTU buses: presses naming
     the same serial port get one line); ``secrets``: read once at start by the daemon
-    (e.g. ``opcua_password``); ``settings_where``: where a refused serial setting is
-    overridden, for the message."""
+    (``password``: the PLC's, when it logs in); ``settings_where``: where a refused
+    serial setting is overridden, for the message."""
 
     shared: dict[str, Any] = field(default_factory=dict)
     secrets: dict[str, Any] = field(default_factory=dict)

@@ -413,7 +413,7 @@ def test_an_added_opcua_press_needs_a_password_it_can_read(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The daemon drops the password variables after start: a press it starts on a reload
     reads its password file, keeps the password it had, or the reload is refused."""
-    from collector.reload import SecretRefused, opcua_passwords
+    from collector.reload import SecretRefused, plc_passwords
 
     for name in [n for n in os.environ if n.startswith("PRESS_COLLECTOR_OPCUA_PASSWORD")]:
         monkeypatch.delenv(name)
@@ -424,10 +424,10 @@ def test_an_added_opcua_press_needs_a_password_it_can_read(
     plan = plan_reload(old, new)
     assert plan.changed == ("p4",)
     with pytest.raises(SecretRefused, match=r"presses/p4\.toml: plc\.username: no password"):
-        opcua_passwords(plan, new, {})
-    assert opcua_passwords(plan, new, {"p4": "kept"}) == {"p4": "kept"}
+        plc_passwords(plan, new, {})
+    assert plc_passwords(plan, new, {"p4": "kept"}) == {"p4": "kept"}
     (tmp_path / "p4.secret").write_text("from-file\n")
     with_file = secured.model_copy(update={"plc": secured.plc.model_copy(
         update={"password_file": str(tmp_path / "p4.secret")})})
     new = old.model_copy(update={"presses": {**old.presses, "p4": with_file}})
-    assert opcua_passwords(plan, new, {"p4": "kept"}) == {"p4": "from-file"}
+    assert plc_passwords(plan, new, {"p4": "kept"}) == {"p4": "from-file"}

@@ -489,3 +489,39 @@ def test_unit_limits_resources_and_keeps_state_private() -> None:
     assert settings["MemoryMax"].endswith("M") and int(settings["MemoryMax"][:-1]) >= 256
     assert int(settings["MemoryHigh"][:-1]) < int(settings["MemoryMax"][:-1])
     assert 32 <= int(settings["TasksMax"]) <= 256
+
+
+# --------------------------------------------------------------------------- any protocol
+
+
+def test_a_second_protocol_that_logs_in_gets_its_password_the_same_way(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PLC passwords are read by the protocol's ``password_env`` (drivers/registry.py),
+    not by an OPC UA special case: a new protocol that logs in needs no collector edit
+    (docs/DESIGN.md, "How to add a protocol")."""
+    from types import SimpleNamespace
+
+    from collector import security
+    from drivers import registry
+
+    registry.all_plugins()  # the real packages first, then the trial one beside them
+    monkeypatch.setitem(registry._PLUGINS, "trialpw", registry.Plugin(
+        "trialpw", "plc", "trial", "drivers.modbus.plugin", ("trialpw",),
+        password_env="PRESS_COLLECTOR_TRIALPW_PASSWORD"))
+    plc = SimpleNamespace(protocol="trialpw", username="op", password_file="")
+    assert security.logs_in(plc)
+    monkeypatch.setenv("PRESS_COLLECTOR_TRIALPW_PASSWORD", "shared-pw")
+    assert security.read_plc_password("line-7", plc, tmp_path) == "shared-pw"
+    monkeypatch.setenv("PRESS_COLLECTOR_TRIALPW_PASSWORD_LINE_7", "own-pw")
+    assert security.read_plc_password("line-7", plc, tmp_path) == "own-pw"
+    (tmp_path / "pw").write_text("file-pw\n")
+    with_file = SimpleNamespace(protocol="trialpw", username="op",
+                                password_file=str(tmp_path / "pw"))
+    assert security.read_plc_password("line-7", with_file, tmp_path) == "file-pw"
+    dropped = security.drop_secret_env()
+    assert {"PRESS_COLLECTOR_TRIALPW_PASSWORD",
+            "PRESS_COLLECTOR_TRIALPW_PASSWORD_LINE_7"} <= set(dropped)
+    assert "PRESS_COLLECTOR_TRIALPW_PASSWORD_LINE_7" not in os.environ
+    # a protocol without logins reads nothing, whatever the environment holds
+    assert security.read_plc_password("p1", SimpleNamespace(
+        protocol="modbus_tcp", username="x", password_file=""), tmp_path) is None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drivers.opcua.vocab import DEADBANDS, MODES, POLICIES
+from drivers.opcua.vocab import DEADBANDS, MODES, PASSWORD_ENV, POLICIES
 
 __all__ = ["DEADBANDS", "MODES", "PLUGIN", "POLICIES"]
 
@@ -38,4 +38,4 @@ from drivers.registry import Plugin, register  # noqa: E402  (after the lazy nam
 
 PLUGIN = register(Plugin(
     "opcua", "plc", "OPC UA client: subscriptions, polled tags, security (docs/opcua.md)",
-    "drivers.opcua.plugin", protocols=("opcua",)))
+    "drivers.opcua.plugin", protocols=("opcua",), password_env=PASSWORD_ENV))

@@ -32,7 +32,7 @@ RoleT = TypeVar("RoleT")
 TagT = TypeVar("TagT", bound="OpcuaTagModel[Any]")
 OutT = TypeVar("OutT", bound="OpcuaOutputModel[Any]")
 
-OPCUA_PASSWORD_ENV = "PRESS_COLLECTOR_OPCUA_PASSWORD"  # + "_<PRESS_ID>" for one press
+OPCUA_PASSWORD_ENV = PLUGIN.password_env  # + "_<PRESS_ID>" for one press
 DeadbandType = Literal[tuple(DEADBANDS)]  # type: ignore[valid-type]
 Policy = Literal[POLICIES]  # type: ignore[valid-type]
 Mode = Literal[MODES]  # type: ignore[valid-type]
