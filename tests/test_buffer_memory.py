@@ -53,3 +53,26 @@ async def test_page_caches_stay_inside_cache_mb_all_connections_together(tmp_pat
         outbox.close()
     with sqlite3.connect(tmp_path / "b.sqlite") as conn:
         assert conn.execute("SELECT count(*) FROM messages").fetchone()[0] == 40_000
+
+
+async def test_a_transaction_bigger_than_the_cache_gives_its_pages_back(tmp_path: Path) -> None:
+    """The writer does not spill a big transaction into the WAL (``cache_spill=OFF``: a
+    backlog's chunk would be written twice); the pages it held beyond its share are freed
+    once the commit made them clean, so the budget holds again after the commit."""
+    before = sqlite_memory_used()
+    outbox = Outbox.open(tmp_path / "b.sqlite", commit_interval_s=0.002, cache_mb=CACHE_MB)
+    try:
+        assert outbox._exec_in_writer("PRAGMA cache_spill") == [(0,)]
+        payload = b"y" * 2000
+        for _ in range(3):  # 3 transactions of 2,000 rows x 2 kB: twice the writer's share
+            rows = []
+            for _ in range(2000):
+                seq = outbox.next_seq("p1", "telemetry")
+                rows.append(OutboxRow("p1", "telemetry", seq, "t/p1/telemetry", payload))
+            outbox.add_many(rows)
+            await outbox.flush()
+        grown = (sqlite_memory_used() - before) / 2**20
+        assert grown <= CACHE_MB + SLACK_MB, f"SQLite holds {grown:.1f} MB more"
+        assert outbox.pending_count() == 6_000
+    finally:
+        outbox.close()
