@@ -28,18 +28,23 @@ def sqlite_memory_used() -> int:
     return int(lib.sqlite3_memory_used())
 
 
+async def write_rows(outbox: Outbox, count: int, payload: bytes) -> None:
+    """``count`` telemetry rows of ``payload`` in one add (one transaction, or chunks of
+    ``MAX_COMMIT_ROWS``), committed."""
+    rows = []
+    for _ in range(count):
+        seq = outbox.next_seq("p1", "telemetry")
+        rows.append(OutboxRow("p1", "telemetry", seq, "t/p1/telemetry", payload))
+    outbox.add_many(rows)
+    await outbox.flush()
+
+
 async def test_page_caches_stay_inside_cache_mb_all_connections_together(tmp_path: Path) -> None:
     before = sqlite_memory_used()
     outbox = Outbox.open(tmp_path / "b.sqlite", commit_interval_s=0.002, cache_mb=CACHE_MB)
     try:
-        payload = b"x" * 1000
         for _ in range(40):  # 40,000 rows of ~1 kB: a 45 MB file, 10x the budget
-            rows = []
-            for _ in range(1000):
-                seq = outbox.next_seq("p1", "telemetry")
-                rows.append(OutboxRow("p1", "telemetry", seq, "t/p1/telemetry", payload))
-            outbox.add_many(rows)
-            await outbox.flush()
+            await write_rows(outbox, 1000, b"x" * 1000)
         after_id = 0
         while rows := outbox.pending(after_id, 2000):  # the publisher's reads, all of it
             after_id = rows[-1][0]
@@ -63,14 +68,8 @@ async def test_a_transaction_bigger_than_the_cache_gives_its_pages_back(tmp_path
     outbox = Outbox.open(tmp_path / "b.sqlite", commit_interval_s=0.002, cache_mb=CACHE_MB)
     try:
         assert outbox._exec_in_writer("PRAGMA cache_spill") == [(0,)]
-        payload = b"y" * 2000
         for _ in range(3):  # 3 transactions of 2,000 rows x 2 kB: twice the writer's share
-            rows = []
-            for _ in range(2000):
-                seq = outbox.next_seq("p1", "telemetry")
-                rows.append(OutboxRow("p1", "telemetry", seq, "t/p1/telemetry", payload))
-            outbox.add_many(rows)
-            await outbox.flush()
+            await write_rows(outbox, 2000, b"y" * 2000)
         grown = (sqlite_memory_used() - before) / 2**20
         assert grown <= CACHE_MB + SLACK_MB, f"SQLite holds {grown:.1f} MB more"
         assert outbox.pending_count() == 6_000
