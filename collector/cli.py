@@ -325,9 +325,9 @@ def _command_of(argv: list[str] | None) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    # The daemon never needs another distribution's commands: looking them up costs the
-    # line PC importlib.metadata, email, zipfile, csv and the plugin's own package for the
-    # daemon's whole life (~2 MB RSS, bench/README.md "Line RSS").
+    # The daemon never needs another distribution's commands: looking them up would import
+    # each plugin's package (the simulators' on a dev install) into the daemon for its
+    # whole life. (importlib.metadata itself comes with pydantic's plugin loader anyway.)
     parser = build_parser(plugins=() if _command_of(argv) == "run" else None)
     args, rest = parser.parse_known_args(argv)
     if args.command == "sink":

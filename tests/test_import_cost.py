@@ -46,8 +46,9 @@ def test_a_press_with_command_keys_loads_cryptography_then() -> None:
 
 
 def test_run_does_not_look_up_other_distributions_commands() -> None:
-    """`run` builds its parser without the entry points (importlib.metadata, email, the
-    simulators' package): the daemon would carry them for its whole life."""
+    """`run` builds its parser without the entry points: another distribution's command
+    package (the simulators' on a dev install) would stay in the daemon for its whole
+    life. (email and zipfile come with pydantic in the real daemon; not with the CLI.)"""
     probe = ("import sys\nimport collector.cli as cli\n"
              "cli.cmd_run = lambda args: 0\n"
              "cli.main(['--log-level', 'WARNING', 'run', '--config-dir', 'config'])\n"
