@@ -46,7 +46,6 @@ async def probe_press(args: argparse.Namespace, out: TextIO) -> int:
     from collector.security import logs_in, read_plc_password
 
     if logs_in(plc):  # a PLC that logs in: its password, read as run does
-
         try:
             password = read_plc_password(press.id, plc, Path(args.press_file).parent.parent)
         except Exception as exc:  # a missing / unreadable password file: one line

@@ -133,7 +133,7 @@ class SecretRefused(Exception):
 
 
 def plc_passwords(plan: ReloadPlan, new: LoadedConfig,
-                    running: Mapping[str, str | None]) -> dict[str, str | None]:
+                  running: Mapping[str, str | None]) -> dict[str, str | None]:
     """The PLC passwords of the presses a reload starts: read again (a password file
     may have changed); a press that had one keeps it when its environment variable is
     gone (the daemon drops them after start: docs/security.md)."""
@@ -146,7 +146,7 @@ def plc_passwords(plan: ReloadPlan, new: LoadedConfig,
             continue
         try:
             password = read_plc_password(pid, plc, new.config_dir,
-                                           new.press_files.get(pid, ""))
+                                         new.press_files.get(pid, ""))
         except StartupError as exc:
             raise SecretRefused(str(exc)) from None
         if password is None:
