@@ -13,6 +13,7 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,8 +129,16 @@ async def test_modbus_setup_first_article_fail_hold_release_and_clean_stop(
         await outputs_become(sim, release_permissive=True, hold_lamp=False,
                              first_article_request=False)
         assert line.daemon is not None
-        health = line.daemon.health()["presses"]["p1"]["outputs"]  # type: ignore[index]
-        assert health["release_permissive"]["written"] is True
+        daemon = line.daemon
+
+        def outputs_health() -> dict[str, Any]:
+            return daemon.health()["presses"]["p1"]["outputs"]  # type: ignore[no-any-return]
+
+        # the PLC has the value before the daemon's read-back confirms it: awaited at
+        # each message the daemon publishes (telemetry every poll), not assumed
+        await line.sub.wait_for(
+            lambda _m: outputs_health()["release_permissive"]["written"] is True, 10)
+        health = outputs_health()
         assert all(not o["alarm"] for o in health.values())
         # a clean stop leaves the permissive false, the press still released in the record
         await line.stop_daemon()
